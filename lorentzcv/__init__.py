@@ -1,0 +1,6 @@
+"""lorentzcv: hyperbolic deep learning for computer vision on the Lorentz model."""
+
+from .geometry import Lorentz, ManifoldParameter
+
+__version__ = "0.1.0"
+__all__ = ["Lorentz", "ManifoldParameter", "__version__"]

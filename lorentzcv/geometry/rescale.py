@@ -1,0 +1,155 @@
+r"""Maximum distance rescaling (``spec/method.md`` §2, decisions in ``design.md`` §4.3).
+
+Hyperbolic vectors far from the origin cannot be represented in floating point: a point at rapidity
+:math:`r = d/\sqrt{k}` has :math:`x_0 = \sqrt{k}\cosh r`, and once :math:`\cosh^2 r\cdot\varepsilon \gtrsim 1`
+the constraint :math:`-x_0^2 + \|x_s\|^2 = -k` is lost in rounding. Rescaling softly compresses every
+distance from the origin into a radius the dtype can represent:
+
+.. math::
+
+    g(d) = m_k \tanh(c\,d), \qquad c = \frac{\operatorname{artanh}(\rho)}{m_k\,s}, \qquad
+    m = \tfrac12\operatorname{arccosh}\!\Big(\frac{1}{2\varepsilon}\Big)\, r ,
+
+with :math:`\varepsilon` the machine epsilon of the dtype of the computation (float32: ``m ≈ 9.56``,
+float16: ``≈ 4.16``, bfloat16: ``≈ 2.91``), softness ``s`` (3 by default; classification uses 2),
+``r = 1.2`` and ``ρ = 0.99``: :math:`g(0)=0`, :math:`g'(0) = \operatorname{artanh}(\rho)/s` (0.88 for
+``s = 3``), :math:`g(s\,m_k) = \rho\, m_k` and :math:`g < m_k`.
+
+Curvature. ``m`` is a bound on the *rapidity* (what the dtype resolves) and the authors' code caps
+both the distance (``g``) and the rapidity (``clamp(f, max=m)``) at ``m``. We use the smooth equivalent,
+the radius :math:`m_k = m\cdot\min(1, \sqrt{k})` in distance units, so every output has
+``dist0 ≤ m`` *and* rapidity ``≤ m`` without a kink (for ``k = 1`` it is exactly the paper's ``g``).
+
+All functions compute in float32 when given float16/bfloat16 inputs and return the input dtype;
+they are smooth at the origin (written with ``sinhc``/``asinhc``/``tanhc``). The rapidity floor of the
+authors' code (points pushed *out* to rapidity 0.05) is available as ``min_rapidity`` and off by default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import math as lmath
+
+__all__ = ["RescaleConfig", "max_distance", "computation_dtype", "rescale", "rescale_euclid"]
+
+
+@dataclass(frozen=True)
+class RescaleConfig:
+    """Constants of maximum distance rescaling.
+
+    Attributes:
+        s: softness; ``g(s·m) = ρ·m``. Values below ``artanh(ρ) ≈ 2.65`` enlarge small norms.
+        r: multiplier on the dtype's maximal distance.
+        rho: saturation target.
+        min_rapidity: optional floor on the output rapidity of non-zero points ([A] uses 0.05); 0 = off.
+        enabled: when False :func:`rescale` / :func:`rescale_euclid` are the identity.
+    """
+
+    s: float = 3.0
+    r: float = 1.2
+    rho: float = 0.99
+    min_rapidity: float = 0.0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.s <= 0 or self.r <= 0 or not 0 < self.rho < 1 or self.min_rapidity < 0:
+            raise ValueError(
+                f"RescaleConfig needs s > 0, r > 0, 0 < rho < 1 and min_rapidity >= 0, got {self}"
+            )
+
+
+def max_distance(dtype: torch.dtype, r: float = 1.2) -> float:
+    r"""``m = ½·arccosh(1/(2ε))·r`` for the machine epsilon ε of ``dtype`` (float32: 9.56)."""
+    eps = torch.finfo(dtype).eps
+    return 0.5 * math.acosh(1.0 / (2.0 * eps)) * r
+
+
+def computation_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a result will be stored in: the autocast dtype if autocast is on for ``x``'s device,
+    else ``x.dtype``."""
+    dev = x.device.type
+    if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev) and x.dtype != torch.float64:
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
+def _radius(k: torch.Tensor | None, dtype: torch.dtype, cfg: RescaleConfig, ref: torch.Tensor) -> torch.Tensor:
+    m = torch.tensor(max_distance(dtype, cfg.r), dtype=ref.dtype, device=ref.device)
+    if k is None:
+        return m
+    return m * k.sqrt().clamp_max(1.0)
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _kt(k: torch.Tensor | float, ref: torch.Tensor, dim: int) -> torch.Tensor:
+    k = lmath._k(k, ref)
+    return lmath._kdim(k, ref.dim(), dim)
+
+
+def rescale(
+    x: torch.Tensor, k: torch.Tensor | float, *, dim: int = -1, config: RescaleConfig = RescaleConfig(),
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    r"""Maximum distance rescaling of points: keep the direction, map ``dist0`` from ``d`` to ``g(d)``.
+
+    :math:`x_s \leftarrow x_s\,\sinh(g(d)/\sqrt{k}) / \sinh(d/\sqrt{k})`, then time from space. The ratio is
+    evaluated as ``sinhc(b)·(g(d)/d)·asinhc(‖x_s‖/√k)`` (``b = g(d)/√k``), which is smooth at the origin with
+    value ``artanh(ρ)/s``.
+
+    Args:
+        x: points, manifold dimension ``dim``.
+        k: the curvature parameter (``K = -1/k``).
+        config: the constants (:class:`RescaleConfig`).
+        dtype: dtype whose epsilon sets ``m``; default :func:`computation_dtype` of ``x``.
+    """
+    if not config.enabled:
+        return x
+    dtype = dtype or computation_dtype(x)
+    xs = lmath.space(_upcast(x), dim=dim)
+    k = _kt(k, xs, dim)
+    sk = k.sqrt()
+    m = _radius(k, dtype, config, xs)
+    c = math.atanh(config.rho) / (m * config.s)
+    n = lmath._safe_norm(xs, dim) / sk  # = sinh(rapidity)
+    d = sk * torch.asinh(n)
+    b = m * torch.tanh(c * d) / sk  # target rapidity
+    if config.min_rapidity > 0:
+        b = b.clamp_min(config.min_rapidity)
+        ratio = torch.sinh(b) / n.clamp_min(torch.finfo(n.dtype).tiny)
+        ratio = torch.where(n > 0, ratio, torch.zeros_like(ratio))
+    else:
+        ratio = lmath.sinhc(b) * (m * c) * lmath.tanhc(c * d) * lmath.asinhc(n)
+    return lmath.add_time(ratio * xs, k, dim=dim).to(x.dtype)
+
+
+def rescale_euclid(
+    v: torch.Tensor, k: torch.Tensor | float | None = None, *, dim: int = -1,
+    config: RescaleConfig = RescaleConfig(), dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    r"""Maximum distance rescaling of Euclidean or tangent vectors: :math:`v \leftarrow g(\|v\|_2)\, v/\|v\|_2`.
+
+    The norm runs over the whole dimension ``dim`` (a time component included). For a tangent vector at the
+    origin :math:`\|v\|_2 = d_0(\exp_0 v)`, so this is :func:`rescale` seen in the tangent space. With ``k``
+    given the radius is :math:`m\min(1,\sqrt{k})` as in :func:`rescale`, otherwise ``m``. Written as
+    ``m·c·tanhc(c‖v‖)·v``: smooth at 0 with slope ``artanh(ρ)/s``.
+    """
+    if not config.enabled:
+        return v
+    dtype = dtype or computation_dtype(v)
+    vv = _upcast(v)
+    m = _radius(None if k is None else _kt(k, vv, dim), dtype, config, vv)
+    c = math.atanh(config.rho) / (m * config.s)
+    n = lmath._safe_norm(vv, dim)
+    ratio = (m * c) * lmath.tanhc(c * n)
+    if config.min_rapidity > 0:
+        floor = config.min_rapidity * (1.0 if k is None else _kt(k, vv, dim).sqrt())
+        target = (ratio * n).clamp_min(floor)
+        ratio = torch.where(n > torch.finfo(n.dtype).tiny * 2, target / n, torch.zeros_like(n))
+    return (ratio * vv).to(v.dtype)
