@@ -1,12 +1,12 @@
 """Lorentz geometry: pure kernels (:mod:`.math`), the :class:`Lorentz` module, rescaling and ``ManifoldParameter``."""
 
 from . import math
-from .lorentz import Lorentz
+from .lorentz import Lorentz, named_manifolds
 from .precision import float32_island, no_autocast, upcast
 from .rescale import RescaleConfig, computation_dtype, max_distance, rescale, rescale_euclid
 from .tensor import ManifoldParameter
 
 __all__ = [
-    "math", "Lorentz", "ManifoldParameter", "RescaleConfig", "rescale", "rescale_euclid", "max_distance",
+    "math", "Lorentz", "named_manifolds", "ManifoldParameter", "RescaleConfig", "rescale", "rescale_euclid", "max_distance",
     "computation_dtype", "float32_island", "no_autocast", "upcast",
 ]

@@ -234,3 +234,12 @@ class Lorentz(nn.Module):
         from .rescale import max_distance
 
         return max_distance(dtype, self.rescale_config.r) * min(1.0, float(self.k.detach()) ** 0.5)
+
+
+def named_manifolds(module: nn.Module) -> dict[str, Lorentz]:
+    """Every distinct :class:`Lorentz` inside ``module`` by its qualified name (shared ones listed once).
+
+    Example: ``{n: m.curvature.item() for n, m in named_manifolds(model).items()}`` reports the learned
+    curvatures ``K = -1/k``.
+    """
+    return {name: m for name, m in module.named_modules() if isinstance(m, Lorentz)}

@@ -37,8 +37,12 @@ def _k(k: torch.Tensor | float, ref: torch.Tensor) -> torch.Tensor:
 
 
 def _kdim(k: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
-    """Insert the manifold dimension into a non-scalar ``k`` so it broadcasts against ``(…, n+1, …)``."""
-    if k.dim() == 0:
+    """Insert the manifold dimension into a non-scalar ``k`` so it broadcasts against ``(…, n+1, …)``.
+
+    ``k`` broadcasts against the inputs with the manifold dimension removed; a ``k`` that already has the
+    inputs' rank (as passed between kernels) is returned unchanged.
+    """
+    if k.dim() == 0 or k.dim() == ndim:
         return k
     return k.unsqueeze(dim if dim < 0 else dim - ndim)
 
@@ -115,11 +119,25 @@ def arcosh(z: torch.Tensor) -> torch.Tensor:
     return torch.log(z64 + (z64 * z64 - 1).clamp_min(1e-15).sqrt()).to(z.dtype)
 
 
+def _chord(x: torch.Tensor, y: torch.Tensor, dim: int, keepdim: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y - x, <y-x, y-x>_L)``, the squared chord clamped at 0 (it is ``-2k - 2<x,y>_L`` on the manifold)."""
+    diff = y - x
+    return diff, inner(diff, diff, dim=dim, keepdim=keepdim).clamp_min(0)
+
+
 def dist(x: torch.Tensor, y: torch.Tensor, k: torch.Tensor, *, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
-    r"""Geodesic distance :math:`d(x,y) = \sqrt{k}\,\operatorname{arcosh}(-\langle x,y\rangle_L / k)`."""
+    r"""Geodesic distance :math:`d(x,y) = \sqrt{k}\,\operatorname{arcosh}(-\langle x,y\rangle_L / k)`.
+
+    Evaluated through the Minkowski chord :math:`c^2 = \langle x-y, x-y\rangle_L = -2k - 2\langle x,y\rangle_L`
+    as :math:`d = 2\sqrt{k}\,\operatorname{asinh}(c / (2\sqrt{k}))`: the same value, but accurate to relative
+    :math:`\varepsilon\cosh^2 r` for nearby points where ``arcosh`` of a number near 1 loses half the digits.
+    The gradient is finite (0 in its Riemannian part) at coincident points.
+    """
     k = _k(k, x)
     kk = _kdim(k, x.dim(), dim) if keepdim else k
-    return kk.sqrt() * arcosh(-inner(x, y, dim=dim, keepdim=keepdim) / kk)
+    _, c2 = _chord(x, y, dim, keepdim)
+    sk = kk.sqrt()
+    return 2 * sk * torch.asinh(c2.clamp_min(torch.finfo(c2.dtype).tiny).sqrt() / (2 * sk))
 
 
 def dist0(x: torch.Tensor, k: torch.Tensor, *, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
@@ -199,14 +217,16 @@ def expmap0(u: torch.Tensor, k: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
 def logmap(x: torch.Tensor, y: torch.Tensor, k: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
     r"""Logarithmic map :math:`\log_x(y) = d(x,y)\, w/\|w\|_L` with :math:`w = y + (\langle x,y\rangle_L/k)\,x`.
 
-    For coincident points ``w`` and ``d`` vanish together; the clamped norm makes the result ≈ 0, not NaN.
+    Uses :math:`w = (y-x) - \frac{c^2}{2k}x` (``c²`` the squared chord of :func:`dist`) and
+    :math:`\|w\|_L = \sqrt{k}\sinh(d/\sqrt{k})`, i.e. :math:`\log_x(y) = w / \operatorname{sinhc}(d/\sqrt{k})`:
+    accurate for nearby points and exactly 0 for coincident ones (no 0/0).
     """
     k = _kdim(_k(k, x), x.dim(), dim)
-    xy = inner(x, y, dim=dim, keepdim=True)
-    d = k.sqrt() * arcosh(-xy / k)
-    w = y + xy / k * x
-    wn = inner(w, w, dim=dim, keepdim=True).clamp_min(1e-15 if x.dtype == torch.float64 else 1e-8).sqrt()
-    return d / wn * w
+    sk = k.sqrt()
+    diff, c2 = _chord(x, y, dim, True)
+    d = 2 * sk * torch.asinh(c2.clamp_min(torch.finfo(c2.dtype).tiny).sqrt() / (2 * sk))
+    w = diff - c2 / (2 * k) * x
+    return w / sinhc(d / sk)
 
 
 def logmap0(y: torch.Tensor, k: torch.Tensor, *, dim: int = -1) -> torch.Tensor:

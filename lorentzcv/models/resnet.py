@@ -1,0 +1,442 @@
+r"""ResNets: Euclidean, hybrid (Euclidean encoder + Lorentz MLR) and fully hyperbolic (HCNN, HECNN+).
+
+``spec/method.md`` §6 (models), §5.6–5.7 (blocks), §8 (protocol); ``design.md`` §2, §4.7. Every variant is one
+:class:`ResNet` assembled from the same blocks (:mod:`lorentzcv.nn.blocks`) with different **layer factories**;
+the geometry is chosen by which factories a builder passes, never by ``if manifold is …`` branches.
+
+================  =====================================================================================
+name              composition
+================  =====================================================================================
+resnet18/50       Euclidean ResNet (CIFAR stem for ``img_size <= 64``), linear classifier.
+hybrid_resnet*    Euclidean encoder → global average pool → ``ToLorentz`` (maximum distance rescaling,
+                  time from space; ``lift="clip_expmap"`` = HCNN's clipped exp0) → ``LorentzMLR`` on the
+                  decoder's own learnable manifold.
+hcnn_resnet18     Fully hyperbolic HCNN baseline: Lorentz stem, Lorentz basic blocks with the unfold conv
+                  (``conv_impl="unfold"``), HCNN batch norm, space-add residual, centroid pooling, Lorentz MLR;
+                  one manifold, fixed ``k = 1``, no rescaling, conv bias.
+hecnn_resnet18    Fully hyperbolic HECNN+: efficient conv, maximum distance rescaling with ``s = 2``
+                  (``design.md`` §4.7) in conv/BN/residual, learnable curvature, separate encoder and decoder
+                  manifolds joined by a Lorentz→Lorentz ``ManifoldSwap`` before the MLR.
+hecnn_resnet50    Euclidean stem and shortcuts, ``LorentzCoreBottleneck`` stages (hyperbolic 3×3 cores on one
+                  encoder manifold, §5.7), Euclidean pool → ``ToLorentz`` → ``LorentzMLR`` on the decoder
+                  manifold.
+================  =====================================================================================
+
+Curvature convention: every :class:`~lorentzcv.geometry.Lorentz` holds ``k > 0``; :meth:`ResNet.curvatures`
+reports the sectional curvatures ``K = -1/k``. The manifolds are registered on the model first
+(``encoder_manifold``/``decoder_manifold``, or ``manifold`` when shared), so :meth:`ResNet.manifolds` lists them
+under those names.
+
+Ablation keywords of the hyperbolic builders (the paper's Table 5): ``learn_k``, ``k_init``,
+``separate_decoder``, ``rescale``, ``rescale_s``, ``conv_impl`` (``"efficient"``/``"unfold"``), ``bn_variant``
+(``"hcnn"``/``"rhl"``), ``bias``. ``hcnn_resnet18`` and ``hecnn_resnet18`` are the same builder with different
+defaults, so ``create_model("hecnn_resnet18", conv_impl="unfold", rescale=False, learn_k=False,
+separate_decoder=False, bias=True)`` is the HCNN baseline.
+
+Mixed precision: under ``torch.autocast`` the Euclidean convs run in the autocast dtype and every hyperbolic
+kernel (lift, Lorentz conv time/rescaling, batch norm, pooling, swap, MLR) is a float32 island, so hybrid and
+hyperbolic models train in bfloat16/float16 without dtype errors or NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..geometry import Lorentz, RescaleConfig, named_manifolds
+from ..nn.activation import LorentzActivation, LorentzResidual
+from ..nn.blocks import Add, BasicBlock, Bottleneck, ConvNormAct, LorentzCoreBottleneck, conv2d, relu
+from ..nn.bridge import ManifoldSwap, ToLorentz
+from ..nn.conv import LorentzConv2d
+from ..nn.mlr import LorentzMLR
+from ..nn.norm import LorentzBatchNorm2d
+from ..nn.pooling import LorentzGlobalAvgPool2d
+from ._registry import register_model
+
+__all__ = [
+    "ResNet", "resnet18", "resnet50", "hybrid_resnet18", "hybrid_resnet50", "hcnn_resnet18", "hecnn_resnet18",
+    "hecnn_resnet50", "euclidean_factories", "lorentz_factories",
+]
+
+HeadFactory = Callable[[int, int], nn.Module]
+_CONV_IMPLS = ("efficient", "unfold")
+_BN_VARIANTS = ("hcnn", "rhl")
+_LIFTS = ("rescale", "clip_expmap")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the model
+# ------------------------------------------------------------------------------------------------------------
+class ResNet(nn.Module):
+    """A ResNet assembled from parts: ``stem → layer1..layerN → global_pool → neck → fc``.
+
+    The parts decide the geometry; the model only wires them. Built by the registered entrypoints (use
+    :func:`lorentzcv.models.create_model`), not usually by hand.
+
+    Args:
+        block: block class (:class:`~lorentzcv.nn.blocks.BasicBlock`, ``Bottleneck``, ``LorentzCoreBottleneck``)
+            with an ``expansion`` attribute, called as ``block(in_ch, planes, stride, **block_kwargs)``.
+        layers: blocks per stage (e.g. ``(2, 2, 2, 2)``); stage ``i`` has ``width·2^i`` planes, stride 1 for the
+            first stage and 2 after.
+        stem: the stem module, ``(B, in_chans, H, W) →`` ``width`` channels.
+        block_kwargs: the factories passed to every block.
+        global_pool: ``(B, C, H, W) → (B, C)`` (Euclidean) or ``(B, 1+C, H, W) → (B, 1+C)`` (Lorentz).
+        neck: applied to the pooled features before the classifier (a lift/swap to the decoder manifold, or
+            ``nn.Identity``).
+        head_layer: ``head_layer(num_features, num_classes) -> module``, the classifier factory (kept for
+            :meth:`reset_classifier`).
+        num_classes: classifier outputs; 0 = no classifier (``forward`` returns the pooled features).
+        width: base channels of the first stage.
+        manifolds: named :class:`~lorentzcv.geometry.Lorentz` modules registered on the model before the other
+            parts (so :meth:`manifolds` reports them under these names).
+
+    Attributes:
+        num_features: channels (space channels for Lorentz features) of the pooled features.
+    """
+
+    def __init__(
+        self, *, block: type[nn.Module], layers: Sequence[int], stem: nn.Module, block_kwargs: dict[str, Any],
+        global_pool: nn.Module, neck: nn.Module, head_layer: HeadFactory, num_classes: int, width: int = 64,
+        manifolds: dict[str, Lorentz] | None = None,
+    ) -> None:
+        super().__init__()
+        if not layers or any(int(n) < 1 for n in layers):
+            raise ValueError(f"layers must be a non-empty sequence of positive block counts, got {layers!r}")
+        if width < 1:
+            raise ValueError(f"width (base channels) must be >= 1, got {width}")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0 = no classifier), got {num_classes}")
+        for name, m in (manifolds or {}).items():
+            self.add_module(name, m)
+        self.stem = stem
+        expansion = getattr(block, "expansion", 1)
+        in_ch = width
+        self.stage_names: list[str] = []
+        for i, n in enumerate(layers):
+            planes = width * 2**i
+            blocks = []
+            for j in range(int(n)):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(block(in_ch, planes, stride, **block_kwargs))
+                in_ch = planes * expansion
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            self.stage_names.append(f"layer{i + 1}")
+        self.num_features = in_ch
+        self.global_pool = global_pool
+        self.neck = neck
+        self._head_layer = head_layer
+        self.num_classes = num_classes
+        self.fc = head_layer(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    # --- timm-like API ------------------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and stages: ``(B, in_chans, H, W)`` → the last feature map (``(B, 1+C, h, w)`` if hyperbolic)."""
+        x = self.stem(x)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, map to the decoder (``neck``), classify. ``pre_logits=True`` returns the classifier input
+        (``(B, C)`` Euclidean, or ``(B, 1+C)`` points on the decoder manifold)."""
+        x = self.neck(self.global_pool(x))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier module (``nn.Linear``, ``LorentzMLR`` or ``nn.Identity`` when ``num_classes=0``)."""
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a freshly initialised one with ``num_classes`` outputs (0 = none)."""
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0 = no classifier), got {num_classes}")
+        self.num_classes = num_classes
+        ref = next(self.parameters())
+        fc = self._head_layer(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = fc.to(device=ref.device, dtype=ref.dtype)
+
+    def manifolds(self) -> dict[str, Lorentz]:
+        """Every distinct :class:`~lorentzcv.geometry.Lorentz` of the model by name (empty if Euclidean)."""
+        return named_manifolds(self)
+
+    def curvatures(self) -> dict[str, float]:
+        """Sectional curvature ``K = -1/k`` of every manifold, by name (for logging)."""
+        return {name: float(m.curvature.detach()) for name, m in self.manifolds().items()}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# factories and parts
+# ------------------------------------------------------------------------------------------------------------
+def euclidean_factories() -> dict[str, Any]:
+    """Block factories of the Euclidean ResNet: bias-free conv, ``BatchNorm2d``, ReLU, addition."""
+    return dict(conv_layer=conv2d, norm_layer=nn.BatchNorm2d, act_layer=relu, residual=Add)
+
+
+def lorentz_factories(
+    manifold: Lorentz, *, conv_impl: str = "efficient", bn_variant: str = "hcnn", rescale: bool = True,
+    bias: bool = False,
+) -> dict[str, Any]:
+    """Block factories of a fully hyperbolic ResNet on ``manifold`` (``functools.partial`` of the Lorentz layers).
+
+    ``rescale`` switches maximum distance rescaling (the manifold's :class:`RescaleConfig`) in the conv, the
+    batch norm and the residual together.
+    """
+    return dict(
+        conv_layer=partial(LorentzConv2d, manifold, impl=conv_impl, rescale=rescale, bias=bias),
+        norm_layer=partial(LorentzBatchNorm2d, manifold, variant=bn_variant, rescale=rescale),
+        act_layer=partial(LorentzActivation, manifold),
+        residual=partial(LorentzResidual, manifold, rescale=rescale),
+    )
+
+
+def _small_input(img_size: int | Sequence[int]) -> bool:
+    size = max(img_size) if isinstance(img_size, (tuple, list)) else int(img_size)
+    if size < 1:
+        raise ValueError(f"img_size must be positive, got {img_size!r}")
+    return size <= 64
+
+
+def _stem(in_chans: int, width: int, img_size: int | Sequence[int], factories: dict[str, Any], *,
+          max_pool: bool, pre_layer: Callable[[], nn.Module] | None = None) -> nn.Module:
+    """CIFAR/Tiny-ImageNet stem (``img_size <= 64``: 3×3 stride 1, no pool) or ImageNet stem (7×7 stride 2,
+    + 3×3/2 max-pool when ``max_pool``), ``spec/method.md`` §6.1."""
+    kw = {k: factories[k] for k in ("conv_layer", "norm_layer", "act_layer")}
+    if _small_input(img_size):
+        return ConvNormAct(in_chans, width, 3, 1, 1, pre_layer=pre_layer, **kw)
+    stem = ConvNormAct(in_chans, width, 7, 2, 3, pre_layer=pre_layer, **kw)
+    return nn.Sequential(stem, nn.MaxPool2d(3, 2, 1)) if max_pool else stem
+
+
+def _euclidean_pool() -> nn.Module:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+
+
+def _manifold(k_init: float, learn_k: bool, rescale: bool, rescale_s: float) -> Lorentz:
+    return Lorentz(k_init, learnable=learn_k, rescale=RescaleConfig(s=rescale_s, enabled=rescale))
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _decoder_manifolds(
+    enc: Lorentz, separate_decoder: bool, k_init: float, learn_k: bool, rescale: bool, rescale_s: float,
+) -> tuple[dict[str, Lorentz], Lorentz]:
+    if not separate_decoder:
+        return {"manifold": enc}, enc
+    dec = _manifold(k_init, learn_k, rescale, rescale_s)
+    return {"encoder_manifold": enc, "decoder_manifold": dec}, dec
+
+
+def _tag(model: ResNet, name: str, num_classes: int, in_chans: int, img_size: Any) -> ResNet:
+    model.default_cfg = dict(architecture=name, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------------------
+# builders
+# ------------------------------------------------------------------------------------------------------------
+def _euclidean_resnet(
+    name: str, block: type[nn.Module], default_layers: Sequence[int], *, num_classes: int, in_chans: int,
+    img_size: Any, width: int, layers: Sequence[int] | None,
+) -> ResNet:
+    f = euclidean_factories()
+    model = ResNet(
+        block=block, layers=layers or default_layers, width=width, block_kwargs=f,
+        stem=_stem(in_chans, width, img_size, f, max_pool=True), global_pool=_euclidean_pool(), neck=nn.Identity(),
+        head_layer=nn.Linear, num_classes=num_classes,
+    )
+    return _tag(model, name, num_classes, in_chans, img_size)
+
+
+def _hybrid_resnet(
+    name: str, block: type[nn.Module], default_layers: Sequence[int], *, num_classes: int, in_chans: int,
+    img_size: Any, width: int, layers: Sequence[int] | None, learn_k: bool, k_init: float, rescale: bool,
+    rescale_s: float, lift: str, clip_r: float,
+) -> ResNet:
+    _check_choice("lift", lift, _LIFTS)
+    dec = _manifold(k_init, learn_k, rescale, rescale_s)
+    f = euclidean_factories()
+    model = ResNet(
+        block=block, layers=layers or default_layers, width=width, block_kwargs=f,
+        stem=_stem(in_chans, width, img_size, f, max_pool=True), global_pool=_euclidean_pool(),
+        neck=ToLorentz(dec, mode=lift if rescale or lift != "rescale" else "add_time", clip_r=clip_r, dim=1),
+        head_layer=partial(LorentzMLR, dec), num_classes=num_classes, manifolds={"decoder_manifold": dec},
+    )
+    return _tag(model, name, num_classes, in_chans, img_size)
+
+
+def _lorentz_resnet(
+    name: str, block: type[nn.Module], default_layers: Sequence[int], *, num_classes: int, in_chans: int,
+    img_size: Any, width: int, layers: Sequence[int] | None, learn_k: bool, k_init: float, separate_decoder: bool,
+    rescale: bool, rescale_s: float, conv_impl: str, bn_variant: str, bias: bool,
+) -> ResNet:
+    _check_choice("conv_impl", conv_impl, _CONV_IMPLS)
+    _check_choice("bn_variant", bn_variant, _BN_VARIANTS)
+    enc = _manifold(k_init, learn_k, rescale, rescale_s)
+    manifolds, dec = _decoder_manifolds(enc, separate_decoder, k_init, learn_k, rescale, rescale_s)
+    f = lorentz_factories(enc, conv_impl=conv_impl, bn_variant=bn_variant, rescale=rescale, bias=bias)
+    # input lift (§5.6): pixel vectors as space coordinates, time = sqrt(|rgb|^2 + k)
+    lift = partial(ToLorentz, enc, mode="add_time", dim=1)
+    model = ResNet(
+        block=block, layers=layers or default_layers, width=width, block_kwargs=f,
+        stem=_stem(in_chans, width, img_size, f, max_pool=False, pre_layer=lift),
+        global_pool=LorentzGlobalAvgPool2d(enc),
+        neck=ManifoldSwap(enc, dec, rescale=rescale, dim=-1) if separate_decoder else nn.Identity(),
+        head_layer=partial(LorentzMLR, dec), num_classes=num_classes, manifolds=manifolds,
+    )
+    return _tag(model, name, num_classes, in_chans, img_size)
+
+
+def _lorentz_core_resnet(
+    name: str, default_layers: Sequence[int], *, num_classes: int, in_chans: int, img_size: Any, width: int,
+    layers: Sequence[int] | None, learn_k: bool, k_init: float, separate_decoder: bool, rescale: bool,
+    rescale_s: float, conv_impl: str, bn_variant: str, bias: bool,
+) -> ResNet:
+    _check_choice("conv_impl", conv_impl, _CONV_IMPLS)
+    _check_choice("bn_variant", bn_variant, _BN_VARIANTS)
+    enc = _manifold(k_init, learn_k, rescale, rescale_s)
+    manifolds, dec = _decoder_manifolds(enc, separate_decoder, k_init, learn_k, rescale, rescale_s)
+    f = euclidean_factories()
+    block_kwargs = dict(f, manifold=enc, conv_impl=conv_impl, bn_variant=bn_variant, rescale=rescale, bias=bias)
+    model = ResNet(
+        block=LorentzCoreBottleneck, layers=layers or default_layers, width=width, block_kwargs=block_kwargs,
+        stem=_stem(in_chans, width, img_size, f, max_pool=True), global_pool=_euclidean_pool(),
+        neck=ToLorentz(dec, mode="rescale" if rescale else "add_time", dim=1),
+        head_layer=partial(LorentzMLR, dec), num_classes=num_classes, manifolds=manifolds,
+    )
+    return _tag(model, name, num_classes, in_chans, img_size)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# registered entrypoints
+# ------------------------------------------------------------------------------------------------------------
+@register_model
+def resnet18(
+    *, num_classes: int = 1000, in_chans: int = 3, img_size: int | tuple[int, int] = 224, width: int = 64,
+    layers: Sequence[int] | None = None,
+) -> ResNet:
+    """Euclidean ResNet-18 (basic blocks ``[2, 2, 2, 2]``, widths ``width·(1, 2, 4, 8)``, linear classifier)."""
+    return _euclidean_resnet("resnet18", BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans,
+                             img_size=img_size, width=width, layers=layers)
+
+
+@register_model
+def resnet50(
+    *, num_classes: int = 1000, in_chans: int = 3, img_size: int | tuple[int, int] = 224, width: int = 64,
+    layers: Sequence[int] | None = None,
+) -> ResNet:
+    """Euclidean ResNet-50 (bottlenecks ``[3, 4, 6, 3]``, expansion 4, linear classifier)."""
+    return _euclidean_resnet("resnet50", Bottleneck, (3, 4, 6, 3), num_classes=num_classes, in_chans=in_chans,
+                             img_size=img_size, width=width, layers=layers)
+
+
+_HYBRID_DOC = """
+
+    Args:
+        width, layers: base channels and blocks per stage (small values for tests and CPU demos).
+        learn_k: learnable decoder curvature (default True). k_init: initial ``k`` (``K = -1/k``).
+        rescale, rescale_s: maximum distance rescaling in the lift and its softness ``s`` (2 for classification).
+        lift: ``"rescale"`` ([A]: rescale the feature vector, use it as space coordinates) or ``"clip_expmap"``
+            ([H]: clip to norm ``clip_r`` (1 for CIFAR, 4 for Tiny-ImageNet), then ``exp_0``).
+    """
+
+
+@register_model
+def hybrid_resnet18(
+    *, num_classes: int = 1000, in_chans: int = 3, img_size: int | tuple[int, int] = 224, width: int = 64,
+    layers: Sequence[int] | None = None, learn_k: bool = True, k_init: float = 1.0, rescale: bool = True,
+    rescale_s: float = 2.0, lift: str = "rescale", clip_r: float = 1.0,
+) -> ResNet:
+    return _hybrid_resnet("hybrid_resnet18", BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans,
+                          img_size=img_size, width=width, layers=layers, learn_k=learn_k, k_init=k_init,
+                          rescale=rescale, rescale_s=rescale_s, lift=lift, clip_r=clip_r)
+
+
+hybrid_resnet18.__doc__ = "Hybrid ResNet-18: Euclidean encoder, Lorentz MLR decoder on its own manifold." + _HYBRID_DOC
+
+
+@register_model
+def hybrid_resnet50(
+    *, num_classes: int = 1000, in_chans: int = 3, img_size: int | tuple[int, int] = 224, width: int = 64,
+    layers: Sequence[int] | None = None, learn_k: bool = True, k_init: float = 1.0, rescale: bool = True,
+    rescale_s: float = 2.0, lift: str = "rescale", clip_r: float = 1.0,
+) -> ResNet:
+    return _hybrid_resnet("hybrid_resnet50", Bottleneck, (3, 4, 6, 3), num_classes=num_classes, in_chans=in_chans,
+                          img_size=img_size, width=width, layers=layers, learn_k=learn_k, k_init=k_init,
+                          rescale=rescale, rescale_s=rescale_s, lift=lift, clip_r=clip_r)
+
+
+hybrid_resnet50.__doc__ = "Hybrid ResNet-50: Euclidean encoder, Lorentz MLR decoder on its own manifold." + _HYBRID_DOC
+
+_LORENTZ_DOC = """
+
+    Args:
+        width, layers: base channels and blocks per stage (small values for tests and CPU demos).
+        learn_k: learnable curvatures. k_init: initial ``k`` of every manifold (``K = -1/k``).
+        separate_decoder: separate encoder and decoder manifolds (each with its own ``k``) joined by a
+            ``ManifoldSwap``; ``False`` shares one manifold.
+        rescale, rescale_s: maximum distance rescaling (conv, batch norm, residual, swap/lift) and its softness.
+        conv_impl: ``"efficient"`` (conv on space channels) or ``"unfold"`` (HCNN unfold + LFC).
+        bn_variant: ``"hcnn"`` or ``"rhl"`` (:class:`~lorentzcv.nn.LorentzBatchNorm2d`).
+        bias: bias of the Lorentz convs.
+    """
+
+
+@register_model
+def hcnn_resnet18(
+    *, num_classes: int = 1000, in_chans: int = 3, img_size: int | tuple[int, int] = 224, width: int = 64,
+    layers: Sequence[int] | None = None, learn_k: bool = False, k_init: float = 1.0, separate_decoder: bool = False,
+    rescale: bool = False, rescale_s: float = 3.0, conv_impl: str = "unfold", bn_variant: str = "hcnn",
+    bias: bool = True,
+) -> ResNet:
+    return _lorentz_resnet("hcnn_resnet18", BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans,
+                           img_size=img_size, width=width, layers=layers, learn_k=learn_k, k_init=k_init,
+                           separate_decoder=separate_decoder, rescale=rescale, rescale_s=rescale_s,
+                           conv_impl=conv_impl, bn_variant=bn_variant, bias=bias)
+
+
+hcnn_resnet18.__doc__ = ("Fully hyperbolic HCNN ResNet-18 (Bdeir et al. 2024 baseline): unfold conv, HCNN batch "
+                         "norm, one manifold with fixed k = 1, no rescaling." + _LORENTZ_DOC)
+
+
+@register_model
+def hecnn_resnet18(
+    *, num_classes: int = 1000, in_chans: int = 3, img_size: int | tuple[int, int] = 224, width: int = 64,
+    layers: Sequence[int] | None = None, learn_k: bool = True, k_init: float = 1.0, separate_decoder: bool = True,
+    rescale: bool = True, rescale_s: float = 2.0, conv_impl: str = "efficient", bn_variant: str = "hcnn",
+    bias: bool = False,
+) -> ResNet:
+    return _lorentz_resnet("hecnn_resnet18", BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans,
+                           img_size=img_size, width=width, layers=layers, learn_k=learn_k, k_init=k_init,
+                           separate_decoder=separate_decoder, rescale=rescale, rescale_s=rescale_s,
+                           conv_impl=conv_impl, bn_variant=bn_variant, bias=bias)
+
+
+hecnn_resnet18.__doc__ = ("Fully hyperbolic HECNN+ ResNet-18: efficient conv, rescaling (s = 2), learnable "
+                          "curvature, separate encoder/decoder manifolds." + _LORENTZ_DOC)
+
+
+@register_model
+def hecnn_resnet50(
+    *, num_classes: int = 1000, in_chans: int = 3, img_size: int | tuple[int, int] = 224, width: int = 64,
+    layers: Sequence[int] | None = None, learn_k: bool = True, k_init: float = 1.0, separate_decoder: bool = True,
+    rescale: bool = True, rescale_s: float = 2.0, conv_impl: str = "efficient", bn_variant: str = "hcnn",
+    bias: bool = False,
+) -> ResNet:
+    return _lorentz_core_resnet("hecnn_resnet50", (3, 4, 6, 3), num_classes=num_classes, in_chans=in_chans,
+                                img_size=img_size, width=width, layers=layers, learn_k=learn_k, k_init=k_init,
+                                separate_decoder=separate_decoder, rescale=rescale, rescale_s=rescale_s,
+                                conv_impl=conv_impl, bn_variant=bn_variant, bias=bias)
+
+
+hecnn_resnet50.__doc__ = ("HECNN+ ResNet-50 with Lorentz-Core bottlenecks (hyperbolic 3×3 cores, Euclidean stem "
+                          "and shortcuts) and a Lorentz MLR decoder (spec §5.7)." + _LORENTZ_DOC)

@@ -1,0 +1,385 @@
+r"""Functional building blocks shared by the Lorentz layers (``spec/method.md`` §1.2, §2, §5.6).
+
+Curvature convention (``design.md`` §1): ``k > 0``, points satisfy :math:`\langle x,x\rangle_L = -k`,
+:math:`x_0 > 0`, sectional curvature :math:`K = -1/k`. Every function takes the manifold dimension ``dim``
+(``1`` for channels-first maps ``(B, 1+C, H, W)``, ``-1`` for vectors ``(…, 1+C)``; for ``(B, 1+C)`` both
+mean the same axis).
+
+The workhorse is :func:`lift`: almost every layer ends with "new space coordinates :math:`y_s`, optionally
+boosted and/or maximum-distance rescaled, time from space". All of these are a per-pixel scalar factor
+``ratio(‖y_s‖², k, …)`` on the space part plus a per-pixel time ``sqrt(ratio²‖y_s‖² + k)``, so :func:`lift`
+computes ``‖y_s‖²`` once, evaluates the scalar factors on the small ``(…, 1, …)`` tensor and writes the
+output ``(time, ratio·y_s)`` into one preallocated tensor (no ``torch.cat``, no autograd intermediates of the
+full size). Its backward is written by hand for the full-size part (two passes over ``y_s``) and uses autograd
+only on the small per-pixel graph. It is first-order differentiable (``once_differentiable``).
+
+Float32 islands (``design.md`` §1): the helpers run with autocast disabled and half-precision inputs upcast to
+float32, and return float32 (the next autocast op casts down again). The rescaling radius ``m`` is taken from
+the *computation dtype*, i.e. the autocast dtype when autocast is on (``lorentzcv.geometry.rescale``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..geometry import math as lmath
+from ..geometry.precision import no_autocast, upcast
+from ..geometry.rescale import RescaleConfig, computation_dtype, max_distance
+
+__all__ = [
+    "lift", "lorentz_residual", "lorentz_activation", "euclid_to_lorentz", "lorentz_to_euclid", "swap_manifold",
+    "check_points",
+]
+
+ScaleFn = Callable[..., tuple[torch.Tensor | None, torch.Tensor]]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------------------------
+def check_points(x: torch.Tensor, channels: int | None, *, dim: int, ndim: int | tuple[int, ...] | None = None,
+                 name: str = "input", what: str = "") -> None:
+    """Raise ``ValueError`` unless ``x`` has ``1 + channels`` entries along ``dim`` (and ``ndim`` dimensions).
+
+    ``channels`` counts space channels (``None``: any number ≥ 1).
+    """
+    where = f"{what}: " if what else ""
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.dim() not in allowed:
+            layout = {4: "(B, 1+C, H, W)", 2: "(B, 1+C)", 3: "(B, N, 1+C)"}
+            exp = " or ".join(layout.get(n, f"{n}-D") for n in allowed)
+            raise ValueError(f"{where}{name} must be {exp} (time at index 0 of dim {dim}), got shape {tuple(x.shape)}")
+    if x.dim() == 0 or not -x.dim() <= dim < x.dim():
+        raise ValueError(f"{where}{name} of shape {tuple(x.shape)} has no dimension {dim}")
+    size = x.size(dim)
+    if channels is None:
+        if size < 2:
+            raise ValueError(f"{where}{name} needs a time and at least one space entry along dim {dim}, got shape "
+                             f"{tuple(x.shape)}")
+    elif size != channels + 1:
+        raise ValueError(
+            f"{where}{name} must have 1 + {channels} = {channels + 1} entries along dim {dim} (time + {channels} "
+            f"space channels), got {size} (shape {tuple(x.shape)}); Lorentz layers count space channels, the "
+            f"time coordinate comes first"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# per-pixel scale functions: (sq = ‖y_s‖², k, *params) -> (ratio or None, time)
+# --------------------------------------------------------------------------------------------------------------
+def _norm(sq: torch.Tensor) -> torch.Tensor:
+    return sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
+
+
+def _time(sq: torch.Tensor, ratio: torch.Tensor | None, k: torch.Tensor) -> torch.Tensor:
+    return (sq + k).sqrt() if ratio is None else (ratio * ratio * sq + k).sqrt()
+
+
+def _radius(m0: float, sk: torch.Tensor) -> torch.Tensor:
+    return m0 * sk.clamp_max(1.0)
+
+
+def _scale_time_only(sq: torch.Tensor, k: torch.Tensor) -> tuple[None, torch.Tensor]:
+    return None, _time(sq, None, k)
+
+
+def _scale_point(
+    sq: torch.Tensor, k: torch.Tensor, gamma: torch.Tensor | None = None, *, m0: float | None,
+    cfg: RescaleConfig | None, max_rap: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Boost (rapidity ``r ↦ |γ|·r``) and/or maximum distance rescaling (``d ↦ g(d)``) of ``add_time(y_s)``.
+
+    With ``n = ‖y_s‖/√k = sinh r`` and target rapidity ``b``: ``ratio = sinh(b)/n``, written smoothly as
+    ``sinhc(b)·(b/n)``. Matches :func:`lorentzcv.geometry.rescale.rescale` (of ``add_time(y_s)``) exactly.
+    """
+    sk = k.sqrt()
+    n = _norm(sq) / sk
+    g = 1.0 if gamma is None else gamma.abs()
+    if m0 is None:  # boost only: b = |γ|·asinh(n), clamped to the largest representable rapidity
+        b = g * torch.asinh(n)
+        bc = b.clamp_max(max_rap)
+        ratio = torch.where(b > bc, torch.sinh(bc) / n, lmath.sinhc(bc) * g * lmath.asinhc(n))
+        return ratio, _time(sq, ratio, k)
+    m = _radius(m0, sk)
+    c = math.atanh(cfg.rho) / (m * cfg.s)
+    d = g * sk * torch.asinh(n)  # boosted distance to the origin
+    b = m * torch.tanh(c * d) / sk  # target rapidity g(d)/√k
+    if cfg.min_rapidity > 0:
+        b = b.clamp_min(cfg.min_rapidity)
+        ratio = torch.where(n > 0, torch.sinh(b) / n.clamp_min(torch.finfo(n.dtype).tiny), torch.zeros_like(n))
+    else:
+        ratio = lmath.sinhc(b) * (m * c) * g * lmath.tanhc(c * d) * lmath.asinhc(n)
+    return ratio, _time(sq, ratio, k)
+
+
+def _scale_euclid(sq: torch.Tensor, k: torch.Tensor, *, m0: float, cfg: RescaleConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rescale_euclid`` of ``y_s`` (radius ``m·min(1, √k)``), then time from space."""
+    sk = k.sqrt()
+    m = _radius(m0, sk)
+    c = math.atanh(cfg.rho) / (m * cfg.s)
+    n = _norm(sq)
+    ratio = (m * c) * lmath.tanhc(c * n)
+    if cfg.min_rapidity > 0:
+        target = (ratio * n).clamp_min(cfg.min_rapidity * sk)
+        ratio = torch.where(n > torch.finfo(n.dtype).tiny * 2, target / n, torch.zeros_like(n))
+    return ratio, _time(sq, ratio, k)
+
+
+def _scale_clip_expmap0(sq: torch.Tensor, k: torch.Tensor, *, clip_r: float, max_rap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Feature clipping :math:`v \leftarrow \min(1, r/\|v\|)v` (Guo et al.), then :math:`\exp_0((0, v))`."""
+    sk = k.sqrt()
+    n = _norm(sq)
+    clip = (clip_r / n).clamp_max(1.0)
+    theta = clip * n / sk
+    tc = theta.clamp_max(max_rap)
+    coef = torch.where(theta > tc, torch.sinh(tc) / theta.clamp_min(1.0), lmath.sinhc(theta))
+    ratio = clip * coef
+    return ratio, _time(sq, ratio, k)
+
+
+def _scale_swap(
+    sq: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, m0: float | None, cfg: RescaleConfig | None,
+    max_rap: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r""":math:`\exp_0^{k_2}(\mathrm{rescale\_euclid}(\log_0^{k_1} x))` as a factor on ``x_s`` (§1.2 item 13)."""
+    sk1, sk2 = k1.sqrt(), k2.sqrt()
+    n = _norm(sq)
+    ratio = lmath.asinhc(n / sk1)  # log0: v = ratio·x_s, ‖v‖ = d0(x)
+    d = ratio * n
+    if m0 is not None:
+        m = _radius(m0, sk2)
+        c = math.atanh(cfg.rho) / (m * cfg.s)
+        r2 = (m * c) * lmath.tanhc(c * d)
+        ratio, d = ratio * r2, d * r2
+    theta = d / sk2
+    tc = theta.clamp_max(max_rap)
+    coef = torch.where(theta > tc, torch.sinh(tc) / theta.clamp_min(1.0), lmath.sinhc(theta))
+    ratio = ratio * coef
+    return ratio, _time(sq, ratio, k2)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the fused lift
+# --------------------------------------------------------------------------------------------------------------
+def _empty_like_lifted(ys: torch.Tensor, dim: int) -> torch.Tensor:
+    shape = list(ys.shape)
+    shape[dim] += 1
+    if ys.dim() == 4 and dim == 1 and not ys.is_contiguous() and ys.is_contiguous(memory_format=torch.channels_last):
+        return ys.new_empty(shape).contiguous(memory_format=torch.channels_last)
+    return ys.new_empty(shape)
+
+
+class _Lift(torch.autograd.Function):
+    """``out = (time(sq, …), ratio(sq, …)·y_s)`` with ``sq = ‖y_s‖²`` along ``dim``; see :func:`lift`."""
+
+    @staticmethod
+    def forward(ctx, ys: torch.Tensor, fn: ScaleFn, dim: int, *params: torch.Tensor) -> torch.Tensor:
+        sq = (ys * ys).sum(dim=dim, keepdim=True)
+        ratio, t = fn(sq, *params)
+        out = _empty_like_lifted(ys, dim)
+        n = ys.size(dim)
+        if ratio is None:
+            out.narrow(dim, 1, n).copy_(ys)
+        else:
+            torch.mul(ys, ratio, out=out.narrow(dim, 1, n))
+        out.narrow(dim, 0, 1).copy_(t)
+        ctx.fn, ctx.dim = fn, dim
+        ctx.save_for_backward(ys, sq, ratio if ratio is not None else sq.new_empty(0), *params)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):
+        ys, sq, ratio, *params = ctx.saved_tensors
+        dim, n = ctx.dim, ys.size(ctx.dim)
+        has_ratio = ratio.numel() > 0
+        g_t, g_s = g.narrow(dim, 0, 1), g.narrow(dim, 1, n)
+        # small per-pixel graph, recomputed: d(ratio, time)/d(sq, params)
+        need = ctx.needs_input_grad[3:]
+        with torch.enable_grad():
+            sq_ = sq.detach().requires_grad_(True)
+            ps = [p.detach().requires_grad_(bool(r)) for p, r in zip(params, need)]
+            r_, t_ = ctx.fn(sq_, *ps)
+            outs, gouts = [t_], [g_t]
+            if has_ratio:
+                outs.append(r_)
+                gouts.append((g_s * ys).sum(dim=dim, keepdim=True))
+            inputs = [sq_] + [p for p in ps if p.requires_grad]
+            grads = torch.autograd.grad(outs, inputs, gouts, allow_unused=True)
+        g_sq = grads[0] if grads[0] is not None else torch.zeros_like(sq)
+        g_params = iter(grads[1:])
+        out_params = [next(g_params) if p.requires_grad else None for p in ps]
+        g_ys = None
+        if ctx.needs_input_grad[0]:
+            g_ys = (g_s * ratio) if has_ratio else g_s.clone(memory_format=torch.preserve_format)
+            g_ys.addcmul_(ys, 2 * g_sq)
+        return (g_ys, None, None, *out_params)
+
+
+def _prep_k(k: torch.Tensor | float, ref: torch.Tensor, dim: int) -> torch.Tensor:
+    return lmath._kdim(lmath._k(k, ref), ref.dim(), dim)
+
+
+def _run(ys: torch.Tensor, fn: ScaleFn, dim: int, *params: torch.Tensor) -> torch.Tensor:
+    return _Lift.apply(ys, fn, dim, *params)
+
+
+def lift(
+    ys: torch.Tensor, k: torch.Tensor | float, *, dim: int = -1, rescale: RescaleConfig | None = None,
+    gamma: torch.Tensor | None = None, dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    r"""Space coordinates → points, optionally boosted and maximum-distance rescaled (fused).
+
+    Without options it is :math:`(\sqrt{\|y_s\|^2 + k},\ y_s)` (``add_time``, §1.2 item 1). With ``gamma``
+    (boost-scale, §5.3 item 2.4) the rapidity :math:`r = \operatorname{asinh}(\|y_s\|/\sqrt{k})` becomes
+    :math:`|\gamma| r`; with ``rescale`` (§2.2) the distance to the origin ``d`` becomes
+    :math:`g(d) = m_k\tanh(c\,d)` (the result equals ``rescale(add_time(y_s))`` of
+    :mod:`lorentzcv.geometry.rescale`). The output direction is that of ``y_s``.
+
+    Args:
+        ys: space coordinates, any shape, the space channels along ``dim``.
+        k: curvature parameter (``K = -1/k``); gradients reach it.
+        dim: the channel dimension (``1`` for maps, ``-1`` for vectors).
+        rescale: rescaling constants, ``None`` (or ``enabled=False``) for none.
+        gamma: optional boost factor (a tensor, gradients reach it).
+        dtype: dtype whose epsilon sets the rescaling radius; default :func:`computation_dtype` of ``ys``.
+
+    Returns:
+        Points with ``ys.size(dim) + 1`` entries along ``dim``, float32 for half inputs (float32 island).
+    """
+    if rescale is not None and not rescale.enabled:
+        rescale = None
+    dtype = dtype or computation_dtype(ys)
+    with no_autocast(ys):
+        ys = upcast(ys)
+        kk = _prep_k(k, ys, dim)
+        if rescale is None and gamma is None:
+            return _run(ys, _scale_time_only, dim, kk)
+        fn = functools.partial(
+            _scale_point, m0=None if rescale is None else max_distance(dtype, rescale.r), cfg=rescale,
+            max_rap=lmath.max_rapidity(ys.dtype),
+        )
+        if gamma is None:
+            return _run(ys, fn, dim, kk)
+        return _run(ys, fn, dim, kk, gamma.to(ys.dtype))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ops of §5.6
+# --------------------------------------------------------------------------------------------------------------
+def _k_of(manifold_or_k) -> torch.Tensor | float:
+    return manifold_or_k.k if hasattr(manifold_or_k, "k") else manifold_or_k
+
+
+def lorentz_residual(
+    x: torch.Tensor, y: torch.Tensor, manifold, *, dim: int = 1, rescale: bool | RescaleConfig = True,
+) -> torch.Tensor:
+    r"""Lorentz residual connection (§5.6, [A] ``LorentzBasicBlock``): space addition, time from space, then
+    maximum distance rescaling.
+
+    :math:`z_s = x_s + y_s`, :math:`z = \mathrm{rescale}((\sqrt{\|z_s\|^2+k}, z_s))` (HCNN when
+    ``rescale=False``). Shapes ``(B, 1+C, H, W)`` (``dim=1``) or ``(…, 1+C)`` (``dim=-1``), same for ``x``/``y``.
+
+    Args:
+        manifold: a :class:`~lorentzcv.geometry.Lorentz` (its ``k`` and ``rescale_config`` are used) or ``k``.
+        rescale: ``True`` uses the manifold's :class:`RescaleConfig`, a config uses that one, ``False`` none.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"lorentz_residual needs inputs of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    check_points(x, None, dim=dim, what="lorentz_residual")
+    cfg = _config(manifold, rescale)
+    dtype = computation_dtype(x)
+    with no_autocast(x):
+        zs = lmath.space(upcast(x), dim=dim) + lmath.space(upcast(y), dim=dim)
+        return lift(zs, _k_of(manifold), dim=dim, rescale=cfg, dtype=dtype)
+
+
+def _config(manifold, rescale: bool | RescaleConfig | None) -> RescaleConfig | None:
+    if isinstance(rescale, RescaleConfig):
+        return rescale if rescale.enabled else None
+    if not rescale:
+        return None
+    cfg = getattr(manifold, "rescale_config", None) or RescaleConfig()
+    return cfg if cfg.enabled else None
+
+
+def lorentz_activation(x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor], k: torch.Tensor | float, *,
+                       dim: int = 1) -> torch.Tensor:
+    r"""Space activation (§5.6): :math:`y = (\sqrt{\|\sigma(x_s)\|^2 + k},\ \sigma(x_s))`.
+
+    ``act`` runs in the input dtype (it is Euclidean); the time is computed in float32.
+    """
+    ys = act(lmath.space(x, dim=dim))
+    return lift(ys, k, dim=dim)
+
+
+def euclid_to_lorentz(
+    v: torch.Tensor, k: torch.Tensor | float, *, dim: int = 1, mode: str = "rescale", clip_r: float = 1.0,
+    config: RescaleConfig | None = None, dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    r"""Euclidean features → Lorentz points (§5.6 "Manifold swappers").
+
+    * ``mode="rescale"`` ([A]): :math:`v \leftarrow g(\|v\|)\,v/\|v\|` (``rescale_euclid``, radius
+      :math:`m\min(1,\sqrt{k})`), used directly as space coordinates: :math:`(\sqrt{\|v\|^2+k}, v)`.
+    * ``mode="clip_expmap"`` ([H], Guo et al.): :math:`v \leftarrow \min(1, r/\|v\|)\,v`, then
+      :math:`\exp_0((0, v))`.
+    * ``mode="add_time"``: ``v`` used as space coordinates as is (the input lift of §5.6).
+    """
+    dtype = dtype or computation_dtype(v)
+    with no_autocast(v):
+        v = upcast(v)
+        kk = _prep_k(k, v, dim)
+        if mode == "rescale":
+            cfg = config or RescaleConfig()
+            if not cfg.enabled:
+                return _run(v, _scale_time_only, dim, kk)
+            return _run(v, functools.partial(_scale_euclid, m0=max_distance(dtype, cfg.r), cfg=cfg), dim, kk)
+        if mode == "clip_expmap":
+            fn = functools.partial(_scale_clip_expmap0, clip_r=float(clip_r), max_rap=lmath.max_rapidity(v.dtype))
+            return _run(v, fn, dim, kk)
+        if mode == "add_time":
+            return _run(v, _scale_time_only, dim, kk)
+    raise ValueError(f"unknown mode {mode!r}; expected 'rescale', 'clip_expmap' or 'add_time'")
+
+
+def lorentz_to_euclid(x: torch.Tensor, k: torch.Tensor | float, *, dim: int = 1, mode: str = "logmap0") -> torch.Tensor:
+    r"""Lorentz points → Euclidean features, the time coordinate dropped (§5.6).
+
+    * ``mode="logmap0"``: space part of :math:`\log_0 x`, i.e. :math:`d_0(x)\,x_s/\|x_s\|` (float32 island).
+    * ``mode="space"``: :math:`x_s` (``space_only_swap`` of [A]).
+    """
+    if mode == "space":
+        return lmath.space(x, dim=dim)
+    if mode != "logmap0":
+        raise ValueError(f"unknown mode {mode!r}; expected 'logmap0' or 'space'")
+    with no_autocast(x):
+        xs = lmath.space(upcast(x), dim=dim)
+        kk = _prep_k(k, xs, dim)
+        return lmath.asinhc(lmath._safe_norm(xs, dim) / kk.sqrt()) * xs
+
+
+def swap_manifold(
+    x: torch.Tensor, k_src: torch.Tensor | float, k_dst: torch.Tensor | float, *, dim: int = 1,
+    rescale: RescaleConfig | None = None, dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    r"""Lorentz ``k₁`` → Lorentz ``k₂`` (§1.2 item 13, §2.4 item 7):
+    :math:`\exp_0^{k_2}(\mathrm{rescale\_euclid}(\log_0^{k_1} x))` (no rescaling with ``rescale=None``).
+
+    Gradients reach both curvatures."""
+    if rescale is not None and not rescale.enabled:
+        rescale = None
+    dtype = dtype or computation_dtype(x)
+    with no_autocast(x):
+        xs = lmath.space(upcast(x), dim=dim)
+        k1, k2 = _prep_k(k_src, xs, dim), _prep_k(k_dst, xs, dim)
+        fn = functools.partial(
+            _scale_swap, m0=None if rescale is None else max_distance(dtype, rescale.r), cfg=rescale,
+            max_rap=lmath.max_rapidity(xs.dtype),
+        )
+        return _run(xs, fn, dim, k1, k2)

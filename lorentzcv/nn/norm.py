@@ -1,0 +1,519 @@
+r"""Lorentz batch normalisation (``spec/method.md`` §5.4, ``design.md`` §4.2).
+
+Curvature convention: the layer's :class:`~lorentzcv.geometry.Lorentz` holds ``k > 0`` (points satisfy
+:math:`\langle x,x\rangle_L = -k`, sectional curvature :math:`K = -1/k`); ``manifold.k`` is read at every
+forward and receives gradients when it is learnable.
+
+Given a batch of points :math:`x` with Lorentzian centroid :math:`\mu`, the layer computes
+
+``variant="hcnn"`` (HCNN, Bdeir et al. 2024; the default)
+    :math:`u = P_{\mu\to o}(\log_\mu x)`, :math:`\sigma = \operatorname{mean}\|u\|` (the Fréchet "variance"
+    as a mean *distance*, :math:`\|u\| = d(\mu, x)`), :math:`u \leftarrow u\,\gamma/(\sigma+\varepsilon)`,
+    optionally :math:`u \leftarrow \operatorname{rescale\_euclid}(u)` (``rescale=True``, §2.3), and
+    :math:`y = \exp_\beta(P_{o\to\beta}(u))`.
+``variant="rhl"`` (the authors' later ``batch2d``, [A])
+    :math:`v = \log_\mu x` (no transport), :math:`\sigma = \operatorname{mean}\|v\|_2` (Euclidean norm of the
+    ambient vector), :math:`v \leftarrow v\,\gamma/(\sigma+\varepsilon)`,
+    :math:`v \leftarrow \operatorname{rescale\_euclid}(v)` (on unless ``rescale=False`` is forced, see below)
+    and :math:`y = \exp_\beta(P_{\mu\to\beta}(v))`.
+
+In both, :math:`\beta` is a learnable point (a :class:`~lorentzcv.geometry.ManifoldParameter` initialised at
+the origin; its time coordinate is recomputed from its space part, ``projx``, at use) and :math:`\gamma` a
+learnable scalar (init 1). Training uses batch statistics and updates ``running_mean`` (a tangent vector at the origin,
+re-mapped with the current ``k``) by :math:`rm \leftarrow \log_0(\operatorname{centroid}([\exp_0 rm, \mu],
+w=(1-m, m)))` and ``running_var`` by :math:`rv \leftarrow (1-m)\,rv + m\,\sigma`; eval uses
+:math:`\mu = \exp_0(rm)`, :math:`\sigma = rv`.
+
+**Batch mean.** 1-D input: one centroid over the batch. 2-D input: the spec's two-stage mean — the centroid
+over the ``H·W`` pixels of each sample, then the centroid of those ``B`` centroids. It costs the same single
+pass over the input as one centroid over ``B·H·W`` (the second stage runs on a ``(B, 1+C)`` tensor) and is what
+[A]/[H] run.
+
+**Speed** (the paper's bottleneck, ≈60% of the runtime). Nothing of the literal pipeline (log, transport,
+norm, transport, exp over ``(B, 1+C, H, W)``) is materialised. With μ and β fixed for the batch, and
+:math:`a = -\langle\mu,x\rangle_L/k` (per pixel), both variants reduce to
+
+.. math:: y_s = A\,x_s + B\,\mu_s + D\,\beta_s, \qquad y_0 = \sqrt{\|y_s\|^2 + k},
+
+with per-pixel scalars :math:`A, B, D` that depend only on :math:`a`, :math:`x_0`, :math:`\beta_s\cdot x_s`
+and per-batch constants (:math:`d(\mu,x) = \sqrt{k}\operatorname{arcosh}(a)`, :math:`\|\log_\mu x\|_L = d`,
+:math:`\log_\mu x = \frac{\operatorname{arcosh} a}{\sqrt{a^2-1}}(x - a\mu)`, the closed-form transports, and
+:math:`\exp_\beta` whose norm is known analytically). The layer is therefore one per-pixel channel reduction
+(``[μ_s, β_s]ᵀ x_s``), scalar math on ``(B, 1, H, W)`` and one fused multiply-add over the feature map. A
+custom autograd function (:class:`_LorentzBNFunction`) computes the gradient with the same structure (saving
+only ``x``, the output and per-pixel scalars). The literal formula (``spec`` §5.4 with the kernels of
+:mod:`lorentzcv.geometry.math`) is kept as :func:`lorentz_batch_norm_reference` and the tests check the fast
+path against it. The closed form assumes the input is on the hyperboloid (as every layer's output is).
+
+Precision: the layer is a float32 island under ``torch.autocast`` (half inputs are upcast, the output is
+float32); ``arcosh`` and ``arcosh(a)/sqrt(a²-1)`` are evaluated in float64 on the per-pixel scalars. The radius
+of the optional rescaling follows the autocast dtype when autocast is on (:func:`~lorentzcv.geometry.rescale`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..geometry import Lorentz, ManifoldParameter, RescaleConfig
+from ..geometry import math as lmath
+from ..geometry.precision import no_autocast, upcast
+from ..geometry.rescale import computation_dtype, max_distance
+
+__all__ = ["LorentzBatchNorm1d", "LorentzBatchNorm2d", "lorentz_batch_norm_reference"]
+
+_VARIANTS = ("hcnn", "rhl")
+_IMPLS = ("fused", "autograd", "reference")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# scalar helpers (per pixel)
+# ------------------------------------------------------------------------------------------------------------
+def _acosh_and_ratio(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``(arcosh(a), arcosh(a)/sqrt(a²-1))`` in float64, smooth at ``a = 1`` (ratio ``1 - t/3 + 2t²/15``).
+
+    ``arcosh`` is :func:`lorentzcv.geometry.math.arcosh` (arguments below 1 give ≈ 0, finite gradient).
+    """
+    a64 = a.double()
+    sq = (a64 * a64 - 1).clamp_min(1e-15).sqrt()
+    acosh = torch.log(a64 + sq)
+    t = (a64 - 1).clamp_min(0)
+    small = t < 1e-6
+    safe = torch.where(small, torch.ones_like(sq), sq)
+    ratio = torch.where(small, 1 - t / 3 + 2 * t * t / 15, acosh / safe)
+    return acosh.to(a.dtype), ratio.to(a.dtype)
+
+
+def _rescale_ratio(n: torch.Tensor, k: torch.Tensor, cfg: RescaleConfig, dtype: torch.dtype) -> torch.Tensor:
+    r"""``g(n)/n`` of :func:`lorentzcv.geometry.rescale_euclid` for a vector of Euclidean norm ``n ≥ 0``
+    (radius ``m·min(1, √k)``, ``m`` from ``dtype``)."""
+    m = max_distance(dtype, cfg.r) * k.sqrt().clamp_max(1.0)
+    c = math.atanh(cfg.rho) / (m * cfg.s)
+    ratio = (m * c) * lmath.tanhc(c * n)
+    if cfg.min_rapidity > 0:
+        floor = cfg.min_rapidity * k.sqrt()
+        target = (ratio * n).clamp_min(floor)
+        tiny = torch.finfo(n.dtype).tiny
+        ratio = torch.where(n > 2 * tiny, target / n.clamp_min(tiny), torch.zeros_like(n))
+    return ratio
+
+
+def _batch_mean(m: torch.Tensor, k: torch.Tensor, two_stage: bool) -> torch.Tensor:
+    """Centroid of the per-sample means ``m`` (B, 1+C): normalise each first if ``two_stage``."""
+    if two_stage:
+        m = lmath.normalize(m, k, dim=-1)
+    return lmath.normalize(m.mean(0), k, dim=-1)
+
+
+def _coefficients(
+    P: torch.Tensor, xt: torch.Tensor, mu: torch.Tensor, beta_s: torch.Tensor, gamma: torch.Tensor,
+    k: torch.Tensor, var: torch.Tensor | None, *, variant: str, eps: float, rescale: RescaleConfig | None,
+    rdtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Per-pixel coefficients ``A, B, D`` (each ``(B, 1, N)``) of ``y_s = A x_s + B μ_s + D β_s``, and ``σ``.
+
+    Args:
+        P: ``(B, 2, N)``: ``μ_s·x_s`` and ``β_s·x_s`` per pixel.
+        xt: ``(B, 1, N)`` time coordinates of ``x``.
+        mu: ``(1+C,)`` the batch (or running) mean point; beta_s ``(C,)`` the space part of β.
+        var: ``None`` in training (σ is the batch statistic), else the running σ.
+    """
+    sk = k.sqrt()
+    mu_t, mu_s = mu[0], mu[1:]
+    beta_t = (beta_s.pow(2).sum() + k).sqrt()
+    mx, bx = P[:, :1], P[:, 1:]
+    a = (mu_t * xt - mx) / k  # -<μ,x>_L/k = cosh(d/√k)
+    acosh, f = _acosh_and_ratio(a)
+    d = sk * acosh  # d(μ, x) = ‖log_μ x‖_L
+    if variant == "hcnn":
+        norm = d  # ‖P_{μ→o} log_μ x‖_2 = ‖·‖_L = d
+    else:
+        vt = f * (xt - a * mu_t)  # time component of log_μ x
+        norm = (d * d + 2 * vt * vt).sqrt()  # ‖v‖_2² = <v,v>_L + 2 v_t²
+    if var is None:
+        var = norm.mean()
+    s = gamma / (var + eps)
+    rho = _rescale_ratio((s * norm).abs(), k, rescale, rdtype) if rescale is not None else None
+    scale = s if rho is None else s * rho  # total factor on the tangent vector
+    alpha = scale * f  # its coefficient on (x - c μ) resp. (x - a μ)
+    theta = scale * acosh  # ‖z‖_L/√k = scale·d/√k
+    theta_c = theta.abs().clamp_max(lmath.max_rapidity(theta.dtype))
+    # sinh(θ)/θ with θ clamped like lmath.expmap (the direction keeps the unclamped norm)
+    sh = torch.where(theta.abs() > theta_c, torch.sinh(theta_c) / theta.abs().clamp_min(1.0),
+                     lmath.sinhc(theta))
+    ch = torch.cosh(theta_c)
+    if variant == "hcnn":
+        # u_s = α (x_s - c μ_s) with c = (a√k + x_0)/(√k + μ_0);
+        # P_{o→β}(u) adds λ (o + β) with λ = β_s·u_s/(k + √k β_0)
+        c = (a * sk + xt) / (sk + mu_t)
+        lam = alpha * (bx - c * (beta_s * mu_s).sum()) / (k + sk * beta_t)
+        A = sh * alpha
+        B = -sh * alpha * c
+    else:
+        # v = α (x - a μ); P_{μ→β}(v) adds λ (μ + β), λ = <β,v>_L/(k - <μ,β>_L)
+        mb = -mu_t * beta_t + (mu_s * beta_s).sum()
+        lam = alpha * (bx - beta_t * xt - a * mb) / (k - mb)
+        A = sh * alpha
+        B = sh * (lam - alpha * a)
+    D = ch + sh * lam
+    return A, B, D, var
+
+
+# ------------------------------------------------------------------------------------------------------------
+# fast paths
+# ------------------------------------------------------------------------------------------------------------
+def _mean_point(
+    m: torch.Tensor | None, running_mean: torch.Tensor, k: torch.Tensor, two_stage: bool
+) -> torch.Tensor:
+    """Batch mean from per-sample means ``m`` (training) or ``exp0(running_mean)`` (eval, ``m is None``)."""
+    if m is not None:
+        return _batch_mean(m, k, two_stage)
+    return lmath.expmap0(running_mean, k, dim=-1)
+
+
+def _forward_autograd(
+    x3: torch.Tensor, beta_s: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
+    running_var: torch.Tensor | None, opts: tuple,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Closed form with plain autograd ops (``impl="autograd"``); ``running_var is None`` means training."""
+    variant, eps, rescale, rdtype, two_stage = opts
+    xs, xt = x3[:, 1:], x3[:, :1]
+    mu = _mean_point(x3.mean(-1) if running_var is None else None, running_mean, k, two_stage)
+    V = torch.stack([mu[1:], beta_s], 1)  # (C, 2)
+    P = torch.matmul(V.t(), xs)  # (B, 2, N)
+    A, B, D, var = _coefficients(P, xt, mu, beta_s, gamma, k, running_var, variant=variant, eps=eps,
+                                 rescale=rescale, rdtype=rdtype)
+    ys = A * xs + torch.matmul(V, torch.cat([B, D], 1))
+    return lmath.add_time(ys, k, dim=1), mu, var
+
+
+def _fused_forward(
+    x3: torch.Tensor, beta_s: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
+    running_var: torch.Tensor | None, opts: tuple, build_graph: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple | None]:
+    """Forward of :class:`_LorentzBNFunction`; with ``build_graph`` the small graphs are built on detached
+    leaves and returned for the backward."""
+    variant, eps, rescale, rdtype, two_stage = opts
+    Bn, C1, N = x3.shape
+    xs = x3[:, 1:]
+    training = running_var is None
+    grad_ctx = torch.enable_grad() if build_graph else torch.no_grad()
+    with grad_ctx:
+        bs_ = beta_s.detach().requires_grad_(build_graph)
+        g_ = gamma.detach().requires_grad_(build_graph)
+        k_ = k.detach().requires_grad_(build_graph)
+        m_ = x3.detach().mean(-1).requires_grad_(build_graph) if training else None
+        mu = _mean_point(m_, running_mean, k_, two_stage)
+        V = torch.stack([mu[1:], bs_], 1)  # (C, 2)
+    Vd = V.detach()
+    P_ = torch.matmul(Vd.t(), xs).requires_grad_(build_graph)  # (B, 2, N)
+    xt_ = x3[:, :1].detach().requires_grad_(build_graph)
+    with grad_ctx:
+        A, B, D, var = _coefficients(P_, xt_, mu, bs_, g_, k_, running_var, variant=variant, eps=eps,
+                                     rescale=rescale, rdtype=rdtype)
+    BD = torch.cat([B, D], 1).detach()
+    Ad = A.detach()
+    y3 = x3.new_empty(Bn, C1, N)
+    ys = y3[:, 1:]
+    torch.mul(xs, Ad, out=ys)
+    ys.baddbmm_(Vd.expand(Bn, C1 - 1, 2), BD)
+    torch.sqrt(ys.pow(2).sum(1, keepdim=True).add_(k.detach()), out=y3[:, :1])
+    graph = (A, B, D, V, m_, xt_, P_, bs_, g_, k_, Ad, BD) if build_graph else None
+    return y3, mu.detach(), var.detach(), graph
+
+
+class _LorentzBNFunction(torch.autograd.Function):
+    r"""Fused Lorentz batch norm on ``x3`` of shape ``(B, 1+C, N)`` (``impl="fused"``).
+
+    Forward: ``m = mean_N(x)`` (training) → μ (small graph) → ``P = [μ_s, β_s]ᵀ x_s`` (one GEMM over the map)
+    → ``A, B, D`` (small graph on ``(B, 1, N)``) → ``y_s = A x_s + [μ_s, β_s] [B; D]`` written into the output
+    → ``y_0 = sqrt(‖y_s‖² + k)``. The small graphs (built on detached leaves) are kept; backward runs the big
+    reductions over the map by hand and the small ones with ``torch.autograd.grad``:
+
+    - ``G = ∂L/∂y_s + (∂L/∂y_0 / y_0) y_s``;
+    - ``∂L/∂A = Σ_c G x_s``, ``∂L/∂[B; D] = [μ_s, β_s]ᵀ G``, ``∂L/∂[μ_s, β_s] ⊃ Σ_{b,n} G [B; D]ᵀ``;
+    - ``∂L/∂P`` from the small graph, then ``∂L/∂[μ_s, β_s] ⊃ Σ_{b,n} x_s (∂L/∂P)ᵀ`` (second small backward);
+    - ``∂L/∂x_s = A G + [μ_s, β_s, ∂L/∂m_s / N] [∂L/∂P; 1]`` (one multiply and one batched GEMM).
+
+    Saved: the input, the output and the per-pixel coefficients. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x3, beta_s, gamma, k, running_mean, running_var, opts):  # type: ignore[override]
+        y3, mu, var, graph = _fused_forward(x3, beta_s, gamma, k, running_mean, running_var, opts, True)
+        ctx.save_for_backward(x3, y3)
+        ctx.graph = graph
+        ctx.mark_non_differentiable(mu, var)
+        return y3, mu, var
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy, _gmu, _gvar):  # type: ignore[override]
+        x3, y3 = ctx.saved_tensors
+        A, B, D, V, m_, xt_, P_, bs_, g_, k_, Ad, BD = ctx.graph
+        Bn, C1, N = x3.shape
+        xs, ys, yt = x3[:, 1:], y3[:, 1:], y3[:, :1]
+        gyt = gy[:, :1]
+        G = torch.addcmul(gy[:, 1:], ys, gyt / yt)  # ∂L/∂y_s through both output blocks
+        gA = (G * xs).sum(1, keepdim=True)
+        Vd = V.detach()
+        gBD = torch.matmul(Vd.t(), G)  # (B, 2, N)
+        gV = torch.matmul(G, BD.transpose(1, 2)).sum(0)  # (C, 2)
+        leaves = [P_, xt_, bs_, g_, k_] + ([m_] if m_ is not None else [])
+        grads = torch.autograd.grad([A, B, D, V], leaves, [gA, gBD[:, :1], gBD[:, 1:], gV],
+                                    retain_graph=True, allow_unused=True)
+        gP, gxt, gbs, gg, gk = grads[:5]
+        gm = grads[5] if m_ is not None else None
+        # P = Vᵀ x_s also depends on V: route Σ x_s (∂L/∂P)ᵀ back through V's small graph
+        gVP = torch.matmul(xs, gP.transpose(1, 2)).sum(0)
+        vleaves = [bs_, k_] + ([m_] if m_ is not None else [])
+        vgrads = torch.autograd.grad([V], vleaves, [gVP], retain_graph=True, allow_unused=True)
+        gbs = _add(gbs, vgrads[0])
+        gk = _add(gk, vgrads[1])
+        if m_ is not None:
+            gm = _add(gm, vgrads[2])
+        gk = _add(gk, (gyt / (2 * yt)).sum())
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.empty_like(x3)
+            gxs = gx[:, 1:]
+            torch.mul(G, Ad, out=gxs)
+            if gm is not None:
+                lhs = torch.cat([Vd.expand(Bn, C1 - 1, 2), gm[:, 1:, None] / N], 2)  # (B, C, 3)
+                rhs = torch.cat([gP, gP.new_ones(Bn, 1, N)], 1)  # (B, 3, N)
+                gxs.baddbmm_(lhs, rhs)
+                torch.add(gxt, gm[:, :1, None] / N, out=gx[:, :1])
+            else:
+                gxs.baddbmm_(Vd.expand(Bn, C1 - 1, 2), gP)
+                gx[:, :1] = gxt
+        return (gx, gbs if ctx.needs_input_grad[1] else None, gg if ctx.needs_input_grad[2] else None,
+                gk if ctx.needs_input_grad[3] else None, None, None, None)
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+# ------------------------------------------------------------------------------------------------------------
+# literal reference
+# ------------------------------------------------------------------------------------------------------------
+def lorentz_batch_norm_reference(
+    x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
+    running_var: torch.Tensor | None, *, variant: str = "hcnn", eps: float = 1e-5,
+    rescale: RescaleConfig | None = None, rdtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""``spec/method.md`` §5.4 written literally with the kernels of :mod:`lorentzcv.geometry.math` (slow).
+
+    Args:
+        x: ``(B, 1+C)`` or channels-last ``(B, N, 1+C)`` points (manifold dim -1).
+        beta: ``(1+C,)`` the learned mean (its time coordinate is recomputed, ``projx``); gamma: scalar.
+        k: curvature parameter (``K = -1/k``).
+        running_mean: ``(1+C,)`` tangent vector at the origin, used when ``running_var`` is given (eval).
+        running_var: ``None`` in training (batch statistics), else the running σ.
+        variant: ``"hcnn"`` or ``"rhl"``; rescale: the constants of ``rescale_euclid`` or ``None`` (off).
+        rdtype: dtype that sets the rescaling radius.
+
+    Returns:
+        ``(y, μ, σ)`` with ``y`` shaped like ``x``.
+    """
+    from ..geometry.rescale import rescale_euclid
+
+    beta = lmath.projx(beta, k)
+    if running_var is None:
+        mean = lmath.centroid(x, k, reduce_dim=-2)  # over N per sample (3-D) or over B (2-D)
+        if x.dim() == 3:
+            mean = lmath.centroid(mean, k, reduce_dim=-2)
+    else:
+        mean = lmath.expmap0(running_mean, k)
+    u = lmath.logmap(mean, x, k)
+    if variant == "hcnn":
+        u = lmath.transp0back(mean, u, k)
+    var = u.norm(dim=-1).mean() if running_var is None else running_var
+    u = u * (gamma / (var + eps))
+    if rescale is not None:
+        u = rescale_euclid(u, k, dim=-1, config=rescale, dtype=rdtype)
+    z = lmath.transp0(beta, u, k) if variant == "hcnn" else lmath.transp(mean, beta, u, k)
+    return lmath.expmap(beta, z, k), mean, var
+
+
+# ------------------------------------------------------------------------------------------------------------
+# modules
+# ------------------------------------------------------------------------------------------------------------
+class _LorentzBatchNorm(nn.Module):
+    """Shared implementation of :class:`LorentzBatchNorm1d` / :class:`LorentzBatchNorm2d` on (B, 1+C, N)."""
+
+    _two_stage = False
+
+    def __init__(
+        self, manifold: Lorentz, num_features: int, variant: str = "hcnn", momentum: float | None = 0.1,
+        eps: float = 1e-5, rescale: bool | None = None, impl: str = "fused",
+    ) -> None:
+        super().__init__()
+        if variant not in _VARIANTS:
+            raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
+        if impl not in _IMPLS:
+            raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+        if int(num_features) < 1:
+            raise ValueError(f"num_features (space channels C) must be >= 1, got {num_features}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] or None (cumulative average), got {momentum}")
+        self.manifold = manifold
+        self.num_features = int(num_features)
+        self.variant = variant
+        self.momentum = momentum
+        self.eps = float(eps)
+        self.rescale = (variant == "rhl") if rescale is None else bool(rescale)
+        self.impl = impl
+        self.beta = ManifoldParameter(manifold.origin(1 + self.num_features), manifold=manifold)
+        self.gamma = nn.Parameter(torch.ones(()))
+        self.register_buffer("running_mean", torch.zeros(1 + self.num_features))
+        self.register_buffer("running_var", torch.ones(()))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, variant={self.variant!r}, momentum={self.momentum}, eps={self.eps}, "
+                f"rescale={self.rescale}, impl={self.impl!r}")
+
+    def reset_running_stats(self) -> None:
+        self.running_mean.zero_()
+        self.running_var.fill_(1)
+        self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        with torch.no_grad():
+            self.beta.copy_(self.manifold.origin(1 + self.num_features, dtype=self.beta.dtype,
+                                                 device=self.beta.device))
+            self.gamma.fill_(1)
+
+    def _rescale_config(self) -> RescaleConfig | None:
+        cfg = self.manifold.rescale_config
+        return cfg if self.rescale and cfg.enabled else None
+
+    def _normalize3(self, x3: torch.Tensor, rdtype: torch.dtype) -> torch.Tensor:
+        """Normalise ``x3`` of shape ``(B, 1+C, N)`` (float32/float64, autocast off)."""
+        dtype = x3.dtype
+        k = self.manifold.k.to(dtype)
+        beta_s = self.beta[1:].to(dtype)
+        gamma = self.gamma.to(dtype)
+        rm = self.running_mean.to(dtype)
+        training = self.training
+        rv = None if training else self.running_var.to(dtype)
+        opts = (self.variant, self.eps, self._rescale_config(), rdtype, self._two_stage)
+        if self.impl == "reference":
+            xl = x3.transpose(1, 2) if self._two_stage else x3[..., 0]
+            beta = torch.cat([self.beta[:1].to(dtype), beta_s])
+            y, mu, var = lorentz_batch_norm_reference(xl, beta, gamma, k, rm, rv, variant=self.variant,
+                                                      eps=self.eps, rescale=opts[2], rdtype=rdtype)
+            y = y.transpose(1, 2) if self._two_stage else y[..., None]
+        elif self.impl == "autograd":
+            y, mu, var = _forward_autograd(x3, beta_s, gamma, k, rm, rv, opts)
+        elif torch.is_grad_enabled() and any(t.requires_grad for t in (x3, beta_s, gamma, k)):
+            y, mu, var = _LorentzBNFunction.apply(x3, beta_s, gamma, k, rm, rv, opts)
+        else:
+            y, mu, var, _ = _fused_forward(x3, beta_s, gamma, k, rm, rv, opts, False)
+        if training:
+            self._update_running_stats(mu.detach(), var.detach(), k.detach())
+        return y
+
+    @torch.no_grad()
+    def _update_running_stats(self, mu: torch.Tensor, var: torch.Tensor, k: torch.Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        mom = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        rm = self.running_mean.to(mu.dtype)
+        pts = torch.stack([lmath.expmap0(rm, k), mu])
+        w = torch.tensor([1.0 - mom, mom], dtype=mu.dtype, device=mu.device)
+        new = lmath.logmap0(lmath.centroid(pts, k, weights=w, reduce_dim=0), k)
+        self.running_mean.copy_(new)
+        self.running_var.mul_(1.0 - mom).add_(mom * var.to(self.running_var.dtype))
+
+    def _check_channels(self, x: torch.Tensor, layout: str) -> None:
+        c1 = 1 + self.num_features
+        if x.size(1) != c1:
+            hint = ""
+            if x.size(-1) == c1:
+                hint = (" The input looks channels-last; use channels-first (time at channel 1), e.g. "
+                        "x.movedim(-1, 1).")
+            raise ValueError(
+                f"{type(self).__name__} expects {layout} with 1+C = {c1} channels (C = {self.num_features} "
+                f"space channels plus time), got shape {tuple(x.shape)}.{hint}"
+            )
+
+
+class LorentzBatchNorm1d(_LorentzBatchNorm):
+    r"""Lorentz batch normalisation of points ``(B, 1+C)`` (``spec/method.md`` §5.4).
+
+    See the module docstring for the formulas. The batch mean is the Lorentzian centroid over ``B``.
+
+    Args:
+        manifold: the :class:`~lorentzcv.geometry.Lorentz` of the input (``k > 0``, ``K = -1/k``; read at
+            every forward, learnable ``k`` receives gradients).
+        num_features: number of **space** features ``C`` (the input has ``1+C``).
+        variant: ``"hcnn"`` (transport to the origin, variance = mean distance; default) or ``"rhl"``
+            ([A]'s ``batch2d``: no transport, Euclidean norm of ``log_μ x``, transport ``μ → β``).
+        momentum: for the running statistics (``None``: cumulative average, as ``nn.BatchNorm``).
+        eps: added to σ.
+        rescale: apply ``rescale_euclid`` (the manifold's :class:`RescaleConfig`) to the normalised tangent
+            vector; ``None`` = the variant's default (off for ``"hcnn"``, on for ``"rhl"`` as in [A]).
+        impl: ``"fused"`` (closed form + custom autograd function; default), ``"autograd"`` (same closed form,
+            plain autograd ops) or ``"reference"`` (the literal, slow formula; for tests and benchmarks).
+
+    Shapes: input ``(B, 1+C)``, output ``(B, 1+C)`` (float32 under autocast), on the manifold.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2:
+            raise ValueError(f"LorentzBatchNorm1d expects (B, 1+C) points, got shape {tuple(x.shape)}; "
+                             "use LorentzBatchNorm2d for (B, 1+C, H, W) feature maps")
+        self._check_channels(x, "(B, 1+C)")
+        rdtype = computation_dtype(x)
+        with no_autocast(x):
+            x = upcast(x)
+            return self._normalize3(x[..., None], rdtype)[..., 0]
+
+
+class LorentzBatchNorm2d(_LorentzBatchNorm):
+    r"""Lorentz batch normalisation of channels-first feature maps ``(B, 1+C, H, W)`` (time at channel 0;
+    ``spec/method.md`` §5.4, ``design.md`` §4.2).
+
+    See the module docstring for the formulas and the fast closed form. The batch mean is the spec's two-stage
+    mean: the centroid over ``H·W`` per sample, then over ``B``. Statistics are shared by all pixels.
+
+    Args:
+        manifold: the :class:`~lorentzcv.geometry.Lorentz` of the input (``k > 0``, ``K = -1/k``; read at
+            every forward, learnable ``k`` receives gradients).
+        num_channels: number of **space** channels ``C`` (the input has ``1+C``).
+        variant, momentum, eps, rescale, impl: as for :class:`LorentzBatchNorm1d`.
+
+    Shapes: input ``(B, 1+C, H, W)`` (any memory format), output ``(B, 1+C, H, W)`` contiguous (float32 under
+    autocast), on the manifold.
+
+    Example:
+        >>> m = Lorentz(k=1.0)
+        >>> bn = LorentzBatchNorm2d(m, 16)
+        >>> y = bn(m.add_time(torch.randn(8, 16, 4, 4), dim=1))
+    """
+
+    _two_stage = True
+
+    def __init__(
+        self, manifold: Lorentz, num_channels: int, variant: str = "hcnn", momentum: float | None = 0.1,
+        eps: float = 1e-5, rescale: bool | None = None, impl: str = "fused",
+    ) -> None:
+        super().__init__(manifold, num_channels, variant=variant, momentum=momentum, eps=eps, rescale=rescale,
+                         impl=impl)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"LorentzBatchNorm2d expects channels-first (B, 1+C, H, W) feature maps, got "
+                             f"shape {tuple(x.shape)}; use LorentzBatchNorm1d for (B, 1+C) points")
+        self._check_channels(x, "channels-first (B, 1+C, H, W)")
+        rdtype = computation_dtype(x)
+        b, c1, h, w = x.shape
+        with no_autocast(x):
+            x = upcast(x)
+            return self._normalize3(x.reshape(b, c1, h * w), rdtype).view(b, c1, h, w)

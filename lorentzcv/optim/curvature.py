@@ -1,0 +1,222 @@
+r"""Curvature-aware optimization (``spec/method.md`` §4, ``design.md`` §4.4–4.5).
+
+Learning the curvature naively (``k`` as one more parameter, geoopt-style) is unstable: once ``k`` changes,
+the points, gradients and momenta of every manifold parameter still live on the *old* hyperboloid
+:math:`\langle x,x\rangle_L = -k_{old}`. The curvature-aware scheme fixes the order of one step:
+
+1. update all Euclidean and manifold parameters with the current ``k_old``;
+2. update the curvatures (their own parameter group, flagged ``"curvature": True``) and clamp each to its
+   manifold's ``bounds``;
+3. move every manifold parameter whose ``k`` changed, together with its first moment, onto the new manifold:
+
+   - ``"explog"`` (default, the paper's move): :math:`x \leftarrow \exp_0^{k_{new}}(\log_0^{k_{old}}(x))`
+     (keeps ``dist0`` and the direction), the moment transported to the origin with ``k_old``
+     (:math:`m_0 = P^{k_{old}}_{x\to o}(m)`, time component 0, curvature-agnostic) and back to the new point
+     with ``k_new`` (:math:`m \leftarrow P^{k_{new}}_{o\to x}(m_0)`); this keeps :math:`\|m\|_L`.
+   - ``"scale"``: :math:`x \leftarrow \sqrt{k_{new}/k_{old}}\,x`,
+     :math:`m \leftarrow \sqrt{k_{new}/k_{old}}\,m` (the similarity
+     :math:`\mathbb{H}_{k_{old}}\to\mathbb{H}_{k_{new}}` and its differential: keeps the rapidity
+     :math:`d_0/\sqrt{k}`, scales distances and :math:`\|m\|_L` by :math:`\sqrt{k_{new}/k_{old}}`).
+
+   Both start with :math:`x \leftarrow \operatorname{projx}_{k_{old}}(x)`, :math:`m \leftarrow
+   \operatorname{proju}_{k_{old}}(x, m)` and end with the same at ``k_new``. The second moment is not moved.
+   Unlike the authors' code ([A]), the transported moment is written back into the optimizer state.
+
+:class:`CurvatureAwareOptimizer` implements this orchestration once for
+:class:`~lorentzcv.optim.RiemannianSGD` and :class:`~lorentzcv.optim.RiemannianAdamW`;
+``curvature_mode="naive"`` (for the ablation) updates the curvature group in its place in the ordinary pass
+(still clamped) and moves nothing.
+
+Limitations: only manifold parameters held by *this* optimizer are moved; frozen ``ManifoldParameter``\ s and
+non-parameter hyperbolic buffers on a manifold with learnable ``k`` are not (store such state as tangent
+vectors at the origin, as the Lorentz batch norm does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from ..geometry import ManifoldParameter
+from ..geometry import math as lmath
+
+__all__ = ["move_to_curvature", "CurvatureAwareOptimizer", "CURVATURE_MODES", "CURVATURE_MOVES"]
+
+CURVATURE_MODES = ("aware", "naive")
+CURVATURE_MOVES = ("explog", "scale")
+
+
+def move_to_curvature(
+    x: torch.Tensor, k_old: torch.Tensor, k_new: torch.Tensor, m: torch.Tensor | None = None, *,
+    variant: str = "explog", dim: int = -1,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    r"""Move points ``x`` of :math:`\mathbb{H}_{k_{old}}` (and tangent vectors ``m`` at them) to ``k_new``.
+
+    ``spec/method.md`` §4.2 step 4. ``k`` is the positive curvature parameter (``K = -1/k``).
+
+    Args:
+        x: points, shape ``(…, n+1)`` (manifold dimension ``dim``), on the manifold with ``k_old``.
+        k_old, k_new: curvature parameters before and after the update (tensors broadcastable like ``k``).
+        m: optional tangent vectors at ``x`` (the optimizer's first moment), same shape as ``x``.
+        variant: ``"explog"`` — :math:`\exp_0^{k_{new}}\circ\log_0^{k_{old}}` with the moment
+            parallel-transported through the origin (keeps ``dist0``, direction and :math:`\|m\|_L`);
+            ``"scale"`` — multiply both by :math:`\sqrt{k_{new}/k_{old}}` (keeps the rapidity).
+        dim: manifold dimension.
+
+    Returns:
+        ``(x_new, m_new)`` on/tangent to the new manifold (``m_new`` is None when ``m`` is None).
+    """
+    if variant not in CURVATURE_MOVES:
+        raise ValueError(f"unknown curvature move variant {variant!r}; expected one of {CURVATURE_MOVES}")
+    x = lmath.projx(x, k_old, dim=dim)
+    if m is not None:
+        m = lmath.proju(x, m, k_old, dim=dim)
+    if variant == "explog":
+        if m is not None:
+            m = lmath.transp0back(x, m, k_old, dim=dim)  # tangent at the origin: time component 0
+        x = lmath.expmap0(lmath.logmap0(x, k_old, dim=dim), k_new, dim=dim)
+        if m is not None:
+            m = lmath.transp0(x, m, k_new, dim=dim)
+    else:
+        s = (lmath._k(k_new, x) / lmath._k(k_old, x)).sqrt()
+        s = lmath._kdim(s, x.dim(), dim)
+        x = s * x
+        if m is not None:
+            m = s * m
+    x = lmath.projx(x, k_new, dim=dim)
+    if m is not None:
+        m = lmath.proju(x, m, k_new, dim=dim)
+    return x, m
+
+
+def _is_pair(b) -> bool:
+    return isinstance(b, Sequence) and len(b) == 2 and all(isinstance(v, (int, float)) for v in b)
+
+
+class CurvatureAwareOptimizer(torch.optim.Optimizer):
+    """Base of the Riemannian optimizers: dispatch by type and the curvature-aware step (module docstring).
+
+    Subclasses implement :meth:`_euclidean_step` (a torch functional optimizer on a list of plain tensors),
+    :meth:`_manifold_step` (one ``ManifoldParameter``) and set :attr:`moment_key` (the state key of the first
+    moment that is moved with its point on a curvature change).
+
+    Parameter groups flagged ``"curvature": True`` hold curvature parameters (each manifold's ``k``). They may
+    carry ``"bounds"``: one ``(k_min, k_max)`` pair for the whole group or a list of pairs aligned with
+    ``params`` (``create_optimizer`` fills it from each ``Lorentz.bounds``). Without it, a ``k`` is clamped to
+    the bounds of the manifold of a ``ManifoldParameter`` in this optimizer that lives on it, else only kept
+    positive.
+    """
+
+    moment_key: str = "exp_avg"
+
+    def __init__(self, params, defaults: dict) -> None:
+        defaults = {"curvature": False, **defaults}
+        super().__init__(params, defaults)
+
+    # --- groups -----------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if group["curvature_mode"] not in CURVATURE_MODES:
+            raise ValueError(
+                f"curvature_mode must be one of {CURVATURE_MODES}, got {group['curvature_mode']!r}")
+        if group["curvature_move"] not in CURVATURE_MOVES:
+            raise ValueError(
+                f"curvature_move must be one of {CURVATURE_MOVES}, got {group['curvature_move']!r}")
+        if group["curvature"]:
+            if any(isinstance(p, ManifoldParameter) for p in group["params"]):
+                raise ValueError(
+                    "a group flagged 'curvature' must hold curvature parameters (Lorentz.k), not "
+                    "ManifoldParameters; put manifold parameters in an ordinary group"
+                )
+            b = group.get("bounds")
+            if b is not None and not _is_pair(b) and len(b) != len(group["params"]):
+                raise ValueError(
+                    "a curvature group's 'bounds' must be one (k_min, k_max) pair or one pair per parameter, "
+                    f"got {b!r} for {len(group['params'])} parameters"
+                )
+
+    def _manifold_params(self) -> dict[int, list[ManifoldParameter]]:
+        """``id(p.manifold.k)`` → the manifold parameters of this optimizer living on that ``k``."""
+        index: dict[int, list[ManifoldParameter]] = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if isinstance(p, ManifoldParameter):
+                    index.setdefault(id(p.manifold.k), []).append(p)
+        return index
+
+    def _bounds(self, group: dict, i: int, k: torch.Tensor, index: dict) -> tuple[float, float]:
+        b = group.get("bounds")
+        if b is not None:
+            return tuple(b) if _is_pair(b) else tuple(b[i])
+        on_k = index.get(id(k))
+        if on_k:
+            return on_k[0].manifold.bounds
+        return (torch.finfo(k.dtype).tiny, math.inf)
+
+    def _clamp(self, group: dict, index: dict) -> None:
+        for i, k in enumerate(group["params"]):
+            lo, hi = self._bounds(group, i, k, index)
+            k.clamp_(lo, hi)
+
+    # --- the step ---------------------------------------------------------------------------------
+    def _euclidean_step(self, group: dict, params: list[torch.Tensor]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _manifold_step(self, group: dict, p: ManifoldParameter) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _step_group(self, group: dict, index: dict | None) -> None:
+        euclid = [p for p in group["params"] if p.grad is not None and not isinstance(p, ManifoldParameter)]
+        if euclid:
+            self._euclidean_step(group, euclid)
+        if group["curvature"]:
+            self._clamp(group, index if index is not None else self._manifold_params())
+            return
+        for p in group["params"]:
+            if p.grad is not None and isinstance(p, ManifoldParameter):
+                if p.grad.is_sparse:
+                    raise RuntimeError("sparse gradients are not supported on manifold parameters")
+                self._manifold_step(group, p)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Perform one optimization step (curvatures last, then the curvature move).
+
+        Args:
+            closure: optional callable that re-evaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        deferred = []
+        for group in self.param_groups:
+            if group["curvature"] and group["curvature_mode"] == "aware":
+                deferred.append(group)
+            else:
+                self._step_group(group, None)
+        if deferred:
+            index = self._manifold_params()
+            old = [(k, k.detach().clone(), g["curvature_move"]) for g in deferred for k in g["params"]
+                   if k.grad is not None]
+            for group in deferred:
+                self._step_group(group, index)
+            self._move(old, index)
+        return loss
+
+    def _move(self, old: list, index: dict) -> None:
+        for k, k_old, variant in old:
+            on_k = index.get(id(k))
+            if not on_k or torch.equal(k, k_old):
+                continue
+            k_new = k.detach()
+            for p in on_k:
+                state = self.state.get(p)
+                m = state.get(self.moment_key) if state else None
+                x_new, m_new = move_to_curvature(p, k_old, k_new, m, variant=variant)
+                p.copy_(x_new)
+                if m is not None:
+                    m.copy_(m_new)

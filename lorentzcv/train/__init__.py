@@ -1,0 +1,45 @@
+"""Classification training: typed config, the training loop (AMP, DDP, checkpoints, metrics), evaluation.
+
+>>> from lorentzcv.train import load_config, train
+>>> cfg = load_config("configs/classification/table2/cifar10_hecnn_resnet18.yaml", ["data.root=~/data"])
+>>> summary = train(cfg)                  # or: lorentzcv train CONFIG --set data.root=~/data
+
+``train(Config())`` (``lorentzcv train`` without arguments) is the offline digits demo. See
+:mod:`lorentzcv.train.engine` for what a run does and writes, and :mod:`lorentzcv.train.config` for the
+configuration schema.
+"""
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    OutputConfig,
+    ScheduleConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from .engine import (
+    Trainer,
+    build_datasets,
+    build_model,
+    build_optimizer,
+    curvatures,
+    evaluate,
+    evaluate_checkpoint,
+    resume_config,
+    train,
+)
+from .schedule import LRScheduler, schedule_factor
+
+__all__ = [
+    "Config", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "OutputConfig",
+    "ConfigError", "CheckpointError", "load_config", "config_from_dict", "config_to_dict", "save_config",
+    "Trainer", "train", "evaluate", "evaluate_checkpoint", "resume_config", "build_datasets", "build_model",
+    "build_optimizer", "curvatures", "LRScheduler", "schedule_factor", "load_checkpoint", "save_checkpoint",
+]

@@ -1,0 +1,419 @@
+"""Typed run configuration: nested dataclasses loaded from YAML, with ``--set a.b=value`` overrides.
+
+A run is described by one :class:`Config` (sections ``model``, ``data``, ``optim``, ``schedule``, ``train``,
+``output``). The defaults are the offline demo (``lorentzcv train`` with no arguments: a small HECNN+
+ResNet-18 learning its curvatures on scikit-learn's digits); ``configs/demo/digits_hecnn.yaml`` spells them
+out and the paper's table rows in ``configs/`` set every protocol value explicitly (``spec/method.md`` §8).
+
+>>> cfg = load_config("configs/classification/table2/cifar100_hecnn_resnet18.yaml", ["train.epochs=2"])
+>>> cfg.optim.lr, cfg.train.epochs
+(0.1, 2)
+
+Validation is strict: an unknown key is a :class:`ConfigError` naming the valid keys of its section (with a
+close-match suggestion), and a value of the wrong type is a :class:`ConfigError` naming the expected type.
+``--set`` values are parsed as YAML scalars (``true``, ``1e-4``, ``[60, 120]``, ``null``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ModelConfig",
+    "DataConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "OutputConfig",
+    "ConfigError",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "apply_overrides",
+    "parse_override",
+    "save_config",
+    "valid_keys",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix (unknown key, wrong type, bad value, unreadable file)."""
+
+
+# --------------------------------------------------------------------------------------------- sections
+@dataclass
+class ModelConfig:
+    """Which model to build (``lorentzcv.models.create_model``).
+
+    ``num_classes``, ``in_chans`` and ``img_size`` come from the dataset. Fields left ``None`` keep the model's
+    own default and are not passed, so Euclidean models (which do not take the hyperbolic options) work with
+    the same schema. ``kwargs`` passes any further model option through unchanged.
+    """
+
+    name: str = "hecnn_resnet18"
+    width: int | None = 16  # base width; the paper's ResNets use 64
+    layers: list[int] | None = None  # blocks per stage, e.g. [1, 1, 1, 1]; None: the model's default
+    learn_k: bool | None = True
+    k_init: float | None = None
+    separate_decoder: bool | None = True
+    rescale: bool | None = True
+    rescale_s: float | None = 2.0
+    conv_impl: str | None = None
+    bn_variant: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``create_model`` (everything but ``name``; ``None`` fields left out)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("name", "kwargs")}
+        out = {k: v for k, v in out.items() if v is not None}
+        out.update(self.kwargs)
+        return out
+
+
+@dataclass
+class DataConfig:
+    """Dataset, split and loader settings (``lorentzcv.data.create_dataset``).
+
+    ``batch_size`` is the **global** batch size, split evenly over the processes of a distributed run, so a
+    run's optimisation does not depend on the number of processes.
+    """
+
+    name: str = "digits"
+    root: str | None = None  # None: the dataset's default root or $LORENTZCV_DATA (embedded ones need none)
+    download: bool = False
+    val_fraction: float = 0.0  # > 0: hold out this fraction of train for model selection (best.pt)
+    batch_size: int = 64
+    eval_batch_size: int | None = None  # None: batch_size
+    num_workers: int = 0
+    drop_last: bool = False
+    train_subset: int | None = None  # use only this many training images (a seeded random subset; smoke runs)
+    eval_subset: int | None = None  # use only this many validation/test images
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer (``lorentzcv.optim.create_optimizer``). Parameter groups: Euclidean (decay / no decay),
+    ``manifold`` (``ManifoldParameter``, lr ``manifold_lr``) and ``curvature`` (every learnable ``k``)."""
+
+    name: Literal["rsgd", "radamw", "sgd", "adamw"] = "rsgd"
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    momentum: float = 0.9  # rsgd/sgd only
+    nesterov: bool = True  # rsgd/sgd only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # radamw/adamw only
+    eps: float = 1e-8  # radamw/adamw only
+    manifold_lr: float | None = None  # None: lr
+    curvature_lr: float = 1e-4
+    curvature_weight_decay: float = 0.0
+    curvature_mode: Literal["aware", "naive"] = "aware"  # rsgd/radamw only
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the optimizer as is
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, a factor of every group's initial lr evaluated at each iteration.
+
+    ``multistep``: ``gamma ** (number of milestones <= epoch)`` (spec §8: [60, 120, 160], 0.2); with
+    ``manifold_skip_first_drop`` the ``manifold`` group skips the first drop (§8, [H]). ``cosine``: linear
+    warm-up over ``warmup_epochs`` from ``warmup_start_factor``, then half a cosine down to ``min_lr_factor``.
+    ``constant``: 1 (after the optional warm-up).
+    """
+
+    name: Literal["multistep", "cosine", "constant"] = "cosine"
+    milestones: list[int] = field(default_factory=lambda: [60, 120, 160])
+    gamma: float = 0.2
+    manifold_skip_first_drop: bool = True
+    warmup_epochs: float = 1.0
+    warmup_start_factor: float = 0.1
+    min_lr_factor: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings: epochs, seed, device, mixed precision, gradient guards."""
+
+    epochs: int = 12
+    seed: int = 1
+    device: str = "auto"  # auto: cuda (this process's LOCAL_RANK) if available, else cpu
+    amp: Literal["none", "bf16", "fp16", "auto"] = "none"  # auto: bf16 where supported, else fp16 on cuda
+    grad_clip_norm: float | None = None
+    grad_clip_value: float | None = None
+    label_smoothing: float = 0.0
+    eval_test_every: int = 1  # evaluate the test split every N epochs (0: only after the last one)
+    max_steps_per_epoch: int | None = None  # cut epochs short (smoke tests)
+    threads: int | None = None  # torch.set_num_threads; None: torch's default
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
+    channels_last: bool = False
+    find_unused_parameters: bool = False  # DDP option
+
+
+@dataclass
+class OutputConfig:
+    """Where a run writes ``config.yaml``, ``metrics.jsonl``/``.csv``, ``log.txt``, checkpoints and TensorBoard."""
+
+    root: str = "runs"
+    name: str | None = None  # None: "<dataset>_<model>"; the run dir is <root>/<name>-<timestamp>
+    dir: str | None = None  # an exact run directory (overrides root/name)
+    checkpoints: bool = True
+    tensorboard: bool = True  # only if the tensorboard package is installed
+    progress: bool | None = None  # progress bar; None: only when stderr is a terminal
+
+
+@dataclass
+class Config:
+    """A complete run description. ``Config()`` is the offline digits demo."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def validate(self) -> Config:
+        """Check cross-field constraints (raises :class:`ConfigError`); returns ``self``."""
+        checks = [
+            (self.train.epochs >= 1, "train.epochs must be >= 1"),
+            (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
+            (self.data.eval_batch_size is None or self.data.eval_batch_size >= 1,
+             "data.eval_batch_size must be >= 1 or null"),
+            (0.0 <= self.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
+            (self.data.num_workers >= 0, "data.num_workers must be >= 0"),
+            (self.optim.lr >= 0.0, "optim.lr must be >= 0"),
+            (len(self.optim.betas) == 2, "optim.betas must have two entries, e.g. [0.9, 0.999]"),
+            (self.schedule.gamma > 0.0, "schedule.gamma must be > 0"),
+            (self.schedule.warmup_epochs >= 0.0, "schedule.warmup_epochs must be >= 0"),
+            (list(self.schedule.milestones) == sorted(self.schedule.milestones),
+             "schedule.milestones must be increasing"),
+            (self.train.eval_test_every >= 0, "train.eval_test_every must be >= 0"),
+            (self.train.grad_clip_norm is None or self.train.grad_clip_norm > 0,
+             "train.grad_clip_norm must be > 0 or null"),
+            (self.train.grad_clip_value is None or self.train.grad_clip_value > 0,
+             "train.grad_clip_value must be > 0 or null"),
+            (self.train.max_steps_per_epoch is None or self.train.max_steps_per_epoch >= 1,
+             "train.max_steps_per_epoch must be >= 1 or null"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        return self
+
+
+# ---------------------------------------------------------------------------------- dict <-> dataclass
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple, Sequence):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin in (dict, Mapping):
+        return "mapping"
+    if tp is Any:
+        return "any"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _fail(path: str, tp: Any, value: Any) -> ConfigError:
+    return ConfigError(
+        f"config key '{path}' expects {_type_name(tp)}, got {value!r} ({type(value).__name__}); "
+        f"fix it in the YAML file or with --set {path}=..."
+    )
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (converting int->float, numeric strings->float)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"config section '{path}' must be a mapping of keys to values, got {value!r}; "
+                f"valid keys: {', '.join(valid_keys(tp))}"
+            )
+        return _build(tp, value, path)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _fail(path, tp, value)
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError:
+                continue
+        raise _fail(path, tp, value)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"config key '{path}' must be one of {', '.join(repr(c) for c in choices)}, got {value!r}{hint}"
+        )
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise _fail(path, tp, value)
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        item_tp = args[0] if args else Any
+        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise _fail(path, tp, value)
+        return {str(k): v for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _fail(path, tp, value)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _fail(path, tp, value)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise _fail(path, tp, value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _fail(path, tp, value)
+    raise ConfigError(f"config key '{path}': unsupported annotation {tp!r}")  # programming error
+
+
+def valid_keys(cls: type) -> list[str]:
+    """The field names of a config dataclass, in declaration order."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = valid_keys(cls)
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"did you mean '{prefix + '.' if prefix else ''}{close[0]}'? " if close else ""
+            where = f"section '{prefix}'" if prefix else "the top level"
+            raise ConfigError(f"unknown config key '{path}'; {hint}valid keys in {where}: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any] | None) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping (missing keys keep their defaults)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a config must be a mapping of sections ({', '.join(valid_keys(Config))}), got {data!r}")
+    return _build(Config, data).validate()
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts/lists/scalars (what ``config.yaml`` and checkpoints store)."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# ------------------------------------------------------------------------------------------- overrides
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``"a.b=value"`` into ``(["a", "b"], value)``; the value is read as a YAML scalar/flow value."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set expects KEY=VALUE with a dotted key (e.g. --set optim.lr=0.05), got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse {raw!r} as a YAML value ({exc.__class__.__name__})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: Mapping[str, Any] | None, overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of the nested mapping ``data`` with every ``a.b=value`` override set."""
+    out = _plain(dict(data or {}))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = out
+        for i, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text}: '{'.'.join(keys[: i + 1])}' is a value, not a section")
+            node = child
+        node[keys[-1]] = value
+    return out
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(
+            f"config file '{p}' not found; pass a YAML file (see configs/ in the repository) or no CONFIG "
+            "for the built-in digits demo"
+        )
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"config file '{p}' is not valid YAML{where}; fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{p}' must hold a mapping with sections {', '.join(valid_keys(Config))}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Load a YAML config (or the demo defaults when ``path`` is ``None``) and apply ``--set`` overrides.
+
+    Raises:
+        ConfigError: missing/invalid file, unknown key, wrong type or inconsistent values.
+    """
+    data = _read_yaml(path) if path is not None else {}
+    return config_from_dict(apply_overrides(data, overrides))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    import os
+
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None))
+    os.replace(tmp, p)

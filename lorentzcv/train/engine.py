@@ -1,0 +1,702 @@
+"""The classification training loop: data, model, optimizer, AMP, DDP, checkpoints, metrics (spec §8).
+
+>>> from lorentzcv.train import Config, train
+>>> summary = train(Config())            # the digits demo; returns the summary dict
+
+One :class:`Trainer` runs one run directory:
+
+- **Data** from :func:`lorentzcv.data.create_dataset` (``train``, an optional validation hold-out when
+  ``data.val_fraction > 0`` — model selection is never done on the test split — and ``test``).
+  The training order is a function of ``(seed, epoch)`` only: a ``DistributedSampler`` (``set_epoch``) with
+  the run seed, and every epoch reseeds torch/numpy/python and the loader's generator from
+  ``(seed, epoch, rank)``, so augmentations and worker seeds do not depend on what ran before.
+- **Model** from :func:`lorentzcv.models.create_model` (classes, channels and image size from the dataset)
+  and **optimizer** from :func:`lorentzcv.optim.create_optimizer` (``decay``/``no_decay``/``manifold``/
+  ``curvature`` groups; Riemannian ones curvature-aware or naive), scheduled per iteration
+  (:mod:`.schedule`).
+- **AMP**: ``bf16`` autocast (CPU or CUDA), ``fp16`` autocast + ``torch.amp.GradScaler``; hyperbolic layers
+  keep their own float32 islands.
+- **Guards**: the global gradient norm is computed every step; a non-finite loss or gradient norm skips the
+  step on every rank (the decision is all-reduced), is logged, and counted in ``skipped_steps``. Optional
+  clipping by norm (``train.grad_clip_norm``) and by value (``train.grad_clip_value``).
+- **DDP** under ``torchrun`` (:mod:`.distributed`): metrics are all-reduced sums, rank 0 writes the run
+  directory, and the shutdown releases the DDP wrapper before destroying the process group.
+- **Checkpoints** every epoch (``last.pt``, and ``best.pt`` when selecting on a validation split), atomic
+  and ``weights_only``-loadable (:mod:`.checkpoint`). ``resume`` restores model, optimizer, scheduler,
+  GradScaler, epoch, history and RNG states; the resumed run ends with exactly the weights of an
+  uninterrupted one (deterministic kernels assumed, e.g. CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    capture_rng_state,
+    find_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, save_config
+from .distributed import (
+    DistInfo,
+    all_gather_object,
+    all_reduce_sum,
+    broadcast_object,
+    init_distributed,
+    params_digest,
+    resolve_device,
+    shutdown,
+)
+from .recorder import RunRecorder, format_metrics_line, format_table
+from .schedule import LRScheduler
+
+__all__ = [
+    "Trainer",
+    "train",
+    "evaluate",
+    "evaluate_checkpoint",
+    "build_datasets",
+    "build_model",
+    "build_optimizer",
+    "resolve_amp",
+    "resume_config",
+    "seed_everything",
+    "derive_seed",
+    "curvatures",
+]
+
+
+# ----------------------------------------------------------------------------------------- seeding
+def derive_seed(*parts: int) -> int:
+    """A 32-bit seed that is a fixed function of ``parts`` (e.g. ``(seed, epoch, rank)``)."""
+    return int(np.random.SeedSequence([int(p) % (2**63) for p in parts]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+# -------------------------------------------------------------------------------------------- AMP
+def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype or None, use GradScaler)`` for ``train.amp`` on ``device``.
+
+    ``bf16``: bfloat16 autocast, no scaler. ``fp16``: float16 autocast with a ``GradScaler`` (on CPU it works
+    but is ~17× slower than float32, ``ecosystem.md`` §6). ``auto``: bfloat16 on CPU and on CUDA devices that
+    support it, else float16.
+    """
+    if amp == "none":
+        return None, False
+    if amp == "auto":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            amp = "fp16"
+        else:
+            amp = "bf16"
+    if amp == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("train.amp=bf16 but this GPU has no bfloat16 support; use fp16 or none")
+        return torch.bfloat16, False
+    if amp == "fp16":
+        if device.type == "cpu":
+            warnings.warn("train.amp=fp16 on CPU is very slow (no float16 kernels); prefer bf16", stacklevel=2)
+        return torch.float16, True
+    raise ConfigError(f"train.amp must be none, bf16, fp16 or auto, got {amp!r}")
+
+
+# ------------------------------------------------------------------------------------------- data
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, …`` of ``range(n)`` in order: a padding-free evaluation shard."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.rank, self.world = int(n), int(rank), int(world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
+
+
+def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
+    if n is None or n >= len(ds):
+        return ds
+    g = torch.Generator().manual_seed(seed)
+    idx = sorted(torch.randperm(len(ds), generator=g)[:n].tolist())
+    sub = getattr(ds, "subset", None)
+    return sub(idx) if callable(sub) else Subset(ds, idx)
+
+
+def build_datasets(cfg: Config, splits: Sequence[str] = ("train", "val", "test")) -> dict[str, Any]:
+    """The datasets of a run and the dataset facts a model needs.
+
+    Returns a dict with ``"train"``, ``"val"`` (``None`` unless ``data.val_fraction > 0``), ``"test"`` (only the
+    requested ``splits`` are built), ``"info"`` (the ``DatasetInfo``), ``"num_classes"``, ``"in_chans"`` and
+    ``"img_size"``.
+    """
+    from ..data import create_dataset, get_dataset_info
+
+    d = cfg.data
+    info = get_dataset_info(d.name)
+    if info.task != "classification":
+        raise ConfigError(
+            f"data.name={d.name!r} is a metric-learning dataset; the classification trainer needs one of the "
+            "classification datasets (see `lorentzcv datasets`)"
+        )
+    common = dict(root=d.root, download=d.download, seed=cfg.train.seed)
+    out: dict[str, Any] = {"info": info, "train": None, "val": None, "test": None}
+    if "train" in splits:
+        out["train"] = _subset(create_dataset(d.name, split="train", val_fraction=d.val_fraction, **common),
+                               d.train_subset, cfg.train.seed)
+    if "val" in splits and d.val_fraction > 0:
+        out["val"] = _subset(create_dataset(d.name, split="val", val_fraction=d.val_fraction, **common),
+                             d.eval_subset, cfg.train.seed)
+    if "test" in splits:
+        out["test"] = _subset(create_dataset(d.name, split="test", **common), d.eval_subset, cfg.train.seed)
+    num_classes = info.num_classes if isinstance(info.num_classes, int) else None
+    if num_classes is None:
+        for key in ("train", "test", "val"):
+            ds = out[key]
+            base = ds.dataset if isinstance(ds, Subset) else ds
+            if base is not None and hasattr(base, "num_classes"):
+                num_classes = int(base.num_classes)
+                break
+    out.update(num_classes=num_classes, in_chans=info.in_chans, img_size=info.img_size)
+    return out
+
+
+# ------------------------------------------------------------------------------------ model, optim
+def build_model(cfg: Config, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    """``create_model(cfg.model.name, num_classes=, in_chans=, img_size=, **cfg.model options)``."""
+    from ..models import create_model
+
+    return create_model(cfg.model.name, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                        **cfg.model.create_kwargs())
+
+
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """``create_optimizer`` with the options of ``cfg.optim`` that apply to the chosen optimizer."""
+    from ..optim import create_optimizer
+
+    o = cfg.optim
+    kw: dict[str, Any] = {}
+    if o.name in ("rsgd", "sgd"):
+        kw.update(momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
+    else:
+        kw.update(betas=tuple(o.betas), eps=o.eps)
+    if o.name in ("rsgd", "radamw"):
+        kw["curvature_mode"] = o.curvature_mode
+    kw.update(o.kwargs)
+    return create_optimizer(model, o.name, lr=o.lr, weight_decay=o.weight_decay, curvature_lr=o.curvature_lr,
+                            curvature_weight_decay=o.curvature_weight_decay, manifold_lr=o.manifold_lr, **kw)
+
+
+def curvatures(model: nn.Module) -> dict[str, float]:
+    """Sectional curvature ``K = -1/k`` of every distinct manifold of ``model``, by module name."""
+    from ..geometry import named_manifolds
+
+    return {(name or "model"): float(m.curvature.detach().float().cpu()) for name, m in
+            named_manifolds(model).items()}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# ------------------------------------------------------------------------------------------- eval
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None,
+             dist_info: DistInfo | None = None, channels_last: bool = False) -> dict[str, float]:
+    """Mean cross-entropy and top-1 accuracy over ``loader`` (summed over ranks when distributed)."""
+    was_training = model.training
+    model.eval()
+    stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = model(x)
+        out = out.float()
+        stats[0] += F.cross_entropy(out, y, reduction="sum").double()
+        stats[1] += (out.argmax(1) == y).sum()
+        stats[2] += y.numel()
+    if dist_info is not None:
+        all_reduce_sum(stats, dist_info)
+    model.train(was_training)
+    loss, correct, n = stats.tolist()
+    return {"loss": loss / max(n, 1), "acc": correct / max(n, 1), "n": int(n)}
+
+
+# ------------------------------------------------------------------------------------------ trainer
+def _new_run_dir(cfg: Config) -> Path:
+    if cfg.output.dir:
+        return Path(cfg.output.dir)
+    name = cfg.output.name or f"{cfg.data.name}_{cfg.model.name}"
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.output.root) / f"{name}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path = base.with_name(f"{base.name}-{i}")
+        i += 1
+    return path
+
+
+def resume_config(run: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
+    """The config a run was started with (from its ``last.pt``), with ``--set`` overrides applied."""
+    state = load_checkpoint(find_checkpoint(run, "last.pt"))
+    return config_from_dict(apply_overrides(state["config"], overrides))
+
+
+class Trainer:
+    """Runs one training run (see the module docstring). Use :func:`train` unless you need the pieces.
+
+    Args:
+        cfg: The run configuration.
+        resume: A run directory (or its ``last.pt``) to continue; ``cfg`` should then be its config
+            (:func:`resume_config`).
+        stream: Console stream for the log lines (default stdout).
+    """
+
+    def __init__(self, cfg: Config, resume: str | os.PathLike[str] | None = None,
+                 stream: Any = None) -> None:
+        self.cfg = cfg.validate()
+        self.resume = resume
+        self.stream = stream
+        self.model: nn.Module | None = None
+        self.ddp: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    # ------------------------------------------------------------------------------------ public
+    def run(self) -> dict[str, Any]:
+        """Train to ``cfg.train.epochs`` and return the summary (also written to ``summary.json``)."""
+        self.dist = init_distributed(self.cfg.train.device)
+        try:
+            return self._run()
+        finally:
+            rec = getattr(self, "rec", None)
+            if rec is not None:
+                rec.close()
+            # Release DDP and the optimizer before the process group goes away (ecosystem.md §5).
+            self.ddp = None
+            self.optimizer = None
+            self.scheduler = None
+            gc.collect()
+            shutdown(self.dist)
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _setup(self) -> None:
+        cfg, dist_info = self.cfg, self.dist
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        self.device = dist_info.device
+        self.amp_dtype, use_scaler = resolve_amp(t.amp, self.device)
+
+        # Resume state (read on every rank: multi-node runs need the run dir on a shared filesystem).
+        self.state: dict[str, Any] | None = None
+        if self.resume is not None:
+            path = find_checkpoint(self.resume, "last.pt")
+            self.state = load_checkpoint(path, map_location="cpu")
+            self.run_dir = path.parent
+            done = int(self.state["epoch"])
+            if done >= t.epochs:
+                raise ConfigError(
+                    f"run '{self.run_dir}' already finished {done} of train.epochs={t.epochs} epochs; "
+                    f"nothing to resume (pass --set train.epochs=N with N > {done} to train longer)"
+                )
+        else:
+            self.run_dir = Path(broadcast_object(str(_new_run_dir(cfg)) if dist_info.is_main else None,
+                                                 dist_info))
+        if dist_info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.rec = RunRecorder(self.run_dir, enabled=dist_info.is_main, tensorboard=cfg.output.tensorboard,
+                               stream=self.stream)
+
+        # Data.
+        seed_everything(t.seed)
+        data = build_datasets(cfg)
+        self.data = data
+        world, rank = dist_info.world_size, dist_info.rank
+        if cfg.data.batch_size % world:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} is the global batch and must be divisible by the "
+                f"{world} processes; change it with --set data.batch_size=..."
+            )
+        bs = cfg.data.batch_size // world
+        ebs = max((cfg.data.eval_batch_size or cfg.data.batch_size) // world, 1)
+        pin = self.device.type == "cuda"
+        self.train_sampler = DistributedSampler(data["train"], num_replicas=world, rank=rank, shuffle=True,
+                                                seed=t.seed, drop_last=cfg.data.drop_last)
+        self.loader_gen = torch.Generator()
+        self.train_loader = DataLoader(data["train"], batch_size=bs, sampler=self.train_sampler,
+                                       num_workers=cfg.data.num_workers, pin_memory=pin,
+                                       drop_last=cfg.data.drop_last, generator=self.loader_gen)
+        if len(self.train_loader) == 0:
+            raise ConfigError(
+                f"the training split has {len(data['train'])} images, fewer than one batch per process "
+                f"(batch {bs}) with data.drop_last=true; lower data.batch_size or set data.drop_last=false"
+            )
+
+        def eval_loader(ds: Dataset | None) -> DataLoader | None:
+            if ds is None:
+                return None
+            return DataLoader(ds, batch_size=ebs, sampler=ShardSampler(len(ds), rank, world),
+                              num_workers=cfg.data.num_workers, pin_memory=pin)
+
+        self.val_loader = eval_loader(data["val"])
+        self.test_loader = eval_loader(data["test"])
+        self.steps_per_epoch = len(self.train_loader)
+        if t.max_steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, t.max_steps_per_epoch)
+
+        # Model and optimizer (same seed on every rank; DDP also broadcasts rank 0's weights).
+        seed_everything(t.seed)
+        model = build_model(cfg, data["num_classes"], data["in_chans"], data["img_size"]).to(self.device)
+        if t.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = build_optimizer(cfg, model)
+        self.scheduler = LRScheduler(self.optimizer, cfg.schedule, self.steps_per_epoch, t.epochs)
+        self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+
+        self.start_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        if self.state is not None:
+            self._load_state(self.state)
+        if dist_info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                                           find_unused_parameters=t.find_unused_parameters)
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"checkpoint in '{self.run_dir}' does not match the model/optimizer of its config ({msg}); "
+                "resume with the same code and config, or start a new run"
+            ) from None
+        self.start_epoch = int(state["epoch"])
+        self.history = list(state.get("history", []))
+        self.best = state.get("best")
+        if self.best is not None and (self.run_dir / "best.pt").is_file():
+            best = load_checkpoint(self.run_dir / "best.pt", map_location="cpu")
+            self.best_state = best["model"]
+        restore_rng_state(state["rng"])
+        self.rec.set_history(self.history)
+
+    def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        d = self.data
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "global_step": self.scheduler.last_step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": capture_rng_state(),
+            "config": config_to_dict(self.cfg),
+            "history": self.history,
+            "best": self.best,
+            "meta": {"num_classes": d["num_classes"], "in_chans": d["in_chans"], "img_size": d["img_size"],
+                     "world_size": self.dist.world_size, "torch": torch.__version__},
+        }
+
+    # ------------------------------------------------------------------------------------- loop
+    def _run(self) -> dict[str, Any]:
+        self._setup()
+        cfg, t = self.cfg, self.cfg.train
+        rec = self.rec
+        n_params = sum(p.numel() for p in self.model.parameters())
+        if self.state is None:
+            rec.log(f"run: {self.run_dir}")
+        else:
+            rec.log(f"resuming {self.run_dir} after epoch {self.start_epoch}")
+        rec.log(
+            f"model {cfg.model.name} ({n_params / 1e6:.3g}M params) | data {cfg.data.name}: "
+            f"{len(self.data['train'])} train"
+            + (f", {len(self.data['val'])} val" if self.data["val"] is not None else "")
+            + f", {len(self.data['test'])} test | optim {cfg.optim.name} lr {cfg.optim.lr:g} | {cfg.schedule.name} "
+            f"| {t.epochs} epochs | device {self.device}"
+            + (f" x{self.dist.world_size} ({self.dist.backend})" if self.dist.distributed else "")
+            + (f" | amp {self.amp_dtype}" if self.amp_dtype is not None else "")
+        )
+        t_start = time.perf_counter()
+        for epoch in range(self.start_epoch, t.epochs):
+            row = self._train_epoch(epoch)
+            last = epoch + 1 == t.epochs
+            if self.val_loader is not None:
+                v = self._eval(self.val_loader)
+                row.update(val_loss=v["loss"], val_acc=v["acc"])
+            if self.test_loader is not None and (last or (t.eval_test_every and (epoch + 1) % t.eval_test_every == 0)):
+                r = self._eval(self.test_loader)
+                row.update(test_loss=r["loss"], test_acc=r["acc"])
+            row.update(self._lrs())
+            row.update({f"K/{n}": k for n, k in curvatures(self.model).items()})
+            self.history.append(row)
+            improved = self.val_loader is not None and (self.best is None or row["val_acc"] > self.best["val_acc"])
+            if improved:
+                self.best = {"val_acc": row["val_acc"], "epoch": epoch + 1}
+                self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            rec.add(row)
+            rec.log(format_metrics_line(row, t.epochs))
+            if self.dist.is_main and cfg.output.checkpoints:
+                state = self._checkpoint_state(epoch + 1)
+                save_checkpoint(state, self.run_dir / "last.pt")
+                if improved:
+                    save_checkpoint(state, self.run_dir / "best.pt")
+        train_time = time.perf_counter() - t_start
+        return self._finish(train_time)
+
+    def _lrs(self) -> dict[str, float]:
+        groups = self.optimizer.param_groups
+        out = {"lr": float(groups[0]["lr"])}
+        for g in groups:
+            name = g.get("name")
+            if name in ("manifold", "curvature"):
+                out[f"lr/{name}"] = float(g["lr"])
+        return out
+
+    def _eval(self, loader: DataLoader) -> dict[str, float]:
+        return evaluate(self.model, loader, self.device, self.amp_dtype, self.dist, self.cfg.train.channels_last)
+
+    def _reseed_epoch(self, epoch: int) -> None:
+        import random
+
+        s = derive_seed(self.cfg.train.seed, epoch, self.dist.rank)
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)
+        self.loader_gen.manual_seed(derive_seed(self.cfg.train.seed, epoch, self.dist.rank, 1))
+        self.train_sampler.set_epoch(epoch)
+
+    def _progress(self, epoch: int):
+        show = self.cfg.output.progress
+        if show is None:
+            show = sys.stderr.isatty()
+        if not (show and self.dist.is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
+                    file=sys.stderr, leave=False, dynamic_ncols=True, unit="it")
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        t, device = self.cfg.train, self.device
+        model = self.ddp if self.ddp is not None else self.model
+        model.train()
+        self._reseed_epoch(epoch)
+        opt, sched, scaler = self.optimizer, self.scheduler, self.scaler
+        stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+        skipped = 0
+        bar = self._progress(epoch)
+        autocast = (torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else contextlib.nullcontext())
+        t0 = time.perf_counter()
+        for step, (x, y) in enumerate(self.train_loader):
+            if step >= self.steps_per_epoch:
+                break
+            x = x.to(device, non_blocking=True)
+            if t.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with autocast:
+                out = model(x)
+            loss = self.criterion(out.float(), y)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
+            grads = [p.grad for p in self.params if p.grad is not None]
+            gnorm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
+            bad = (~torch.isfinite(gnorm)) | (~torch.isfinite(loss.detach()))
+            if self.dist.distributed:
+                flag = bad.to(torch.float32).reshape(1)
+                all_reduce_sum(flag, self.dist)
+                bad = flag[0] > 0
+            if bool(bad):
+                skipped += 1
+                if skipped <= 3:
+                    self.rec.log(f"warning: non-finite loss/gradient at epoch {epoch + 1} step {step + 1} "
+                                 f"(loss {loss.item():.4g}, grad norm {gnorm.item():.4g}); step skipped")
+            else:
+                if t.grad_clip_norm is not None:
+                    torch.nn.utils.clip_grads_with_norm_(grads, t.grad_clip_norm, gnorm)
+                if t.grad_clip_value is not None:
+                    torch.nn.utils.clip_grad_value_(self.params, t.grad_clip_value)
+                if scaler is not None:
+                    scaler.step(opt)
+                else:
+                    opt.step()
+                with torch.no_grad():
+                    stats[0] += loss.detach().double() * y.numel()
+                    stats[1] += (out.detach().argmax(1) == y).sum()
+                    stats[2] += y.numel()
+            if scaler is not None:
+                scaler.update()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0 or step + 1 == self.steps_per_epoch:
+                    n = max(stats[2].item(), 1)
+                    bar.set_postfix(loss=f"{stats[0].item() / n:.3f}", acc=f"{100 * stats[1].item() / n:.1f}%")
+        if bar is not None:
+            bar.close()
+        skipped_t = torch.tensor([float(skipped)], device=device)
+        all_reduce_sum(stats, self.dist)
+        all_reduce_sum(skipped_t, self.dist)
+        elapsed = time.perf_counter() - t0
+        loss_sum, correct, n = stats.tolist()
+        return {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / n if n else math.nan,
+            "train_acc": correct / n if n else math.nan,
+            "throughput": n / elapsed if elapsed > 0 else 0.0,
+            "skipped_steps": int(skipped_t.item() / self.dist.world_size),
+            "epoch_time": elapsed,
+        }
+
+    # ----------------------------------------------------------------------------------- finish
+    def _finish(self, train_time: float) -> dict[str, Any]:
+        cfg = self.cfg
+        last = self.history[-1]
+        summary: dict[str, Any] = {
+            "run_dir": str(self.run_dir),
+            "model": cfg.model.name,
+            "dataset": cfg.data.name,
+            "epochs": cfg.train.epochs,
+            "test_acc": last.get("test_acc"),
+            "test_loss": last.get("test_loss"),
+            "train_acc": last.get("train_acc"),
+            "curvatures": curvatures(self.model),
+            "skipped_steps": int(sum(r.get("skipped_steps", 0) for r in self.history)),
+            "train_time": train_time,
+            "world_size": self.dist.world_size,
+        }
+        if self.best is not None and self.best_state is not None and self.test_loader is not None:
+            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.best_state)
+            r = self._eval(self.test_loader)
+            self.model.load_state_dict(current)
+            summary.update(best_val_acc=self.best["val_acc"], best_epoch=self.best["epoch"],
+                           test_acc_best=r["acc"])
+        if self.dist.distributed:
+            digests = all_gather_object(params_digest(self.model), self.dist)
+            summary["ddp"] = {"param_digests": digests, "params_identical": len(set(digests)) == 1}
+        self.rec.write_json("summary.json", summary)
+        self.rec.log(self._summary_table(summary))
+        return summary
+
+    def _summary_table(self, s: dict[str, Any]) -> str:
+        def pct(v: float | None) -> str:
+            return "-" if v is None else f"{100 * v:.2f} %"
+
+        rows = [("model", s["model"]), ("dataset", s["dataset"]), ("epochs", str(s["epochs"])),
+                ("train accuracy", pct(s["train_acc"])), ("test accuracy", pct(s["test_acc"]))]
+        if "best_val_acc" in s:
+            rows += [("best val accuracy", f"{pct(s['best_val_acc'])} (epoch {s['best_epoch']})"),
+                     ("test acc. of best", pct(s["test_acc_best"]))]
+        for name, k in s["curvatures"].items():
+            rows.append((f"curvature K {name}", f"{k:.4f}"))
+        if s["skipped_steps"]:
+            rows.append(("skipped steps", str(s["skipped_steps"])))
+        if "ddp" in s:
+            rows.append(("DDP ranks in sync", str(s["ddp"]["params_identical"])))
+        rows += [("train time", f"{s['train_time']:.1f} s"), ("run directory", s["run_dir"])]
+        return format_table(rows, title="lorentzcv train: summary")
+
+
+def train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = None,
+          stream: Any = None) -> dict[str, Any]:
+    """Run a training (``Config()``: the digits demo) and return its summary dict.
+
+    Args:
+        cfg: The configuration; with ``resume`` it defaults to the run's own (:func:`resume_config`).
+        resume: A run directory (or checkpoint) to continue.
+        stream: Console stream for log lines.
+    """
+    if cfg is None:
+        cfg = resume_config(resume) if resume is not None else Config()
+    return Trainer(cfg, resume=resume, stream=stream).run()
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def evaluate_checkpoint(checkpoint: str | os.PathLike[str], *, data_root: str | None = None,
+                        split: str = "test", device: str = "auto", batch_size: int | None = None,
+                        overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Evaluate a checkpoint (file or run directory, ``best.pt`` preferred there) on a split of its dataset.
+
+    Returns ``{"checkpoint", "dataset", "split", "loss", "acc", "n", "epoch"}``.
+    """
+    path = find_checkpoint(checkpoint, "best.pt")
+    state = load_checkpoint(path, map_location="cpu")
+    cfg = config_from_dict(apply_overrides(state["config"], overrides))
+    if data_root is not None:
+        cfg = replace(cfg, data=replace(cfg.data, root=data_root))
+    if split == "val" and cfg.data.val_fraction <= 0:
+        raise ConfigError("this run has no validation split (data.val_fraction=0); use --split test or train")
+    dev = resolve_device(device)
+    data = build_datasets(cfg, splits=(split,) if split != "val" else ("val",))
+    ds = data[split]
+    if ds is None:
+        raise ConfigError(f"unknown split {split!r} for evaluation; use test, val or train")
+    meta = state.get("meta", {})
+    torch.manual_seed(0)
+    model = build_model(cfg, meta.get("num_classes", data["num_classes"]), meta.get("in_chans", data["in_chans"]),
+                        meta.get("img_size", data["img_size"]))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint '{path}' does not match model {cfg.model.name!r} of its config "
+            f"({str(exc).strip().splitlines()[0][:160]})"
+        ) from None
+    model.to(dev)
+    amp_dtype, _ = resolve_amp(cfg.train.amp, dev)
+    loader = DataLoader(ds, batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size,
+                        shuffle=False, num_workers=cfg.data.num_workers)
+    r = evaluate(model, loader, dev, amp_dtype)
+    return {"checkpoint": str(path), "dataset": cfg.data.name, "split": split, "epoch": int(state["epoch"]),
+            "curvatures": curvatures(model), **r}
