@@ -250,7 +250,7 @@ def _euclidean_resnet(
 ) -> ResNet:
     f = euclidean_factories()
     model = ResNet(
-        block=block, layers=layers or default_layers, width=width, block_kwargs=f,
+        block=block, layers=default_layers if layers is None else layers, width=width, block_kwargs=f,
         stem=_stem(in_chans, width, img_size, f, max_pool=True), global_pool=_euclidean_pool(), neck=nn.Identity(),
         head_layer=nn.Linear, num_classes=num_classes,
     )
@@ -266,7 +266,7 @@ def _hybrid_resnet(
     dec = _manifold(k_init, learn_k, rescale, rescale_s)
     f = euclidean_factories()
     model = ResNet(
-        block=block, layers=layers or default_layers, width=width, block_kwargs=f,
+        block=block, layers=default_layers if layers is None else layers, width=width, block_kwargs=f,
         stem=_stem(in_chans, width, img_size, f, max_pool=True), global_pool=_euclidean_pool(),
         neck=ToLorentz(dec, mode=lift if rescale or lift != "rescale" else "add_time", clip_r=clip_r, dim=1),
         head_layer=partial(LorentzMLR, dec), num_classes=num_classes, manifolds={"decoder_manifold": dec},
@@ -287,7 +287,7 @@ def _lorentz_resnet(
     # input lift (§5.6): pixel vectors as space coordinates, time = sqrt(|rgb|^2 + k)
     lift = partial(ToLorentz, enc, mode="add_time", dim=1)
     model = ResNet(
-        block=block, layers=layers or default_layers, width=width, block_kwargs=f,
+        block=block, layers=default_layers if layers is None else layers, width=width, block_kwargs=f,
         stem=_stem(in_chans, width, img_size, f, max_pool=False, pre_layer=lift),
         global_pool=LorentzGlobalAvgPool2d(enc),
         neck=ManifoldSwap(enc, dec, rescale=rescale, dim=-1) if separate_decoder else nn.Identity(),
@@ -308,7 +308,7 @@ def _lorentz_core_resnet(
     f = euclidean_factories()
     block_kwargs = dict(f, manifold=enc, conv_impl=conv_impl, bn_variant=bn_variant, rescale=rescale, bias=bias)
     model = ResNet(
-        block=LorentzCoreBottleneck, layers=layers or default_layers, width=width, block_kwargs=block_kwargs,
+        block=LorentzCoreBottleneck, layers=default_layers if layers is None else layers, width=width, block_kwargs=block_kwargs,
         stem=_stem(in_chans, width, img_size, f, max_pool=True), global_pool=_euclidean_pool(),
         neck=ToLorentz(dec, mode="rescale" if rescale else "add_time", dim=1),
         head_layer=partial(LorentzMLR, dec), num_classes=num_classes, manifolds=manifolds,

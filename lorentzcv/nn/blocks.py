@@ -175,7 +175,7 @@ class Bottleneck(nn.Module):
     Args:
         in_ch, planes, stride: as in :class:`BasicBlock`; the output has ``4·planes`` channels.
         conv_layer, norm_layer, act_layer, residual: factories (module docstring).
-        core_layer: ``core_layer(planes, planes, stride) -> module`` for the 3×3 stage; default
+        core_layer: ``core_layer(planes, planes, stride=stride) -> module`` for the 3×3 stage; default
             :class:`ConvNormAct` with the block's factories.
         downsample: an explicit shortcut module; default: :func:`make_shortcut`.
     """
@@ -195,7 +195,7 @@ class Bottleneck(nn.Module):
         if core_layer is None:
             core_layer = partial(ConvNormAct, kernel_size=3, conv_layer=conv_layer, norm_layer=norm_layer,
                                  act_layer=act_layer)
-        self.core = core_layer(planes, planes, stride)
+        self.core = core_layer(planes, planes, stride=stride)
         self.conv3 = conv_layer(planes, out_ch, 1, 1, 0)
         self.bn3 = norm_layer(out_ch)
         self.downsample = downsample if downsample is not None else make_shortcut(

@@ -218,7 +218,7 @@ def _fused_forward(
     y3 = x3.new_empty(Bn, C1, N)
     ys = y3[:, 1:]
     torch.mul(xs, Ad, out=ys)
-    ys.baddbmm_(Vd.expand(Bn, C1 - 1, 2), BD)
+    ys.addcmul_(Vd[:, 0, None], BD[:, :1]).addcmul_(Vd[:, 1, None], BD[:, 1:])
     torch.sqrt(ys.pow(2).sum(1, keepdim=True).add_(k.detach()), out=y3[:, :1])
     graph = (A, B, D, V, m_, xt_, P_, bs_, g_, k_, Ad, BD) if build_graph else None
     return y3, mu.detach(), var.detach(), graph
@@ -279,15 +279,13 @@ class _LorentzBNFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx = torch.empty_like(x3)
             gxs = gx[:, 1:]
-            torch.mul(G, Ad, out=gxs)
             if gm is not None:
-                lhs = torch.cat([Vd.expand(Bn, C1 - 1, 2), gm[:, 1:, None] / N], 2)  # (B, C, 3)
-                rhs = torch.cat([gP, gP.new_ones(Bn, 1, N)], 1)  # (B, 3, N)
-                gxs.baddbmm_(lhs, rhs)
+                torch.addcmul(gm[:, 1:, None] / N, G, Ad, out=gxs)
                 torch.add(gxt, gm[:, :1, None] / N, out=gx[:, :1])
             else:
-                gxs.baddbmm_(Vd.expand(Bn, C1 - 1, 2), gP)
+                torch.mul(G, Ad, out=gxs)
                 gx[:, :1] = gxt
+            gxs.addcmul_(Vd[:, 0, None], gP[:, :1]).addcmul_(Vd[:, 1, None], gP[:, 1:])
         return (gx, gbs if ctx.needs_input_grad[1] else None, gg if ctx.needs_input_grad[2] else None,
                 gk if ctx.needs_input_grad[3] else None, None, None, None)
 

@@ -61,15 +61,18 @@ class ModelConfig:
     """
 
     name: str = "hecnn_resnet18"
-    width: int | None = 16  # base width; the paper's ResNets use 64
-    layers: list[int] | None = None  # blocks per stage, e.g. [1, 1, 1, 1]; None: the model's default
-    learn_k: bool | None = True
-    k_init: float | None = None
-    separate_decoder: bool | None = True
-    rescale: bool | None = True
-    rescale_s: float | None = 2.0
-    conv_impl: str | None = None
-    bn_variant: str | None = None
+    width: int | None = 16  # base width (channels of the first stage); the paper's ResNets use 64
+    layers: list[int] | None = field(default_factory=lambda: [1, 1, 1, 1])  # blocks per stage; None: the model's ([2, 2, 2, 2] for ResNet-18)
+    learn_k: bool | None = None  # learnable curvature (HECNN+ default: true)
+    k_init: float | None = None  # initial k > 0 (K = -1/k); default 1.0
+    separate_decoder: bool | None = None  # encoder and decoder on separate manifolds (HECNN+ default: true)
+    rescale: bool | None = None  # maximum distance rescaling (HECNN+ default: true)
+    rescale_s: float | None = None  # rescaling steepness s (HECNN+ default: 2, classification)
+    conv_impl: str | None = None  # "efficient" (HECNN+) or "unfold" (HCNN)
+    bn_variant: str | None = None  # "hcnn" or "rhl"
+    bias: bool | None = None  # Lorentz conv bias (HCNN: true, HECNN+: false)
+    lift: str | None = None  # hybrid models: "rescale" or "clip_expmap"
+    clip_r: float | None = None  # hybrid models with lift="clip_expmap": HCNN's clipping radius
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def create_kwargs(self) -> dict[str, Any]:

@@ -321,27 +321,6 @@ class Trainer:
         self.device = dist_info.device
         self.amp_dtype, use_scaler = resolve_amp(t.amp, self.device)
 
-        # Resume state (read on every rank: multi-node runs need the run dir on a shared filesystem).
-        self.state: dict[str, Any] | None = None
-        if self.resume is not None:
-            path = find_checkpoint(self.resume, "last.pt")
-            self.state = load_checkpoint(path, map_location="cpu")
-            self.run_dir = path.parent
-            done = int(self.state["epoch"])
-            if done >= t.epochs:
-                raise ConfigError(
-                    f"run '{self.run_dir}' already finished {done} of train.epochs={t.epochs} epochs; "
-                    f"nothing to resume (pass --set train.epochs=N with N > {done} to train longer)"
-                )
-        else:
-            self.run_dir = Path(broadcast_object(str(_new_run_dir(cfg)) if dist_info.is_main else None,
-                                                 dist_info))
-        if dist_info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-        self.rec = RunRecorder(self.run_dir, enabled=dist_info.is_main, tensorboard=cfg.output.tensorboard,
-                               stream=self.stream)
-
         # Data.
         seed_everything(t.seed)
         data = build_datasets(cfg)
@@ -390,6 +369,28 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+
+        # Run directory (created only once data and model are known to work) and resume state. The resume
+        # checkpoint is read on every rank: multi-node runs need the run dir on a shared filesystem.
+        self.state: dict[str, Any] | None = None
+        if self.resume is not None:
+            path = find_checkpoint(self.resume, "last.pt")
+            self.state = load_checkpoint(path, map_location="cpu")
+            self.run_dir = path.parent
+            done = int(self.state["epoch"])
+            if done >= t.epochs:
+                raise ConfigError(
+                    f"run '{self.run_dir}' already finished {done} of train.epochs={t.epochs} epochs; "
+                    f"nothing to resume (pass --set train.epochs=N with N > {done} to train longer)"
+                )
+        else:
+            self.run_dir = Path(broadcast_object(str(_new_run_dir(cfg)) if dist_info.is_main else None,
+                                                 dist_info))
+        if dist_info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.rec = RunRecorder(self.run_dir, enabled=dist_info.is_main, tensorboard=cfg.output.tensorboard,
+                               stream=self.stream)
 
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []

@@ -1,0 +1,18 @@
+"""Model zoo: a timm-style registry of Euclidean, hybrid and hyperbolic ResNets (``design.md`` §2–§3).
+
+>>> from lorentzcv.models import create_model, list_models
+>>> list_models("hecnn_*")
+['hecnn_resnet18', 'hecnn_resnet50']
+>>> model = create_model("hecnn_resnet18", num_classes=10, img_size=32, width=8)
+>>> sorted(model.manifolds())
+['decoder_manifold', 'encoder_manifold']
+"""
+
+from . import resnet
+from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
+from .resnet import ResNet, euclidean_factories, lorentz_factories
+
+__all__ = [
+    "create_model", "list_models", "register_model", "is_model", "model_entrypoint", "ResNet",
+    "euclidean_factories", "lorentz_factories", "resnet",
+]
