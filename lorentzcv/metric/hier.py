@@ -287,9 +287,10 @@ class LHIERLoss(_HierarchicalLCALoss):
         super().__init__(num_proxies, embedding_dim, tau, margin, topk, num_triplets, generator)
         self.manifold = manifold
         with torch.no_grad():
-            v = torch.randn(num_proxies, embedding_dim) / math.sqrt(embedding_dim) * lca_init_radius
-            u = torch.cat([torch.zeros(num_proxies, 1), v], dim=1)
-            x = lmath.expmap0(u, manifold.k.detach().float())
+            k = manifold.k.detach().float()
+            v = torch.randn(num_proxies, embedding_dim, device=k.device) / math.sqrt(embedding_dim) * lca_init_radius
+            u = torch.cat([torch.zeros_like(v[:, :1]), v], dim=1)
+            x = lmath.expmap0(u, k)
         self.lcas = ManifoldParameter(x, manifold=manifold)
         self.distance = LorentzDistance(manifold)
 

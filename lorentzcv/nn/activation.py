@@ -39,6 +39,9 @@ class LorentzActivation(nn.Module):
             act = act()
         if not callable(act):
             raise ValueError(f"act must be an nn.Module, an nn.Module class or a callable, got {act!r}")
+        if getattr(act, "inplace", False):
+            raise ValueError("LorentzActivation needs an out-of-place activation (it would overwrite the space "
+                             "part of its input point); pass e.g. nn.ReLU() instead of nn.ReLU(inplace=True)")
         self.act = act
         self.dim = dim
 

@@ -78,6 +78,8 @@ class LorentzConv2d(nn.Module):
     float32 island throughout (its time concatenation cancels catastrophically in half precision).
     """
 
+    _full_input = False  # benchmark switch (see forward)
+
     def __init__(
         self, manifold: Lorentz, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1,
@@ -190,8 +192,13 @@ class LorentzConv2d(nn.Module):
         if self.impl == "unfold":
             return self._forward_unfold(x)
         dtype = computation_dtype(x)
-        ys = F.conv2d(lmath.space(x, dim=1), self.conv_weight(), self.bias, self.stride, self.padding,
-                      self.dilation, self.groups)
+        w = self.conv_weight()
+        if self._full_input and self.groups == 1 and x.device.type == "cpu":
+            # a zero weight column for the time channel: no copy of x_s, no scatter of its gradient
+            xin, w = x, torch.cat([w.new_zeros(w.size(0), 1, *w.shape[2:]), w], dim=1)
+        else:
+            xin = lmath.space(x, dim=1)
+        ys = F.conv2d(xin, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
         cfg = self.manifold.rescale_config if self.rescale else None
         return lift(ys, self.manifold.k, dim=1, rescale=cfg, gamma=self.boost, dtype=dtype)
 

@@ -70,9 +70,9 @@ def check_points(x: torch.Tensor, channels: int | None, *, dim: int, ndim: int |
         )
 
 
-# --------------------------------------------------------------------------------------------------------------
-# per-pixel scale functions: (sq = ‖y_s‖², k, *params) -> (ratio or None, time)
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
+# per-pixel scale functions: (sq = ‖y_s‖², k, *params) -> (ratio or None, time), on (…, 1, …) tensors
+# ------------------------------------------------------------------------------------------------------------
 def _norm(sq: torch.Tensor) -> torch.Tensor:
     return sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
 
@@ -85,6 +85,11 @@ def _radius(m0: float, sk: torch.Tensor) -> torch.Tensor:
     return m0 * sk.clamp_max(1.0)
 
 
+def _sinh_ratio(sq: torch.Tensor, b: torch.Tensor, n: torch.Tensor, limit: torch.Tensor | float) -> torch.Tensor:
+    """``sinh(b)/n`` for ``sq > 0`` (accurate for tiny ``n``: ``b ∝ n`` there), its limit at ``sq = 0``."""
+    return torch.where(sq > 0, torch.sinh(b) / n, limit)
+
+
 def _scale_time_only(sq: torch.Tensor, k: torch.Tensor) -> tuple[None, torch.Tensor]:
     return None, _time(sq, None, k)
 
@@ -95,51 +100,53 @@ def _scale_point(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Boost (rapidity ``r ↦ |γ|·r``) and/or maximum distance rescaling (``d ↦ g(d)``) of ``add_time(y_s)``.
 
-    With ``n = ‖y_s‖/√k = sinh r`` and target rapidity ``b``: ``ratio = sinh(b)/n``, written smoothly as
-    ``sinhc(b)·(b/n)``. Matches :func:`lorentzcv.geometry.rescale.rescale` (of ``add_time(y_s)``) exactly.
+    With ``n = ‖y_s‖/√k = sinh r`` and the target rapidity ``b``, ``ratio = sinh(b)/n`` (limit at ``n = 0``:
+    ``m·c·|γ|``, resp. ``|γ|``). Equals :func:`lorentzcv.geometry.rescale.rescale` of ``add_time(y_s)``.
     """
     sk = k.sqrt()
     n = _norm(sq) / sk
-    g = 1.0 if gamma is None else gamma.abs()
-    if m0 is None:  # boost only: b = |γ|·asinh(n), clamped to the largest representable rapidity
-        b = g * torch.asinh(n)
-        bc = b.clamp_max(max_rap)
-        ratio = torch.where(b > bc, torch.sinh(bc) / n, lmath.sinhc(bc) * g * lmath.asinhc(n))
+    r = torch.asinh(n)
+    g = None if gamma is None else gamma.abs()
+    if g is not None:
+        r = r * g
+    if m0 is None:  # boost only, clamped to the largest representable rapidity
+        ratio = _sinh_ratio(sq, r.clamp_max(max_rap), n, 1.0 if g is None else g)
         return ratio, _time(sq, ratio, k)
     m = _radius(m0, sk)
-    c = math.atanh(cfg.rho) / (m * cfg.s)
-    d = g * sk * torch.asinh(n)  # boosted distance to the origin
-    b = m * torch.tanh(c * d) / sk  # target rapidity g(d)/√k
+    mc = math.atanh(cfg.rho) / cfg.s  # m·c, with c = artanh(ρ)/(m·s)
+    b = (m / sk) * torch.tanh((mc * sk / m) * r)  # g(d)/√k with d = √k·r
     if cfg.min_rapidity > 0:
         b = b.clamp_min(cfg.min_rapidity)
-        ratio = torch.where(n > 0, torch.sinh(b) / n.clamp_min(torch.finfo(n.dtype).tiny), torch.zeros_like(n))
+        ratio = _sinh_ratio(sq, b, n, 0.0)
     else:
-        ratio = lmath.sinhc(b) * (m * c) * g * lmath.tanhc(c * d) * lmath.asinhc(n)
+        ratio = _sinh_ratio(sq, b, n, mc if g is None else mc * g)
     return ratio, _time(sq, ratio, k)
 
 
-def _scale_euclid(sq: torch.Tensor, k: torch.Tensor, *, m0: float, cfg: RescaleConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _scale_euclid(
+    sq: torch.Tensor, k: torch.Tensor, *, m0: float, cfg: RescaleConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``rescale_euclid`` of ``y_s`` (radius ``m·min(1, √k)``), then time from space."""
     sk = k.sqrt()
     m = _radius(m0, sk)
-    c = math.atanh(cfg.rho) / (m * cfg.s)
+    mc = math.atanh(cfg.rho) / cfg.s
     n = _norm(sq)
-    ratio = (m * c) * lmath.tanhc(c * n)
+    ratio = torch.where(sq > 0, m * torch.tanh((mc / m) * n) / n, mc)
     if cfg.min_rapidity > 0:
         target = (ratio * n).clamp_min(cfg.min_rapidity * sk)
-        ratio = torch.where(n > torch.finfo(n.dtype).tiny * 2, target / n, torch.zeros_like(n))
+        ratio = torch.where(sq > 0, target / n, 0.0)
     return ratio, _time(sq, ratio, k)
 
 
-def _scale_clip_expmap0(sq: torch.Tensor, k: torch.Tensor, *, clip_r: float, max_rap: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _scale_clip_expmap0(
+    sq: torch.Tensor, k: torch.Tensor, *, clip_r: float, max_rap: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Feature clipping :math:`v \leftarrow \min(1, r/\|v\|)v` (Guo et al.), then :math:`\exp_0((0, v))`."""
     sk = k.sqrt()
     n = _norm(sq)
     clip = (clip_r / n).clamp_max(1.0)
-    theta = clip * n / sk
-    tc = theta.clamp_max(max_rap)
-    coef = torch.where(theta > tc, torch.sinh(tc) / theta.clamp_min(1.0), lmath.sinhc(theta))
-    ratio = clip * coef
+    theta = (clip / sk) * n
+    ratio = _sinh_ratio(sq, theta.clamp_max(max_rap), n / sk, 1.0)
     return ratio, _time(sq, ratio, k)
 
 
@@ -150,76 +157,91 @@ def _scale_swap(
     r""":math:`\exp_0^{k_2}(\mathrm{rescale\_euclid}(\log_0^{k_1} x))` as a factor on ``x_s`` (§1.2 item 13)."""
     sk1, sk2 = k1.sqrt(), k2.sqrt()
     n = _norm(sq)
-    ratio = lmath.asinhc(n / sk1)  # log0: v = ratio·x_s, ‖v‖ = d0(x)
-    d = ratio * n
+    d = sk1 * torch.asinh(n / sk1)  # ‖log0 x‖ = d0(x)
+    lim = 1.0
     if m0 is not None:
         m = _radius(m0, sk2)
-        c = math.atanh(cfg.rho) / (m * cfg.s)
-        r2 = (m * c) * lmath.tanhc(c * d)
-        ratio, d = ratio * r2, d * r2
-    theta = d / sk2
-    tc = theta.clamp_max(max_rap)
-    coef = torch.where(theta > tc, torch.sinh(tc) / theta.clamp_min(1.0), lmath.sinhc(theta))
-    ratio = ratio * coef
+        mc = math.atanh(cfg.rho) / cfg.s
+        d = m * torch.tanh((mc / m) * d)
+        lim = mc
+    ratio = _sinh_ratio(sq, (d / sk2).clamp_max(max_rap), n / sk2, lim)
     return ratio, _time(sq, ratio, k2)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # the fused lift
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _empty_like_lifted(ys: torch.Tensor, dim: int) -> torch.Tensor:
     shape = list(ys.shape)
     shape[dim] += 1
-    if ys.dim() == 4 and dim == 1 and not ys.is_contiguous() and ys.is_contiguous(memory_format=torch.channels_last):
+    if ys.dim() == 4 and dim == 1 and not ys.is_contiguous() and ys.is_contiguous(
+        memory_format=torch.channels_last
+    ):
         return ys.new_empty(shape).contiguous(memory_format=torch.channels_last)
     return ys.new_empty(shape)
 
 
+def _write(ys: torch.Tensor, ratio: torch.Tensor | None, t: torch.Tensor, dim: int) -> torch.Tensor:
+    out = _empty_like_lifted(ys, dim)
+    n = ys.size(dim)
+    if ratio is None:
+        out.narrow(dim, 1, n).copy_(ys)
+    else:
+        torch.mul(ys, ratio, out=out.narrow(dim, 1, n))
+    out.narrow(dim, 0, 1).copy_(t)
+    return out
+
+
 class _Lift(torch.autograd.Function):
-    """``out = (time(sq, …), ratio(sq, …)·y_s)`` with ``sq = ‖y_s‖²`` along ``dim``; see :func:`lift`."""
+    """``out = (time(sq, …), ratio(sq, …)·y_s)`` with ``sq = ‖y_s‖²`` along ``dim``; see :func:`lift`.
+
+    The small per-pixel graph ``(sq, params) → (ratio, time)`` is built with autograd inside ``forward`` and
+    kept on ``ctx`` (it is ``1/C`` of the size of ``y_s``); ``backward`` handles the full-size part by hand.
+    Only the *output* is saved (``y_s = out_s / ratio`` is never materialised again), so the layer adds no
+    activation memory beyond its output, which the next layer keeps anyway. Modifying the output in place
+    before the backward pass is therefore detected by autograd (version counter) and raises.
+    """
 
     @staticmethod
     def forward(ctx, ys: torch.Tensor, fn: ScaleFn, dim: int, *params: torch.Tensor) -> torch.Tensor:
         sq = (ys * ys).sum(dim=dim, keepdim=True)
-        ratio, t = fn(sq, *params)
-        out = _empty_like_lifted(ys, dim)
-        n = ys.size(dim)
-        if ratio is None:
-            out.narrow(dim, 1, n).copy_(ys)
-        else:
-            torch.mul(ys, ratio, out=out.narrow(dim, 1, n))
-        out.narrow(dim, 0, 1).copy_(t)
-        ctx.fn, ctx.dim = fn, dim
-        ctx.save_for_backward(ys, sq, ratio if ratio is not None else sq.new_empty(0), *params)
+        with torch.enable_grad():
+            sq_ = sq.requires_grad_(True)
+            ps = [p.detach().requires_grad_(bool(r)) for p, r in zip(params, ctx.needs_input_grad[3:])]
+            ratio, t = fn(sq_, *ps)
+        out = _write(ys, None if ratio is None else ratio.detach(), t.detach(), dim)
+        ctx.graph = (sq_, ps, ratio, t)
+        ctx.dim = dim
+        ctx.save_for_backward(out)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: torch.Tensor):
-        ys, sq, ratio, *params = ctx.saved_tensors
-        dim, n = ctx.dim, ys.size(ctx.dim)
-        has_ratio = ratio.numel() > 0
-        g_t, g_s = g.narrow(dim, 0, 1), g.narrow(dim, 1, n)
-        # small per-pixel graph, recomputed: d(ratio, time)/d(sq, params)
-        need = ctx.needs_input_grad[3:]
-        with torch.enable_grad():
-            sq_ = sq.detach().requires_grad_(True)
-            ps = [p.detach().requires_grad_(bool(r)) for p, r in zip(params, need)]
-            r_, t_ = ctx.fn(sq_, *ps)
-            outs, gouts = [t_], [g_t]
-            if has_ratio:
-                outs.append(r_)
-                gouts.append((g_s * ys).sum(dim=dim, keepdim=True))
-            inputs = [sq_] + [p for p in ps if p.requires_grad]
-            grads = torch.autograd.grad(outs, inputs, gouts, allow_unused=True)
-        g_sq = grads[0] if grads[0] is not None else torch.zeros_like(sq)
-        g_params = iter(grads[1:])
-        out_params = [next(g_params) if p.requires_grad else None for p in ps]
+        (out,) = ctx.saved_tensors
+        sq_, ps, ratio, t = ctx.graph
+        dim = ctx.dim
+        n = out.size(dim) - 1
+        g_t, g_s, out_s = g.narrow(dim, 0, 1), g.narrow(dim, 1, n), out.narrow(dim, 1, n)
+        outs, gouts = [t], [g_t]
+        if ratio is not None:  # y_s = out_s / ratio; ratio = 0 only where y_s = 0
+            r = ratio.detach()
+            inv = torch.where(r > 0, 1 / r, 0.0)
+            outs.append(ratio)
+            gouts.append((g_s * out_s).sum(dim=dim, keepdim=True) * inv)  # <g_s, y_s>
+        wrt = [sq_] + [p for p in ps if p.requires_grad]
+        grads = torch.autograd.grad(outs, wrt, gouts, allow_unused=True, retain_graph=True)
+        g_sq = grads[0] if grads[0] is not None else torch.zeros_like(sq_)
+        it = iter(grads[1:])
+        g_params = [next(it) if p.requires_grad else None for p in ps]
         g_ys = None
-        if ctx.needs_input_grad[0]:
-            g_ys = (g_s * ratio) if has_ratio else g_s.clone(memory_format=torch.preserve_format)
-            g_ys.addcmul_(ys, 2 * g_sq)
-        return (g_ys, None, None, *out_params)
+        if ctx.needs_input_grad[0]:  # ratio·g_s + 2·g_sq·y_s
+            if ratio is None:
+                g_ys = torch.addcmul(g_s, out_s, 2 * g_sq)
+            else:
+                g_ys = g_s * r
+                g_ys.addcmul_(out_s, 2 * g_sq * inv)
+        return (g_ys, None, None, *g_params)
 
 
 def _prep_k(k: torch.Tensor | float, ref: torch.Tensor, dim: int) -> torch.Tensor:
@@ -227,7 +249,11 @@ def _prep_k(k: torch.Tensor | float, ref: torch.Tensor, dim: int) -> torch.Tenso
 
 
 def _run(ys: torch.Tensor, fn: ScaleFn, dim: int, *params: torch.Tensor) -> torch.Tensor:
-    return _Lift.apply(ys, fn, dim, *params)
+    if torch.is_grad_enabled() and (ys.requires_grad or any(p.requires_grad for p in params)):
+        return _Lift.apply(ys, fn, dim, *params)
+    with torch.no_grad():  # inference: no autograd bookkeeping
+        ratio, t = fn((ys * ys).sum(dim=dim, keepdim=True), *params)
+        return _write(ys, ratio, t, dim)
 
 
 def lift(

@@ -189,12 +189,269 @@ def _forward_autograd(
     return lmath.add_time(ys, k, dim=1), mu, var
 
 
+# --- per-pixel scalar math with a hand-written backward (on (B, 1, N) tensors, in the input dtype) -----------
+# Below these thresholds the Taylor series are used (their truncation error and the cancellation of the direct
+# formulas above them are both at the dtype's precision).
+_F_SERIES = {torch.float64: 1e-3, torch.float32: 0.05}  # on t = a - 1 for arcosh(a)/sqrt(a²-1)
+_SH_SERIES = {torch.float64: 0.1, torch.float32: 0.3}  # on |θ| for sinh(θ)/θ and tanh(θ)/θ
+
+
+def _thr(table: dict, dtype: torch.dtype) -> float:
+    return table.get(dtype, table[torch.float32])
+
+
+def _acosh_f(a: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    r"""``arcosh(a)``, its derivative, ``f = arcosh(a)/sqrt(a²-1)`` and ``f'`` (``a < 1`` is treated as 1).
+
+    ``arcosh(a) = log1p(t + sqrt(t(a+1)))`` with ``t = a - 1`` (no cancellation near 1); the clamp
+    ``a²-1 ≥ 1e-15`` is the one of :func:`lorentzcv.geometry.math.arcosh`. ``f(1+t) = Σ (-1)ⁿ (n!)² 2ⁿ tⁿ/(2n+1)!``.
+    """
+    t = (a - 1).clamp_min(0)
+    q_raw = t * (a + 1)
+    q = q_raw.clamp_min(1e-15)
+    sq = q.sqrt()
+    acosh = torch.log1p(t + sq)
+    dacosh = torch.where(q_raw > 1e-15, sq.reciprocal(), (1 + t + sq).reciprocal())
+    small = t < _thr(_F_SERIES, a.dtype)
+    f_ser = 1 + t * (-1 / 3 + t * (2 / 15 + t * (-2 / 35 + t * (8 / 315 - t * (8 / 693)))))
+    fp_ser = -1 / 3 + t * (4 / 15 + t * (-6 / 35 + t * (32 / 315 - t * (40 / 693))))
+    f_dir = acosh / sq
+    f = torch.where(small, f_ser, f_dir)
+    fp = torch.where(small, fp_ser, (1 - (1 + t) * f_dir) / q)
+    return acosh, dacosh, f, fp
+
+
+def _sinhc_cosh(theta: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    r"""``sh = sinh(θ_c)/|θ|``, ``ch = cosh(θ_c)`` and their derivatives w.r.t. θ, with
+    ``θ_c = min(|θ|, max_rapidity(dtype))`` as in :func:`lorentzcv.geometry.math.expmap` (one ``exp``)."""
+    th = theta.abs()
+    tmax = lmath.max_rapidity(dtype)
+    clamped = th > tmax
+    e = torch.exp(th.clamp_max(tmax))
+    ei = e.reciprocal()
+    ch = (e + ei) / 2
+    sinh = (e - ei) / 2
+    small = th < _thr(_SH_SERIES, theta.dtype)
+    t2 = th * th
+    safe = torch.where(small, torch.ones_like(th), th)
+    sh_ser = 1 + t2 * (1 / 6 + t2 * (1 / 120 + t2 * (1 / 5040 + t2 / 362880)))
+    shp_ser = theta * (1 / 3 + t2 * (1 / 30 + t2 * (1 / 840 + t2 / 45360)))
+    sh = torch.where(small, sh_ser, sinh / safe)
+    shp = torch.where(small, shp_ser, theta * (ch - sh) / (safe * safe))  # d sinhc/dθ = (cosh θ - sinhc θ)/θ
+    chp = sinh * theta.sign()
+    if bool(clamped.any()):
+        sh = torch.where(clamped, sinh / safe, sh)
+        shp = torch.where(clamped, -sh / theta, shp)
+        chp = torch.where(clamped, torch.zeros_like(chp), chp)
+    return sh, ch, shp, chp
+
+
+# tanh(t)/t = Σ co[n] t^(2n)
+_TANHC_SERIES = (1.0, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925, 21844 / 6081075, -929569 / 638512875)
+
+
+def _tanhc(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``tanh(t)/t`` and its derivative for ``t ≥ 0``."""
+    small = t < _thr(_SH_SERIES, t.dtype)
+    safe = torch.where(small, torch.ones_like(t), t)
+    th = torch.tanh(safe)
+    t2 = t * t
+    co = _TANHC_SERIES
+    tc_ser = co[-1]
+    tcp_ser = 2 * (len(co) - 1) * co[-1]
+    for n in range(len(co) - 2, -1, -1):
+        tc_ser = co[n] + t2 * tc_ser
+        if n > 0:
+            tcp_ser = 2 * n * co[n] + t2 * tcp_ser
+    tcp_ser = t * tcp_ser
+    tc = torch.where(small, tc_ser, th / safe)
+    tcp = torch.where(small, tcp_ser, (1 - th * th - tc) / safe)
+    return tc, tcp
+
+
+def _pixel_forward(
+    xt: torch.Tensor, mx: torch.Tensor, bx: torch.Tensor, c: dict, var_in: torch.Tensor | None, *,
+    variant: str, eps: float, rescale: bool, dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    r"""Coefficients ``A, B, D`` of ``y_s = A x_s + B μ_s + D β_s`` per pixel, σ, and what the backward needs.
+
+    Same math as :func:`_coefficients`, with every derivative computed alongside.
+
+    Args:
+        xt, mx, bx: ``x_0``, ``μ_s·x_s``, ``β_s·x_s`` of shape ``(B, 1, N)``.
+        c: 0-d constants (same dtype) ``k, sk (= √k), mu_t, beta_t, gamma``, ``mb`` (``μ_s·β_s``, hcnn) or
+            ``mbL`` (``<μ,β>_L``, rhl), ``cr`` and ``Mc`` (rescaling: ``ρ = Mc·tanhc(cr·n)``).
+        var_in: the running σ (eval) or ``None`` (training: σ = mean of the norms).
+    """
+    k, sk, mu_t, beta_t, gamma = c["k"], c["sk"], c["mu_t"], c["beta_t"], c["gamma"]
+    a = (mu_t * xt - mx) / k
+    acosh, dacosh, f, fp = _acosh_f(a)
+    sv: dict = dict(xt=xt, a=a, acosh=acosh, dacosh=dacosh, f=f, fp=fp)
+    if variant == "hcnn":
+        norm = sk * acosh
+    else:
+        d = sk * acosh
+        xm = xt - a * mu_t
+        vt = f * xm
+        norm = (d * d + 2 * vt * vt).clamp_min(1e-300).sqrt()
+        sv.update(d=d, xm=xm, vt=vt)
+    var = norm.mean() if var_in is None else var_in
+    den = var + eps
+    s = gamma / den
+    sv.update(norm=norm, den=den, s=s)
+    if rescale:
+        ne = s.abs() * norm
+        tc, tcp = _tanhc(c["cr"] * ne)
+        rho = c["Mc"] * tc
+        scale = s * rho
+        sv.update(ne=ne, tcp=tcp, rho=rho)
+    else:
+        scale = s
+    theta = scale * acosh
+    alpha = scale * f
+    sh, ch, shp, chp = _sinhc_cosh(theta, dtype)
+    if variant == "hcnn":
+        cden = sk + mu_t
+        cc = (a * sk + xt) / cden
+        L = k + sk * beta_t
+        w = bx - cc * c["mb"]
+        lam = alpha * w / L
+        A = sh * alpha
+        B = -A * cc
+        sv.update(cden=cden, cc=cc)
+    else:
+        mbL = c["mbL"]
+        L = k - mbL
+        w = bx - beta_t * xt - a * mbL
+        lam = alpha * w / L
+        A = sh * alpha
+        B = sh * lam - A * a
+    D = ch + sh * lam
+    sv.update(scale=scale, alpha=alpha, sh=sh, shp=shp, chp=chp, L=L, w=w, lam=lam)
+    return A, B, D, var, sv
+
+
+def _pixel_backward(
+    gA: torch.Tensor, gB: torch.Tensor, gD: torch.Tensor, c: dict, sv: dict, *, variant: str, rescale: bool,
+    training: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """Gradients of :func:`_pixel_forward` w.r.t. ``xt, mx, bx`` (per pixel) and the constants ``c`` (0-d)."""
+    k, sk, mu_t, beta_t = c["k"], c["sk"], c["mu_t"], c["beta_t"]
+    a, xt, f, acosh = sv["a"], sv["xt"], sv["f"], sv["acosh"]
+    sh, lam, alpha, L, w = sv["sh"], sv["lam"], sv["alpha"], sv["L"], sv["w"]
+    g: dict = {}
+    if variant == "hcnn":
+        cc, cden, mb = sv["cc"], sv["cden"], c["mb"]
+        g_sh = (gA - gB * cc) * alpha + gD * lam
+        g_lam = gD * sh
+        g_w = g_lam * alpha / L
+        g_alpha = (gA - gB * cc) * sh + g_lam * w / L
+        g_cc = -gB * sh * alpha - g_w * mb
+        g_bx = g_w
+        g["mb"] = -(g_w * cc).sum()
+        g_a = g_cc * sk / cden
+        g_xt = g_cc / cden
+        g_sk = (g_cc * (a - cc)).sum() / cden
+        g["mu_t"] = -(g_cc * cc).sum() / cden
+        g_L = -(g_lam * lam).sum() / L
+        g_k = g_L
+        g_sk = g_sk + g_L * beta_t
+        g["beta_t"] = g_L * sk
+    else:
+        mbL = c["mbL"]
+        g_sh = gA * alpha + gB * (lam - alpha * a) + gD * lam
+        g_lam = (gB + gD) * sh
+        g_w = g_lam * alpha / L
+        g_alpha = (gA - gB * a) * sh + g_lam * w / L
+        g_a = -gB * sh * alpha - g_w * mbL
+        g_bx = g_w
+        g_xt = -g_w * beta_t
+        g["beta_t"] = -(g_w * xt).sum()
+        g_Lsum = -(g_lam * lam / L).sum()
+        g["mbL"] = -(g_w * a).sum() - g_Lsum
+        g_k = g_Lsum
+        g_sk = torch.zeros_like(k)
+    # θ = scale·arcosh(a), α = scale·f(a)
+    g_theta = g_sh * sv["shp"] + gD * sv["chp"]
+    g_scale = g_theta * acosh + g_alpha * f
+    g_acosh = g_theta * sv["scale"]
+    g_f = g_alpha * sv["scale"]
+    s, den, norm = sv["s"], sv["den"], sv["norm"]
+    if rescale:
+        rho, ne, tcp = sv["rho"], sv["ne"], sv["tcp"]
+        g_rho = g_scale * s
+        g_s = (g_scale * rho).sum()
+        g_ne = g_rho * c["Mc"] * tcp  # ρ = Mc·tanhc(cr·ne)
+        g["cr"] = (g_ne * ne).sum()
+        g_ne = g_ne * c["cr"]
+        g_norm = g_ne * s.abs()
+        g_s = g_s + (g_ne * norm).sum() * s.sign()
+    else:
+        g_norm = None
+        g_s = g_scale.sum()
+    g["gamma"] = g_s / den
+    if training:  # σ = mean(norm)
+        g_var = -g_s * s / den
+        g_norm_var = g_var / norm.numel()
+        g_norm = g_norm_var if g_norm is None else g_norm + g_norm_var
+    if g_norm is not None:
+        if variant == "hcnn":
+            g_sk = g_sk + (g_norm * acosh).sum()
+            g_acosh = g_acosh + g_norm * sk
+        else:
+            d, xm, vt = sv["d"], sv["xm"], sv["vt"]
+            g_d = g_norm * d / norm
+            g_vt = 2 * g_norm * vt / norm
+            g_f = g_f + g_vt * xm
+            g_xt = g_xt + g_vt * f
+            g_a = g_a - g_vt * f * mu_t
+            g["mu_t"] = -(g_vt * f * a).sum()
+            g_sk = g_sk + (g_d * acosh).sum()
+            g_acosh = g_acosh + g_d * sk
+    g_a = g_a + g_acosh * sv["dacosh"] + g_f * sv["fp"]
+    # a = (mu_t x_0 - μ_s·x_s)/k
+    g_xt = g_xt + g_a * mu_t / k
+    g_mx = -g_a / k
+    g["mu_t"] = g.get("mu_t", 0) + (g_a * xt).sum() / k
+    g["k"] = g_k - (g_a * a).sum() / k
+    g["sk"] = g_sk
+    return g_xt, g_mx, g_bx, g
+
+
+def _constants(
+    m: torch.Tensor | None, running_mean: torch.Tensor, beta_s: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor,
+    *, variant: str, two_stage: bool, rescale: RescaleConfig | None, rdtype: torch.dtype, dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The batch mean μ, ``V = [μ_s, β_s]`` (``(C, 2)``) and the 0-d constants of :func:`_pixel_forward`, in
+    ``dtype``, as a differentiable function of the leaves ``m``/``running_mean``, β_s, γ, k (computed in float64:
+    these are a handful of ``(1+C,)`` tensors)."""
+    k64 = k.double()
+    mu = _mean_point(None if m is None else m.double(), running_mean.double(), k64, two_stage)
+    bs = beta_s.double()
+    mu_t, mu_s = mu[0], mu[1:]
+    sk = k64.sqrt()
+    beta_t = (bs.pow(2).sum() + k64).sqrt()
+    mb = (mu_s * bs).sum()
+    c = dict(k=k64, sk=sk, mu_t=mu_t, beta_t=beta_t, gamma=gamma.double())
+    if variant == "hcnn":
+        c["mb"] = mb
+    else:
+        c["mbL"] = mb - mu_t * beta_t
+    if rescale is not None:
+        radius = max_distance(rdtype, rescale.r) * sk.clamp_max(1.0)
+        c["cr"] = math.atanh(rescale.rho) / (radius * rescale.s)
+        c["Mc"] = math.atanh(rescale.rho) / rescale.s
+    V = torch.stack([mu_s, bs], 1).to(dtype)
+    c = {n: v.to(dtype) if isinstance(v, torch.Tensor) else v for n, v in c.items()}
+    return mu, V, c
+
+
 def _fused_forward(
     x3: torch.Tensor, beta_s: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
     running_var: torch.Tensor | None, opts: tuple, build_graph: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple | None]:
-    """Forward of :class:`_LorentzBNFunction`; with ``build_graph`` the small graphs are built on detached
-    leaves and returned for the backward."""
+    """Forward of :class:`_LorentzBNFunction`; with ``build_graph`` the small graph of the constants is built on
+    detached leaves and returned with the saved per-pixel quantities."""
     variant, eps, rescale, rdtype, two_stage = opts
     Bn, C1, N = x3.shape
     xs = x3[:, 1:]
@@ -205,46 +462,45 @@ def _fused_forward(
         g_ = gamma.detach().requires_grad_(build_graph)
         k_ = k.detach().requires_grad_(build_graph)
         m_ = x3.detach().mean(-1).requires_grad_(build_graph) if training else None
-        mu = _mean_point(m_, running_mean, k_, two_stage)
-        V = torch.stack([mu[1:], bs_], 1)  # (C, 2)
+        mu, V, c = _constants(m_, running_mean, bs_, g_, k_, variant=variant, two_stage=two_stage,
+                              rescale=rescale, rdtype=rdtype, dtype=x3.dtype)
     Vd = V.detach()
-    P_ = torch.matmul(Vd.t(), xs).requires_grad_(build_graph)  # (B, 2, N)
-    xt_ = x3[:, :1].detach().requires_grad_(build_graph)
-    with grad_ctx:
-        A, B, D, var = _coefficients(P_, xt_, mu, bs_, g_, k_, running_var, variant=variant, eps=eps,
-                                     rescale=rescale, rdtype=rdtype)
-    BD = torch.cat([B, D], 1).detach()
-    Ad = A.detach()
+    cd = {n: v.detach() if isinstance(v, torch.Tensor) else v for n, v in c.items()}
+    P = torch.matmul(Vd.t(), xs)  # (B, 2, N): μ_s·x_s, β_s·x_s
+    A, B, D, var, sv = _pixel_forward(x3[:, :1], P[:, :1], P[:, 1:], cd, running_var, variant=variant,
+                                      eps=eps, rescale=rescale is not None, dtype=x3.dtype)
     y3 = x3.new_empty(Bn, C1, N)
     ys = y3[:, 1:]
-    torch.mul(xs, Ad, out=ys)
-    ys.addcmul_(Vd[:, 0, None], BD[:, :1]).addcmul_(Vd[:, 1, None], BD[:, 1:])
-    torch.sqrt(ys.pow(2).sum(1, keepdim=True).add_(k.detach()), out=y3[:, :1])
-    graph = (A, B, D, V, m_, xt_, P_, bs_, g_, k_, Ad, BD) if build_graph else None
-    return y3, mu.detach(), var.detach(), graph
+    torch.mul(xs, A, out=ys)
+    ys.addcmul_(Vd[:, 0, None], B).addcmul_(Vd[:, 1, None], D)
+    torch.sqrt(torch.linalg.vecdot(ys, ys, dim=1).unsqueeze(1).add_(k.detach()), out=y3[:, :1])
+    saved = (V, c, cd, sv, m_, bs_, g_, k_, A, B, D) if build_graph else None
+    return y3, mu.detach().to(x3.dtype), var.detach().to(x3.dtype), saved
 
 
 class _LorentzBNFunction(torch.autograd.Function):
     r"""Fused Lorentz batch norm on ``x3`` of shape ``(B, 1+C, N)`` (``impl="fused"``).
 
-    Forward: ``m = mean_N(x)`` (training) → μ (small graph) → ``P = [μ_s, β_s]ᵀ x_s`` (one GEMM over the map)
-    → ``A, B, D`` (small graph on ``(B, 1, N)``) → ``y_s = A x_s + [μ_s, β_s] [B; D]`` written into the output
-    → ``y_0 = sqrt(‖y_s‖² + k)``. The small graphs (built on detached leaves) are kept; backward runs the big
-    reductions over the map by hand and the small ones with ``torch.autograd.grad``:
+    Forward: ``m = mean_N(x)`` (training) → μ and the batch constants (a small autograd graph on ``(1+C,)``
+    tensors) → ``P = [μ_s, β_s]ᵀ x_s`` (one GEMM over the map) → per-pixel ``A, B, D`` (scalar math on
+    ``(B, 1, N)``, :func:`_pixel_forward`) → ``y_s = A x_s + B μ_s + D β_s`` written into the output →
+    ``y_0 = sqrt(‖y_s‖² + k)``. Backward, with ``G = ∂L/∂y_s + (∂L/∂y_0 / y_0) y_s``:
 
-    - ``G = ∂L/∂y_s + (∂L/∂y_0 / y_0) y_s``;
     - ``∂L/∂A = Σ_c G x_s``, ``∂L/∂[B; D] = [μ_s, β_s]ᵀ G``, ``∂L/∂[μ_s, β_s] ⊃ Σ_{b,n} G [B; D]ᵀ``;
-    - ``∂L/∂P`` from the small graph, then ``∂L/∂[μ_s, β_s] ⊃ Σ_{b,n} x_s (∂L/∂P)ᵀ`` (second small backward);
-    - ``∂L/∂x_s = A G + [μ_s, β_s, ∂L/∂m_s / N] [∂L/∂P; 1]`` (one multiply and one batched GEMM).
+    - per-pixel chain rule by hand (:func:`_pixel_backward`) → ``∂L/∂x_0``, ``∂L/∂P`` and the constants;
+    - ``∂L/∂[μ_s, β_s] ⊃ Σ_{b,n} x_s (∂L/∂P)ᵀ``, then one ``autograd.grad`` through the small graph;
+    - ``∂L/∂x_s = A G + ∂L/∂m_s / N + μ_s ∂L/∂P_0 + β_s ∂L/∂P_1`` (three fused passes).
 
-    Saved: the input, the output and the per-pixel coefficients. Not twice differentiable.
+    Saved: the input, the output, the per-pixel quantities. Not twice differentiable.
     """
 
     @staticmethod
     def forward(ctx, x3, beta_s, gamma, k, running_mean, running_var, opts):  # type: ignore[override]
-        y3, mu, var, graph = _fused_forward(x3, beta_s, gamma, k, running_mean, running_var, opts, True)
+        y3, mu, var, saved = _fused_forward(x3, beta_s, gamma, k, running_mean, running_var, opts, True)
         ctx.save_for_backward(x3, y3)
-        ctx.graph = graph
+        ctx.saved = saved
+        ctx.opts = opts
+        ctx.training = running_var is None
         ctx.mark_non_differentiable(mu, var)
         return y3, mu, var
 
@@ -252,48 +508,41 @@ class _LorentzBNFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy, _gmu, _gvar):  # type: ignore[override]
         x3, y3 = ctx.saved_tensors
-        A, B, D, V, m_, xt_, P_, bs_, g_, k_, Ad, BD = ctx.graph
+        V, c, cd, sv, m_, bs_, g_, k_, A, B, D = ctx.saved
+        variant, rescale = ctx.opts[0], ctx.opts[2] is not None
         Bn, C1, N = x3.shape
         xs, ys, yt = x3[:, 1:], y3[:, 1:], y3[:, :1]
         gyt = gy[:, :1]
         G = torch.addcmul(gy[:, 1:], ys, gyt / yt)  # ∂L/∂y_s through both output blocks
-        gA = (G * xs).sum(1, keepdim=True)
+        gA = torch.linalg.vecdot(G, xs, dim=1).unsqueeze(1)
         Vd = V.detach()
         gBD = torch.matmul(Vd.t(), G)  # (B, 2, N)
-        gV = torch.matmul(G, BD.transpose(1, 2)).sum(0)  # (C, 2)
-        leaves = [P_, xt_, bs_, g_, k_] + ([m_] if m_ is not None else [])
-        grads = torch.autograd.grad([A, B, D, V], leaves, [gA, gBD[:, :1], gBD[:, 1:], gV],
+        gV = torch.matmul(G, torch.cat([B, D], 1).transpose(1, 2)).sum(0)  # (C, 2)
+        gxt, gmx, gbx, gc = _pixel_backward(gA, gBD[:, :1], gBD[:, 1:], cd, sv, variant=variant, rescale=rescale,
+                                            training=ctx.training)
+        gP = torch.cat([gmx, gbx], 1)
+        gV = gV + torch.matmul(xs, gP.transpose(1, 2)).sum(0)  # P = Vᵀ x_s
+        gc["k"] = gc["k"] + (gyt / (2 * yt)).sum()  # y_0 = sqrt(‖y_s‖² + k)
+        names = [n for n in gc if isinstance(c.get(n), torch.Tensor) and c[n].requires_grad]
+        leaves = [t for t in (m_, bs_, g_, k_) if t is not None]
+        grads = torch.autograd.grad([V] + [c[n] for n in names], leaves,
+                                    [gV] + [torch.as_tensor(gc[n], dtype=c[n].dtype) for n in names],
                                     retain_graph=True, allow_unused=True)
-        gP, gxt, gbs, gg, gk = grads[:5]
-        gm = grads[5] if m_ is not None else None
-        # P = Vᵀ x_s also depends on V: route Σ x_s (∂L/∂P)ᵀ back through V's small graph
-        gVP = torch.matmul(xs, gP.transpose(1, 2)).sum(0)
-        vleaves = [bs_, k_] + ([m_] if m_ is not None else [])
-        vgrads = torch.autograd.grad([V], vleaves, [gVP], retain_graph=True, allow_unused=True)
-        gbs = _add(gbs, vgrads[0])
-        gk = _add(gk, vgrads[1])
-        if m_ is not None:
-            gm = _add(gm, vgrads[2])
-        gk = _add(gk, (gyt / (2 * yt)).sum())
+        gm = grads[0] if m_ is not None else None
+        gbs, gg, gk = grads[-3:]
         gx = None
         if ctx.needs_input_grad[0]:
             gx = torch.empty_like(x3)
             gxs = gx[:, 1:]
             if gm is not None:
-                torch.addcmul(gm[:, 1:, None] / N, G, Ad, out=gxs)
+                torch.addcmul(gm[:, 1:, None] / N, G, A, out=gxs)
                 torch.add(gxt, gm[:, :1, None] / N, out=gx[:, :1])
             else:
-                torch.mul(G, Ad, out=gxs)
+                torch.mul(G, A, out=gxs)
                 gx[:, :1] = gxt
             gxs.addcmul_(Vd[:, 0, None], gP[:, :1]).addcmul_(Vd[:, 1, None], gP[:, 1:])
         return (gx, gbs if ctx.needs_input_grad[1] else None, gg if ctx.needs_input_grad[2] else None,
                 gk if ctx.needs_input_grad[3] else None, None, None, None)
-
-
-def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    if a is None:
-        return b
-    return a if b is None else a + b
 
 
 # ------------------------------------------------------------------------------------------------------------

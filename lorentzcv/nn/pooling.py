@@ -55,8 +55,10 @@ class LorentzMaxPool2d(nn.Module):
     Shapes: ``(B, 1+C, H, W) → (B, 1+C, H', W')``.
     """
 
-    def __init__(self, manifold: Lorentz, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
-                 padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1, ceil_mode: bool = False) -> None:
+    def __init__(
+        self, manifold: Lorentz, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1, ceil_mode: bool = False,
+    ) -> None:
         super().__init__()
         self.manifold = manifold
         self.kernel_size = _pair(kernel_size)

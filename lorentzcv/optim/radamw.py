@@ -118,33 +118,57 @@ class RiemannianAdamW(CurvatureAwareOptimizer):
         )
 
     def _manifold_step(self, group: dict, p: ManifoldParameter) -> None:
+        """Steps 1–4 of the class docstring, written with per-point scalars so that each full-size tensor
+        is touched by few kernels (the maps are the closed forms of ``lmath.normalize/egrad2rgrad/proju/
+        expmap/transp``; ``tests/optim`` checks them against those kernels)."""
         state = self._state(group, p, scalar_v=True)
-        k = p.manifold.k.detach()
+        x = p.detach()
+        k = lmath._k(p.manifold.k.detach(), x)
+        sk = k.sqrt()
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
-        grad = -p.grad if group["maximize"] else p.grad
+        g = -p.grad if group["maximize"] else p.grad
         state["step"] += 1
         t = float(state["step"])
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
 
-        x = p.detach()
+        # 1. decay: x̃ = normalize(μ), μ = (1-λ')x + λ'o; on the manifold <μ,μ>_L = -(1-λ')²k - 2λ'(1-λ')√k x_0 - λ'²k
         if wd != 0:
             lam = lr * wd
-            mu = x * (1 - lam)
-            mu.narrow(-1, 0, 1).add_(lam * lmath._k(k, x).sqrt())  # + λ'·o
-            x = lmath.normalize(mu, k)
-        rgrad = lmath.egrad2rgrad(x, grad, k)
-        m = lmath.proju(x, exp_avg, k).mul_(beta1).add_(rgrad, alpha=1 - beta1)
-        exp_avg_sq.mul_(beta2).add_(lmath.inner(rgrad, rgrad, keepdim=True).clamp_min_(0), alpha=1 - beta2)
+            x0 = x[..., :1]
+            c = sk / ((1 - lam) ** 2 * k + 2 * lam * (1 - lam) * sk * x0 + lam**2 * k).sqrt()
+            time_ = c * ((1 - lam) * x0 + lam * sk)
+            x = x * (c * (1 - lam))
+            x[..., :1] = time_
+        # 2. g_R = proju(x̃, Jg), J = diag(-1, 1, …), never materialised: <x̃, Jg>_L = x̃·g and
+        #    <g_R, g_R>_L = <Jg, Jg>_L + <x̃, Jg>_L² / k = ‖g‖² - 2 g_0² + (x̃·g)² / k
+        g0 = g[..., :1]
+        xg = (x * g).sum(-1, keepdim=True)
+        gr_sq = (g * g).sum(-1, keepdim=True) - 2 * g0 * g0 + xg * xg / k
+        # 3. m <- β1·proju(x̃, m) + (1-β1)·g_R = proju(x̃, β1·m + (1-β1)·Jg)   (proju is linear)
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        m[..., :1].sub_(g0, alpha=2 * (1 - beta1))
+        m.addcmul_(x, lmath.inner(x, m, keepdim=True) / k)
+        v.mul_(beta2).add_(gr_sq.clamp_min_(0), alpha=1 - beta2)
         if group["amsgrad"]:
-            v = torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
-        else:
-            v = exp_avg_sq
+            v = torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
         bc1 = 1 - beta1**t
         bc2 = 1 - beta2**t
-        denom = (v / bc2).sqrt_().add_(eps)
-        direction = m / denom
-        x_new = lmath.expmap(x, direction.mul_(-lr / bc1), k)
-        m = lmath.transp(x, x_new, m, k)
+        step = (lr / bc1) / (v / bc2).sqrt_().add_(eps)  # (…, 1): the update is u = -step·m
+        # 4. x_new = exp_x̃(u) = cosh(θ)x̃ + sinhc(θ)u, θ = ‖u‖_L/√k (clamped as in lmath.expmap), then projx
+        mm = lmath.inner(m, m, keepdim=True).clamp_min_(0)
+        theta = step * mm.sqrt() / sk
+        theta_c = theta.clamp_max(lmath.max_rapidity(x.dtype))
+        sh = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(1.0), lmath.sinhc(theta))
+        ch = torch.cosh(theta_c)
+        b = -step * sh  # x_new = ch·x̃ + b·m
+        x_new = torch.addcmul(x * ch, m, b)
+        xs = x_new[..., 1:]
+        x_new[..., :1] = ((xs * xs).sum(-1, keepdim=True) + k).sqrt()
+        #    m <- P_{x̃→x_new}(m) = m + <x_new,m>_L / (k - <x̃,x_new>_L)·(x̃ + x_new), along the geodesic
+        #    <x_new,m>_L = b<m,m>_L and <x̃,x_new>_L = -k·cosh(θ) since <x̃,m>_L = 0
+        coef = b * mm / (k * (1 + ch))
+        m.addcmul_(x, coef).addcmul_(x_new, coef)
         p.copy_(x_new)
-        exp_avg.copy_(lmath.proju(x_new, m, k))
+        # stabilize: m <- proju(x, m)  (x is on the manifold: its time was just recomputed from space)
+        m.addcmul_(x_new, lmath.inner(x_new, m, keepdim=True) / k)

@@ -95,7 +95,8 @@ class DataConfig:
     root: str | None = None  # None: the dataset's default root or $LORENTZCV_DATA (embedded ones need none)
     download: bool = False
     val_fraction: float = 0.0  # > 0: hold out this fraction of train for model selection (best.pt)
-    batch_size: int = 64
+    native_val: bool = False  # select on the dataset's own validation split (mini_imagenet, image_folder)
+    batch_size: int = 128
     eval_batch_size: int | None = None  # None: batch_size
     num_workers: int = 0
     drop_last: bool = False
@@ -116,7 +117,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # radamw/adamw only
     eps: float = 1e-8  # radamw/adamw only
     manifold_lr: float | None = None  # None: lr
-    curvature_lr: float = 1e-4
+    curvature_lr: float = 0.05  # demo value; the paper protocol (§8) uses 1e-4
     curvature_weight_decay: float = 0.0
     curvature_mode: Literal["aware", "naive"] = "aware"  # rsgd/radamw only
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the optimizer as is
@@ -145,7 +146,7 @@ class ScheduleConfig:
 class TrainConfig:
     """Loop settings: epochs, seed, device, mixed precision, gradient guards."""
 
-    epochs: int = 12
+    epochs: int = 10
     seed: int = 1
     device: str = "auto"  # auto: cuda (this process's LOCAL_RANK) if available, else cpu
     amp: Literal["none", "bf16", "fp16", "auto"] = "none"  # auto: bf16 where supported, else fp16 on cuda
@@ -191,6 +192,8 @@ class Config:
             (self.data.eval_batch_size is None or self.data.eval_batch_size >= 1,
              "data.eval_batch_size must be >= 1 or null"),
             (0.0 <= self.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
+            (not (self.data.native_val and self.data.val_fraction > 0),
+             "data.native_val=true and data.val_fraction > 0 are exclusive; pick one validation split"),
             (self.data.num_workers >= 0, "data.num_workers must be >= 0"),
             (self.optim.lr >= 0.0, "optim.lr must be >= 0"),
             (len(self.optim.betas) == 2, "optim.betas must have two entries, e.g. [0.9, 0.999]"),
@@ -232,9 +235,10 @@ def _type_name(tp: Any) -> str:
 
 
 def _fail(path: str, tp: Any, value: Any) -> ConfigError:
+    key = path.split("[", 1)[0]
     return ConfigError(
         f"config key '{path}' expects {_type_name(tp)}, got {value!r} ({type(value).__name__}); "
-        f"fix it in the YAML file or with --set {path}=..."
+        f"fix it in the YAML file or with --set {key}=..."
     )
 
 

@@ -154,7 +154,8 @@ def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
 def build_datasets(cfg: Config, splits: Sequence[str] = ("train", "val", "test")) -> dict[str, Any]:
     """The datasets of a run and the dataset facts a model needs.
 
-    Returns a dict with ``"train"``, ``"val"`` (``None`` unless ``data.val_fraction > 0``), ``"test"`` (only the
+    Returns a dict with ``"train"``, ``"val"`` (``None`` unless ``data.val_fraction > 0`` or ``data.native_val``),
+    ``"test"`` (only the
     requested ``splits`` are built), ``"info"`` (the ``DatasetInfo``), ``"num_classes"``, ``"in_chans"`` and
     ``"img_size"``.
     """
@@ -172,7 +173,12 @@ def build_datasets(cfg: Config, splits: Sequence[str] = ("train", "val", "test")
     if "train" in splits:
         out["train"] = _subset(create_dataset(d.name, split="train", val_fraction=d.val_fraction, **common),
                                d.train_subset, cfg.train.seed)
-    if "val" in splits and d.val_fraction > 0:
+    if "val" in splits and (d.val_fraction > 0 or d.native_val):
+        if d.native_val and "val" not in info.splits:
+            raise ConfigError(
+                f"data.native_val=true but {d.name!r} has no validation split of its own; use "
+                "--set data.native_val=false --set data.val_fraction=0.1 to hold one out of train"
+            )
         out["val"] = _subset(create_dataset(d.name, split="val", val_fraction=d.val_fraction, **common),
                              d.eval_subset, cfg.train.seed)
     if "test" in splits:
@@ -440,7 +446,7 @@ class Trainer:
             "history": self.history,
             "best": self.best,
             "meta": {"num_classes": d["num_classes"], "in_chans": d["in_chans"], "img_size": d["img_size"],
-                     "world_size": self.dist.world_size, "torch": torch.__version__},
+                     "world_size": self.dist.world_size, "torch": str(torch.__version__)},
         }
 
     # ------------------------------------------------------------------------------------- loop
@@ -563,7 +569,7 @@ class Trainer:
                                  f"(loss {loss.item():.4g}, grad norm {gnorm.item():.4g}); step skipped")
             else:
                 if t.grad_clip_norm is not None:
-                    torch.nn.utils.clip_grads_with_norm_(grads, t.grad_clip_norm, gnorm)
+                    torch.nn.utils.clip_grads_with_norm_(self.params, t.grad_clip_norm, gnorm)
                 if t.grad_clip_value is not None:
                     torch.nn.utils.clip_grad_value_(self.params, t.grad_clip_value)
                 if scaler is not None:
@@ -676,7 +682,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], *, data_root: str | 
     cfg = config_from_dict(apply_overrides(state["config"], overrides))
     if data_root is not None:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
-    if split == "val" and cfg.data.val_fraction <= 0:
+    if split == "val" and cfg.data.val_fraction <= 0 and not cfg.data.native_val:
         raise ConfigError("this run has no validation split (data.val_fraction=0); use --split test or train")
     dev = resolve_device(device)
     data = build_datasets(cfg, splits=(split,) if split != "val" else ("val",))

@@ -53,10 +53,8 @@ def test_one_optimizer_step_stays_on_manifold(name, device):
     ks_before = [k.detach().clone() for k in _learnable_ks(model)]
     x = torch.randn(4, 3, 16, 16, device=device)
     y = torch.tensor([0, 1, 2, 3], device=device)
-    for _ in range(2):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
     for k0, k in zip(ks_before, _learnable_ks(model)):
         assert not torch.equal(k0, k.detach()), "a learnable curvature did not move"
     for man in model.manifolds().values():
@@ -69,12 +67,14 @@ def test_one_optimizer_step_stays_on_manifold(name, device):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_bfloat16_autocast_forward_backward(name):
-    model = _build(name)
-    x = torch.randn(4, 3, 16, 16)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+def test_autocast_forward_backward(name, device):
+    """bfloat16 autocast on CPU, float16 on CUDA: finite logits and gradients (hybrid decoders included)."""
+    model = _build(name).to(device)
+    x = torch.randn(4, 3, 16, 16, device=device)
+    half = torch.float16 if device.type == "cuda" else torch.bfloat16
+    with torch.autocast(device.type, dtype=half):
         logits = model(x)
-        loss = nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3]))
+        loss = nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3], device=device))
     assert torch.isfinite(logits).all() and torch.isfinite(loss)
     loss.backward()
     for pname, p in model.named_parameters():
@@ -85,15 +85,16 @@ def test_bfloat16_autocast_forward_backward(name):
 
 
 @pytest.mark.parametrize("name", ["hybrid_resnet18", "hecnn_resnet18", "hecnn_resnet50"])
-def test_autocast_float16_matches_float32(name):
-    """The hyperbolic decoder/lift upcasts: no 'both inputs should have same dtype' and close to float32."""
-    model = _build(name).eval()
+def test_autocast_close_to_float32_without_rescaling(name):
+    """The hyperbolic lift/swap/decoder upcast (no 'both inputs should have same dtype'), and with rescaling off
+    (whose radius legitimately depends on the autocast dtype) bfloat16 logits stay close to float32 ones."""
+    model = _build(name, rescale=False)  # train mode: batch statistics, deterministic for a fixed batch
     x = torch.randn(4, 3, 16, 16)
     ref = model(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
     assert out.dtype == torch.float32  # the MLR is a float32 island
-    assert torch.allclose(out, ref, atol=0.15 * ref.abs().max().item() + 0.05)
+    torch.testing.assert_close(out, ref, rtol=0.1, atol=0.1 * ref.abs().max().item())
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -193,7 +194,7 @@ def test_euclidean_matches_torchvision_architecture(name, tv):
         mapped[new] = val
     ours.load_state_dict(mapped)
     ours.eval(), ref.eval()
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
 
 

@@ -182,3 +182,30 @@ def test_recovers_curvature_from_pairwise_distances(name: str) -> None:
         (pdist(man.k) - target).pow(2).mean().backward()
         opt.step()
     assert abs(float(man.k.detach()) - 2.0) / 2.0 < 0.05
+
+
+@pytest.mark.parametrize("variant", ["explog", "scale"])
+def test_move_matches_the_kernel_composition_and_honours_dim(variant: str) -> None:
+    k_old = torch.tensor(2.2, dtype=torch.float64)
+    k_new = torch.tensor(0.4, dtype=torch.float64)
+    x = random_points(12, 3, k_old, scale=2.0, seed=7)
+    m = lmath.proju(x, torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(2)).to(x),
+                    k_old)
+    x_new, m_new = move_to_curvature(x, k_old, k_new, m, variant=variant)
+    if variant == "explog":
+        x_exp = lmath.expmap0(lmath.logmap0(x, k_old), k_new)
+        m_exp = lmath.transp0(x_exp, lmath.transp0back(x, m, k_old), k_new)
+    else:
+        s = (k_new / k_old).sqrt()
+        x_exp, m_exp = s * x, s * m
+    torch.testing.assert_close(x_new, x_exp)
+    torch.testing.assert_close(m_new, m_exp)
+    # channels-first feature maps: (B, 1+C, H, W) with the manifold at dim 1
+    xf = x.reshape(3, 2, 2, 4).permute(0, 3, 1, 2)
+    mf = m.reshape(3, 2, 2, 4).permute(0, 3, 1, 2)
+    xf_new, mf_new = move_to_curvature(xf, k_old, k_new, mf, variant=variant, dim=1)
+    torch.testing.assert_close(xf_new.permute(0, 2, 3, 1).reshape(12, 4), x_new)
+    torch.testing.assert_close(mf_new.permute(0, 2, 3, 1).reshape(12, 4), m_new)
+    x_only, none = move_to_curvature(x, k_old, k_new, variant=variant)
+    assert none is None
+    torch.testing.assert_close(x_only, x_new)

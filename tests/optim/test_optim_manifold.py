@@ -135,3 +135,83 @@ def test_rsgd_stabilize_none_still_retracts() -> None:
         opt.step()
     assert constraint_error(x.detach(), man.k) < 1e-10
     assert "step" in opt.state[x]
+
+
+def _reference_radamw(x, grads, k, lr, weight_decay, betas, eps, amsgrad):
+    """spec §3.2 written literally with the geometry kernels (no fused closed forms)."""
+    b1, b2 = betas
+    m = torch.zeros_like(x)
+    v = torch.zeros_like(x[..., :1])
+    vmax = torch.zeros_like(v)
+    for t, g in enumerate(grads, start=1):
+        lam = lr * weight_decay
+        o = lmath.origin(*x.shape, k=k, dtype=x.dtype, device=x.device)
+        xt = lmath.normalize((1 - lam) * x + lam * o, k)
+        gr = lmath.egrad2rgrad(xt, g, k)
+        m = b1 * lmath.proju(xt, m, k) + (1 - b1) * gr
+        v = b2 * v + (1 - b2) * lmath.inner(gr, gr, keepdim=True)
+        vmax = torch.maximum(vmax, v)
+        vv = vmax if amsgrad else v
+        direction = (m / (1 - b1**t)) / ((vv / (1 - b2**t)).sqrt() + eps)
+        x_new = lmath.expmap(xt, -lr * direction, k)
+        m = lmath.transp(xt, x_new, m, k)
+        x = lmath.projx(x_new, k)
+        m = lmath.proju(x, m, k)
+    return x, m, v
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("wd", [0.0, 0.3])
+def test_radamw_manifold_step_matches_the_literal_algorithm(amsgrad: bool, wd: float) -> None:
+    man, x = manifold_param(n=6, d=4, k=0.6)
+    with torch.no_grad():
+        x.copy_(random_points(6, 4, man.k, scale=1.5, seed=8))
+    gen = torch.Generator().manual_seed(3)
+    grads = [torch.randn(6, 5, generator=gen, dtype=torch.float64).to(DEVICE) * (1 + t % 3) for t in range(20)]
+    kw = dict(lr=0.05, weight_decay=wd, betas=(0.8, 0.9), eps=1e-8, amsgrad=amsgrad)
+    x_ref, m_ref, v_ref = _reference_radamw(x.detach().clone(), grads, man.k.detach(), **kw)
+    opt = RiemannianAdamW([x], **kw)
+    for g in grads:
+        x.grad = g.clone()
+        opt.step()
+    torch.testing.assert_close(x.detach(), x_ref, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(opt.state[x]["exp_avg"], m_ref, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(opt.state[x]["exp_avg_sq"], v_ref, atol=1e-10, rtol=1e-10)
+    assert opt.state[x]["exp_avg_sq"].shape == (6, 1)
+
+
+def _reference_rsgd(x, grads, k, lr, momentum, dampening, wd, nesterov):
+    """spec §3.3 with torch's buffer semantics, written with the geometry kernels."""
+    buf = None
+    for g in grads:
+        rg = lmath.egrad2rgrad(x, g + wd * x, k)
+        if momentum:
+            buf = rg.clone() if buf is None else momentum * buf + (1 - dampening) * rg
+            d = rg + momentum * buf if nesterov else buf
+        else:
+            d = rg
+        x_new = lmath.expmap(x, -lr * d, k)
+        if buf is not None:
+            buf = lmath.transp(x, x_new, buf, k)
+        x = lmath.projx(x_new, k)
+        if buf is not None:
+            buf = lmath.proju(x, buf, k)
+    return x, buf
+
+
+@pytest.mark.parametrize("kw", [dict(momentum=0.0, dampening=0.0, wd=0.0, nesterov=False),
+                                dict(momentum=0.9, dampening=0.0, wd=0.01, nesterov=True),
+                                dict(momentum=0.5, dampening=0.2, wd=0.1, nesterov=False)])
+def test_rsgd_manifold_step_matches_the_literal_algorithm(kw: dict) -> None:
+    man, x = manifold_param(n=6, d=4, k=1.4)
+    gen = torch.Generator().manual_seed(4)
+    grads = [torch.randn(6, 5, generator=gen, dtype=torch.float64).to(DEVICE) for _ in range(15)]
+    x_ref, buf_ref = _reference_rsgd(x.detach().clone(), grads, man.k.detach(), lr=0.03, **kw)
+    opt = RiemannianSGD([x], lr=0.03, momentum=kw["momentum"], dampening=kw["dampening"],
+                        weight_decay=kw["wd"], nesterov=kw["nesterov"])
+    for g in grads:
+        x.grad = g.clone()
+        opt.step()
+    torch.testing.assert_close(x.detach(), x_ref, atol=1e-10, rtol=1e-10)
+    if buf_ref is not None:
+        torch.testing.assert_close(opt.state[x]["momentum_buffer"], buf_ref, atol=1e-10, rtol=1e-10)

@@ -1,0 +1,431 @@
+r"""Compute benchmark (the paper's Table 4 and more): time and peak extra memory, same-run ratios, JSON out.
+
+Every figure is the median over ``--repeats`` repeats in which the contenders run **interleaved** (one call of
+each per repeat, after warm-up), so load changes on a shared machine hit all of them alike, and every ratio is
+taken against the Euclidean counterpart measured in the same run.
+
+Layers (``--only layers``), batch 32, 64 channels, 32×32, forward + backward (a fixed random output gradient):
+
+- ``conv3x3``: ``nn.Conv2d(64, 64, 3, padding=1)`` vs ``LorentzConv2d`` ``impl="efficient"`` (HECNN+; with and
+  without maximum distance rescaling) vs ``impl="unfold"`` (HCNN);
+- ``batchnorm``: ``nn.BatchNorm2d(64)`` vs ``LorentzBatchNorm2d`` ``variant="hcnn"`` and ``"rhl"`` (train mode).
+
+Models (``--only models``): one full **training step** (forward, cross-entropy, backward, ``optimizer.step()``,
+``zero_grad``) of every registered ResNet-18 and ResNet-50 variant at batch 32, 32×32, 100 classes (CIFAR-100),
+with ``create_optimizer(model, "sgd"|"rsgd", lr=0.01, weight_decay=5e-4, momentum=0.9, nesterov=True)``
+(Riemannian SGD for every model with a manifold, as in the paper's classification protocol). Ratios are to
+``resnet18`` resp. ``resnet50``.
+
+Memory ("peak extra memory" beyond the model, its optimizer state and the batch):
+
+- CPU: ``act_mem_mb`` = total bytes of the distinct tensor storages autograd saves for backward (the
+  activation memory; parameters excluded), via ``torch.autograd.graph.saved_tensors_hooks``. With ``--rss``
+  also ``rss_peak_extra_mb``: the RSS high-water mark of one training step above the RSS just before it,
+  sampled every 0.5 ms in a fresh subprocess per model (noisier; allocator-dependent).
+- CUDA: ``torch.cuda.max_memory_allocated()`` during the call minus the allocation before it.
+
+``--amp`` adds a pass under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA), ratios to the Euclidean
+model under the same autocast. ``--paper`` uses the paper's batch 80. ``--profile NAME`` adds the
+``torch.profiler`` top ops (self time) of one training step of model ``NAME`` to the JSON.
+
+Usage::
+
+    python benchmarks/compute.py                       # CPU (2 threads), layers + models, float32
+    python benchmarks/compute.py --amp --rss           # + bfloat16 autocast pass, + RSS peaks
+    python benchmarks/compute.py --device cuda --amp   # on a GPU
+    python benchmarks/compute.py --only layers --paper
+
+The reference figures (CPU, float32, batch 32, 64 channels, 32×32, forward+backward, same-run ratios) are in
+``REFERENCE`` and echoed in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from lorentzcv.geometry import Lorentz, RescaleConfig
+from lorentzcv.geometry import math as lmath
+from lorentzcv.models import create_model, list_models
+from lorentzcv.nn import LorentzBatchNorm2d, LorentzConv2d
+from lorentzcv.optim import create_optimizer
+
+REFERENCE = {
+    "note": "same-run ratios to Euclidean; CPU, float32, batch 32, 64 channels, 32x32, forward+backward",
+    "authors_library": {"conv3x3_time": 1.65, "batchnorm_time": 9.5, "resnet18_step_time": 2.75,
+                        "resnet18_activation_memory": 7.9},
+    "hcnn": {"conv3x3_time": 11.2, "batchnorm_time": 12.2, "resnet18_step_time": 6.5,
+             "resnet18_activation_memory": 10.5},
+}
+TARGETS = {  # (model, metric, max ratio, pass)
+    "hecnn_resnet18_time": ("hecnn_resnet18", "time_ratio", 1.5, "fp32"),
+    "hecnn_resnet18_memory": ("hecnn_resnet18", "mem_ratio", 2.0, "fp32"),
+    "hecnn_resnet18_time_amp": ("hecnn_resnet18", "time_ratio", 2.0, "amp"),
+    "hybrid_resnet18_time": ("hybrid_resnet18", "time_ratio", 1.05, "fp32"),
+    "hybrid_resnet50_time": ("hybrid_resnet50", "time_ratio", 1.05, "fp32"),
+}
+
+Step = Callable[[], None]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# measurement helpers
+# ------------------------------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, amp: bool):
+    if not amp:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+
+
+class SavedBytes:
+    """Context: total bytes of the distinct storages autograd saves for backward (excluding ``exclude``)."""
+
+    def __init__(self, exclude: set[int]) -> None:
+        self.exclude, self.seen, self.bytes = exclude, set(), 0
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        try:
+            st = t.untyped_storage()
+            key = st.data_ptr()
+            if key and key not in self.exclude and key not in self.seen:
+                self.seen.add(key)
+                self.bytes += st.nbytes()
+        except (RuntimeError, NotImplementedError):  # tensors without storage
+            pass
+        return t
+
+    def __enter__(self) -> SavedBytes:
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def _param_ptrs(*modules: nn.Module) -> set[int]:
+    return {p.untyped_storage().data_ptr() for m in modules for p in m.parameters()} | {
+        b.untyped_storage().data_ptr() for m in modules for b in m.buffers()}
+
+
+def _extra_memory(device: torch.device, run: Callable[[], None], saved: SavedBytes | None) -> int:
+    """Peak extra bytes of ``run`` (CUDA: allocator peak; CPU: saved-tensor bytes collected by ``saved``)."""
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        run()
+        _sync(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    assert saved is not None
+    with saved:
+        run()
+    return saved.bytes
+
+
+def interleaved(steps: dict[str, Step], repeats: int, warmup: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per call of every step, the steps interleaved within each repeat."""
+    for _ in range(warmup):
+        for fn in steps.values():
+            fn()
+    _sync(device)
+    times: dict[str, list[float]] = {n: [] for n in steps}
+    for r in range(repeats):
+        order = list(steps) if r % 2 == 0 else list(reversed(steps))  # alternate the order too
+        for n in order:
+            _sync(device)
+            t0 = time.perf_counter()
+            steps[n]()
+            _sync(device)
+            times[n].append(time.perf_counter() - t0)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def _summary(times: dict[str, float], mem: dict[str, int], base: str, mem_key: str) -> dict[str, dict]:
+    out = {}
+    for n in times:
+        out[n] = {
+            "time_ms": round(times[n] * 1e3, 3),
+            "time_ratio": round(times[n] / times[base], 3),
+            mem_key: round(mem[n] / 2**20, 2),
+            "mem_ratio": round(mem[n] / mem[base], 3) if mem[base] else None,
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# layers
+# ------------------------------------------------------------------------------------------------------------
+def _layer_step(layer: nn.Module, x: torch.Tensor, g: torch.Tensor, amp: bool) -> Step:
+    def step() -> None:
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+        with _autocast(x.device, amp):
+            y = layer(x)
+        y.backward(g.to(y.dtype))
+
+    return step
+
+
+def bench_layers(args: argparse.Namespace, device: torch.device, amp: bool) -> dict[str, Any]:
+    b, c, s = args.batch, args.channels, args.size
+    torch.manual_seed(0)
+    man = Lorentz(1.0, learnable=True, rescale=RescaleConfig(s=2.0))
+    xe = torch.randn(b, c, s, s, device=device, requires_grad=True)
+    xl = lmath.add_time(0.5 * torch.randn(b, c, s, s, device=device), man.k.detach().to(device), dim=1)
+    xl.requires_grad_(True)
+    man = man.to(device)
+    ge = torch.randn(b, c, s, s, device=device)
+    gl = torch.randn(b, 1 + c, s, s, device=device)
+    suites = {
+        "conv3x3": ("nn.Conv2d", {
+            "nn.Conv2d": (nn.Conv2d(c, c, 3, padding=1), xe, ge),
+            "lorentz_efficient": (LorentzConv2d(man, c, c, 3, padding=1, impl="efficient", rescale=True), xl, gl),
+            "lorentz_efficient_norescale": (LorentzConv2d(man, c, c, 3, padding=1, impl="efficient",
+                                                          rescale=False), xl, gl),
+            "lorentz_unfold_hcnn": (LorentzConv2d(man, c, c, 3, padding=1, impl="unfold"), xl, gl),
+        }),
+        "batchnorm": ("nn.BatchNorm2d", {
+            "nn.BatchNorm2d": (nn.BatchNorm2d(c), xe, ge),
+            "lorentz_bn_hcnn": (LorentzBatchNorm2d(man, c, variant="hcnn"), xl, gl),
+            "lorentz_bn_hcnn_rescale": (LorentzBatchNorm2d(man, c, variant="hcnn", rescale=True), xl, gl),
+            "lorentz_bn_rhl": (LorentzBatchNorm2d(man, c, variant="rhl"), xl, gl),
+        }),
+    }
+    out: dict[str, Any] = {}
+    for suite, (base, layers) in suites.items():
+        steps, mem = {}, {}
+        for name, (layer, x, g) in layers.items():
+            layer.to(device).train()
+            steps[name] = _layer_step(layer, x, g, amp)
+            exclude = _param_ptrs(layer, man) | {x.untyped_storage().data_ptr()}
+
+            def fwd(layer=layer, x=x) -> None:
+                with _autocast(device, amp):
+                    layer(x)
+
+            # the input is counted by neither (it belongs to the previous layer), parameters neither
+            mem[name] = _extra_memory(device, steps[name] if device.type == "cuda" else fwd,
+                                      None if device.type == "cuda" else SavedBytes(exclude))
+        times = interleaved(steps, args.layer_repeats, args.warmup, device)
+        out[suite] = _summary(times, mem, base, "act_mem_mb" if device.type == "cpu" else "peak_extra_mb")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# models
+# ------------------------------------------------------------------------------------------------------------
+def _model_and_step(name: str, args: argparse.Namespace, device: torch.device, amp: bool):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=args.num_classes, img_size=args.size, width=args.channels).to(device)
+    model.train()
+    opt_name = "rsgd" if model.manifolds() else "sgd"
+    opt = create_optimizer(model, opt_name, lr=0.01, weight_decay=5e-4, momentum=0.9, nesterov=True)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    y = torch.randint(0, args.num_classes, (args.batch,), device=device)
+
+    def forward_loss() -> torch.Tensor:
+        with _autocast(device, amp):
+            return nn.functional.cross_entropy(model(x), y)
+
+    def step() -> None:
+        forward_loss().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return model, opt, x, step, forward_loss
+
+
+def _model_names(args: argparse.Namespace) -> list[str]:
+    names = args.models or list_models(["*resnet18", "*resnet50"])
+    base = [n for n in ("resnet18", "resnet50") if any(m.endswith(n) for m in names)]
+    return base + [n for n in names if n not in base]
+
+
+def bench_models(args: argparse.Namespace, device: torch.device, amp: bool) -> dict[str, Any]:
+    names = _model_names(args)
+    steps, mem, info = {}, {}, {}
+    for name in names:
+        model, opt, x, step, forward_loss = _model_and_step(name, args, device, amp)
+        step()  # materialise the optimizer state before measuring
+        if device.type == "cuda":
+            mem[name] = _extra_memory(device, step, None)
+        else:
+            saved = SavedBytes(_param_ptrs(model) | {x.untyped_storage().data_ptr()})
+            with saved:
+                loss = forward_loss()
+            loss.backward()
+            opt.zero_grad(set_to_none=True)
+            mem[name] = saved.bytes
+        steps[name] = step
+        info[name] = {"params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+                      "optimizer": type(opt).__name__}
+    times = interleaved(steps, args.model_repeats, args.warmup, device)
+    mem_key = "act_mem_mb" if device.type == "cpu" else "peak_extra_mb"
+    out = {}
+    for depth in ("18", "50"):
+        group = [n for n in names if n.endswith("resnet" + depth)]
+        base = "resnet" + depth
+        if base not in group:
+            continue
+        res = _summary({n: times[n] for n in group}, {n: mem[n] for n in group}, base, mem_key)
+        for n in group:
+            res[n].update(info[n])
+        out.update(res)
+    if args.rss and device.type == "cpu":
+        for name in names:
+            rss = _rss_in_subprocess(name, args, amp)
+            out[name]["rss_peak_extra_mb"] = rss
+        for n in names:
+            base = "resnet" + n[-2:]
+            if out[base].get("rss_peak_extra_mb"):
+                out[n]["rss_ratio"] = round(out[n]["rss_peak_extra_mb"] / out[base]["rss_peak_extra_mb"], 3)
+    return out
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss_child(name: str, args: argparse.Namespace, amp: bool) -> None:
+    """Subprocess entry: RSS high-water of one training step above the RSS before it (MB, on stdout)."""
+    device = torch.device("cpu")
+    _, _, _, step, _ = _model_and_step(name, args, device, amp)
+    step()
+    step()
+    base = _rss_now()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_now())
+            time.sleep(0.0005)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    step()
+    done.set()
+    th.join()
+    print(json.dumps({"rss_peak_extra_mb": round((peak[0] - base) / 2**20, 2),
+                      "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+
+
+def _rss_in_subprocess(name: str, args: argparse.Namespace, amp: bool) -> float | None:
+    cmd = [sys.executable, os.path.abspath(__file__), "--_rss-child", name, "--batch", str(args.batch),
+           "--size", str(args.size), "--channels", str(args.channels), "--threads", str(args.threads),
+           "--num-classes", str(args.num_classes)] + (["--amp"] if amp else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        return json.loads(res.stdout.strip().splitlines()[-1])["rss_peak_extra_mb"]
+    except (IndexError, ValueError, KeyError):
+        print(f"rss subprocess for {name} failed: {res.stderr[-2000:]}", file=sys.stderr)
+        return None
+
+
+def profile_model(name: str, args: argparse.Namespace, device: torch.device, amp: bool, top: int = 15) -> list:
+    """``torch.profiler`` top ops (by self time) of one training step of ``name``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    *_, step, _ = _model_and_step(name, args, device, amp)
+    for _ in range(2):
+        step()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        step()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:top]
+    total = sum(getattr(e, key) for e in prof.key_averages())
+    return [{"op": e.key, "self_ms": round(getattr(e, key) / 1e3, 2), "share": round(getattr(e, key) / total, 3),
+             "calls": e.count} for e in rows]
+
+
+def _targets(models: dict[str, dict]) -> dict[str, Any]:
+    out = {}
+    for tname, (model, metric, limit, pass_) in TARGETS.items():
+        entry = models.get(pass_, {}).get(model)
+        if entry is None:
+            continue
+        value = entry[metric]
+        out[tname] = {"ratio": value, "target": limit, "met": value is not None and value <= limit}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
+    p.add_argument("--only", choices=["layers", "models"], default=None)
+    p.add_argument("--amp", action="store_true", help="add a pass under autocast (bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--paper", action="store_true", help="the paper's batch 80")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 32, 80 with --paper)")
+    p.add_argument("--channels", type=int, default=64, help="layer channels and model width")
+    p.add_argument("--size", type=int, default=32, help="input resolution")
+    p.add_argument("--num-classes", type=int, default=100)
+    p.add_argument("--models", nargs="*", default=None, help="subset of registered models")
+    p.add_argument("--layer-repeats", type=int, default=10)
+    p.add_argument("--model-repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--rss", action="store_true", help="CPU: also RSS peaks in a subprocess per model")
+    p.add_argument("--profile", nargs="*", default=None, metavar="MODEL",
+                   help="add torch.profiler top ops of these models' training step")
+    p.add_argument("--_rss-child", dest="rss_child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.batch = args.batch or (80 if args.paper else 32)
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    if args.rss_child:
+        _rss_child(args.rss_child, args, args.amp)
+        return
+    t_start = time.perf_counter()
+    result: dict[str, Any] = {
+        "command": "python benchmarks/compute.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "config": {"device": str(device), "batch": args.batch, "channels": args.channels, "size": args.size,
+                   "num_classes": args.num_classes, "threads": torch.get_num_threads() if device.type == "cpu"
+                   else None, "layer_repeats": args.layer_repeats, "model_repeats": args.model_repeats,
+                   "warmup": args.warmup, "statistic": "median, contenders interleaved"},
+        "env": {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+                "processor": platform.processor() or None,
+                "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "reference": REFERENCE,
+    }
+    passes = [("fp32", False)] + ([("amp", True)] if args.amp else [])
+    if args.only in (None, "layers"):
+        result["layers"] = {pname: bench_layers(args, device, amp) for pname, amp in passes}
+    if args.only in (None, "models"):
+        result["models"] = {pname: bench_models(args, device, amp) for pname, amp in passes}
+        result["targets"] = _targets(result["models"])
+    if args.profile is not None:
+        names = args.profile or ["hecnn_resnet18"]
+        result["profile"] = {f"{n}/{pname}": profile_model(n, args, device, amp) for n in names for pname, amp in passes}
+    if args.amp:
+        result["config"]["amp_dtype"] = "float16" if device.type == "cuda" else "bfloat16"
+    result["wall_s"] = round(time.perf_counter() - t_start, 1)
+    json.dump(result, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
