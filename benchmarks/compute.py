@@ -19,7 +19,9 @@ with ``create_optimizer(model, "sgd"|"rsgd", lr=0.01, weight_decay=5e-4, momentu
 Memory ("peak extra memory" beyond the model, its optimizer state and the batch):
 
 - CPU: ``act_mem_mb`` = total bytes of the distinct tensor storages autograd saves for backward (the
-  activation memory; parameters excluded), via ``torch.autograd.graph.saved_tensors_hooks``. With ``--rss``
+  activation memory; parameters and, for models, the input batch excluded), via
+  ``torch.autograd.graph.saved_tensors_hooks``; for a single layer the input and the output (held for the next
+  layer) are included. With ``--rss``
   also ``rss_peak_extra_mb``: the RSS high-water mark of one training step above the RSS just before it,
   sampled every 0.5 ms in a fresh subprocess per model (noisier; allocator-dependent).
 - CUDA: ``torch.cuda.max_memory_allocated()`` during the call minus the allocation before it.
@@ -102,7 +104,7 @@ class SavedBytes:
     def __init__(self, exclude: set[int]) -> None:
         self.exclude, self.seen, self.bytes = exclude, set(), 0
 
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+    def add(self, t: torch.Tensor) -> None:
         try:
             st = t.untyped_storage()
             key = st.data_ptr()
@@ -111,6 +113,9 @@ class SavedBytes:
                 self.bytes += st.nbytes()
         except (RuntimeError, NotImplementedError):  # tensors without storage
             pass
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        self.add(t)
         return t
 
     def __enter__(self) -> SavedBytes:
@@ -217,15 +222,14 @@ def bench_layers(args: argparse.Namespace, device: torch.device, amp: bool) -> d
         for name, (layer, x, g) in layers.items():
             layer.to(device).train()
             steps[name] = _layer_step(layer, x, g, amp)
-            exclude = _param_ptrs(layer, man) | {x.untyped_storage().data_ptr()}
+            saved = None if device.type == "cuda" else SavedBytes(_param_ptrs(layer, man))
 
-            def fwd(layer=layer, x=x) -> None:
+            def fwd(layer=layer, x=x, saved=saved) -> None:
                 with _autocast(device, amp):
-                    layer(x)
+                    y = layer(x)
+                saved.add(y)  # the output is held for the next layer as well
 
-            # the input is counted by neither (it belongs to the previous layer), parameters neither
-            mem[name] = _extra_memory(device, steps[name] if device.type == "cuda" else fwd,
-                                      None if device.type == "cuda" else SavedBytes(exclude))
+            mem[name] = _extra_memory(device, steps[name] if device.type == "cuda" else fwd, saved)
         times = interleaved(steps, args.layer_repeats, args.warmup, device)
         out[suite] = _summary(times, mem, base, "act_mem_mb" if device.type == "cpu" else "peak_extra_mb")
     return out

@@ -213,7 +213,13 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lorentzcv`` command; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `bench` forwards everything after it verbatim (argparse's REMAINDER would still parse leading options).
+    head = 1 if argv[:1] == ["--debug"] else 0
+    if argv[head:head + 1] == ["bench"]:
+        args = argparse.Namespace(command="bench", func=_cmd_bench, bench_args=argv[head + 1:], debug=head == 1)
+    else:
+        args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0

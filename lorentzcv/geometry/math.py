@@ -17,6 +17,9 @@ manifold to the precision of their space part.
 
 from __future__ import annotations
 
+import functools
+import math as pymath
+
 import torch
 
 __all__ = [
@@ -78,13 +81,14 @@ def tanhc(t: torch.Tensor) -> torch.Tensor:
     return torch.where(small, 1 - t * t / 3, torch.tanh(safe) / safe)
 
 
+@functools.lru_cache(maxsize=None)
 def max_rapidity(dtype: torch.dtype) -> float:
     r"""Largest rapidity :math:`\theta` for which :math:`\sinh(\theta)^2` is finite in ``dtype``.
 
     Exponential maps clamp the rapidity :math:`\|u\|_L/\sqrt{k}` to this value (HCNN uses 10, [A] 100,
     which overflows float32); it is ``½·log(max) − 1``: 43.4 for float32/bfloat16, 4.5 for float16.
     """
-    return 0.5 * float(torch.log(torch.tensor(torch.finfo(dtype).max, dtype=torch.float64))) - 1.0
+    return 0.5 * pymath.log(torch.finfo(dtype).max) - 1.0
 
 
 def _sqnorm(v: torch.Tensor, dim: int, keepdim: bool = True) -> torch.Tensor:

@@ -35,6 +35,20 @@ def cayley(p: torch.Tensor, cols: int) -> torch.Tensor:
     return q[..., :cols]
 
 
+class _SpaceChannels(torch.autograd.Function):
+    """``x[:, 1:]`` as a dense tensor; the backward pads the gradient with a zero time channel in one pass."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        fmt = torch.channels_last if (not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last)) else torch.contiguous_format
+        return x.narrow(1, 1, x.size(1) - 1).contiguous(memory_format=fmt)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        return F.pad(g, (0, 0, 0, 0, 1, 0))
+
+
 class LorentzConv2d(nn.Module):
     r"""Lorentz convolution on channels-first maps ``(B, 1 + C_in, H, W) → (B, 1 + C_out, H', W')``.
 
@@ -78,7 +92,7 @@ class LorentzConv2d(nn.Module):
     float32 island throughout (its time concatenation cancels catastrophically in half precision).
     """
 
-    _full_input = False  # benchmark switch (see forward)
+    _input_mode = "view"  # benchmark switch (see forward)
 
     def __init__(
         self, manifold: Lorentz, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
@@ -193,9 +207,11 @@ class LorentzConv2d(nn.Module):
             return self._forward_unfold(x)
         dtype = computation_dtype(x)
         w = self.conv_weight()
-        if self._full_input and self.groups == 1 and x.device.type == "cpu":
+        if self._input_mode == "full" and self.groups == 1:
             # a zero weight column for the time channel: no copy of x_s, no scatter of its gradient
             xin, w = x, torch.cat([w.new_zeros(w.size(0), 1, *w.shape[2:]), w], dim=1)
+        elif self._input_mode == "fn":
+            xin = _SpaceChannels.apply(x)
         else:
             xin = lmath.space(x, dim=1)
         ys = F.conv2d(xin, w, self.bias, self.stride, self.padding, self.dilation, self.groups)

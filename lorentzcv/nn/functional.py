@@ -244,6 +244,99 @@ class _Lift(torch.autograd.Function):
         return (g_ys, None, None, *g_params)
 
 
+_OPTS = {"fast": True, "dot": "mul"}  # implementation switches used by the micro benchmark
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """Per-pixel dot product along ``dim`` (keepdim)."""
+    if _OPTS["dot"] == "vecdot":
+        return torch.linalg.vecdot(a, b, dim=dim).unsqueeze(dim)
+    return (a * b).sum(dim=dim, keepdim=True)
+
+
+def _fast_scale(sq: torch.Tensor, k: torch.Tensor, m0: float | None, mc: float):
+    """Forward of the hot path: ``(ratio, time, saved)`` for time-only (``m0 is None``) or point rescaling."""
+    if m0 is None:
+        return None, (sq + k).sqrt(), ()
+    sk = k.sqrt()
+    m = m0 * sk.clamp_max(1.0)
+    a1 = mc * sk / m  # u = a1·r: tanh argument, r = asinh(n) the rapidity
+    n = sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt() / sk
+    r = torch.asinh(n)
+    th = torch.tanh(a1 * r)
+    b = (m / sk) * th  # target rapidity g(d)/√k
+    ratio = torch.where(sq > 0, torch.sinh(b) / n, mc)
+    t = (ratio * ratio * sq + k).sqrt()
+    return ratio, t, (n, r, th, b)
+
+
+class _LiftFast(torch.autograd.Function):
+    """Hot path of :func:`lift` (time only, or maximum distance rescaling without boost/floor) with a
+    closed-form backward: the fewest passes over ``y_s`` and few small per-pixel ops.
+
+    With ``G = <g_s, y_s> + g_t·ratio·sq/t``: ``g_sq = G·∂ratio/∂sq + g_t·ratio²/(2t)``,
+    ``g_k = Σ G·∂ratio/∂k + g_t/(2t)``, ``g_ys = ratio·g_s + 2·g_sq·y_s``, where
+    ``∂ratio/∂sq = (cosh(b)·mc·(1-th²)/sqrt(1+n²) - ratio)/(2k·n²)`` and, by the scaling symmetry
+    ``ratio(λ²sq, λ²k, λm) = ratio(sq, k, m)``, ``∂ratio/∂k = -(sq/k)·∂ratio/∂sq - [k ≥ 1]·(m/2k)·∂ratio/∂m``.
+    """
+
+    @staticmethod
+    def forward(ctx, ys: torch.Tensor, k: torch.Tensor, dim: int, m0: float | None, mc: float) -> torch.Tensor:
+        sq = _dot(ys, ys, dim)
+        ratio, t, saved = _fast_scale(sq, k, m0, mc)
+        out = _write(ys, ratio, t, dim)
+        ctx.dim, ctx.m0, ctx.mc = dim, m0, mc
+        ctx.save_for_backward(out, sq, t, k, *(() if ratio is None else (ratio, *saved)))
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):
+        out, sq, t, k, *rest = ctx.saved_tensors
+        dim, mc = ctx.dim, ctx.mc
+        n_s = out.size(dim) - 1
+        g_t, g_s, out_s = g.narrow(dim, 0, 1), g.narrow(dim, 1, n_s), out.narrow(dim, 1, n_s)
+        need_ys, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        g_ys = g_k = None
+        if not rest:  # time only: ratio = 1, g_sq = g_t/(2t)
+            h = g_t / t
+            if need_ys:
+                g_ys = torch.addcmul(g_s, out_s, h)
+            if need_k:
+                g_k = (0.5 * h).sum_to_size(k.shape)
+            return g_ys, g_k, None, None, None
+        ratio, n, r, th, b = rest
+        pos = sq > 0
+        inv = torch.where(ratio > 0, 1 / ratio, 0.0)
+        gr = _dot(g_s, out_s, dim) * inv  # <g_s, y_s>
+        big_g = gr + g_t * ratio * sq / t
+        ch = torch.cosh(b)
+        one_th2 = 1 - th * th
+        dr_dsq = torch.where(pos, (ch * (mc * one_th2) / (1 + n * n).sqrt() - ratio) / (2 * k * n * n), 0.0)
+        g_sq = big_g * dr_dsq + g_t * ratio * ratio / (2 * t)
+        if need_ys:
+            g_ys = g_s * ratio
+            g_ys.addcmul_(out_s, 2 * g_sq * inv)
+        if need_k:
+            dr_dk = -(sq / k) * dr_dsq
+            # m = m0·min(1, √k) is constant for k >= 1 (clamp_max has zero gradient at 1): the ∂m term
+            sk = k.sqrt()
+            m = ctx.m0 * sk.clamp_max(1.0)
+            u = (mc * sk / m) * r
+            dr_dm = torch.where(pos, ch * (th - u * one_th2) / (sk * n), 0.0)
+            dr_dk = dr_dk - torch.where(k >= 1, m / (2 * k), 0.0) * dr_dm
+            g_k = (big_g * dr_dk + g_t / (2 * t)).sum_to_size(k.shape)
+        return g_ys, g_k, None, None, None
+
+
+def _lift_fast(ys: torch.Tensor, k: torch.Tensor, dim: int, m0: float | None, mc: float) -> torch.Tensor:
+    if torch.is_grad_enabled() and (ys.requires_grad or k.requires_grad):
+        return _LiftFast.apply(ys, k, dim, m0, mc)
+    with torch.no_grad():
+        ratio, t, _ = _fast_scale(_dot(ys, ys, dim), k, m0, mc)
+        return _write(ys, ratio, t, dim)
+
+
 def _prep_k(k: torch.Tensor | float, ref: torch.Tensor, dim: int) -> torch.Tensor:
     return lmath._kdim(lmath._k(k, ref), ref.dim(), dim)
 
@@ -285,6 +378,10 @@ def lift(
     with no_autocast(ys):
         ys = upcast(ys)
         kk = _prep_k(k, ys, dim)
+        if gamma is None and (rescale is None or rescale.min_rapidity == 0) and _OPTS["fast"]:
+            if rescale is None:
+                return _lift_fast(ys, kk, dim, None, 1.0)
+            return _lift_fast(ys, kk, dim, max_distance(dtype, rescale.r), math.atanh(rescale.rho) / rescale.s)
         if rescale is None and gamma is None:
             return _run(ys, _scale_time_only, dim, kk)
         fn = functools.partial(

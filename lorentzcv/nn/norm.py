@@ -470,12 +470,23 @@ def _fused_forward(
     A, B, D, var, sv = _pixel_forward(x3[:, :1], P[:, :1], P[:, 1:], cd, running_var, variant=variant,
                                       eps=eps, rescale=rescale is not None, dtype=x3.dtype)
     y3 = x3.new_empty(Bn, C1, N)
-    ys = y3[:, 1:]
-    torch.mul(xs, A, out=ys)
-    ys.addcmul_(Vd[:, 0, None], B).addcmul_(Vd[:, 1, None], D)
-    torch.sqrt(torch.linalg.vecdot(ys, ys, dim=1).unsqueeze(1).add_(k.detach()), out=y3[:, :1])
+    v0, v1 = Vd[:, 0, None], Vd[:, 1, None]
+    step = _chunk(Bn, C1 * N)  # cache-blocked: x is read and y written once
+    for xc, yc, yt, ac, bc, dc in zip(*(t.split(step) for t in (xs, y3[:, 1:], y3[:, 0], A, B, D))):
+        torch.mul(xc, ac, out=yc)
+        yc.addcmul_(v0, bc).addcmul_(v1, dc)
+        torch.linalg.vecdot(yc, yc, dim=1, out=yt)
+    y3[:, 0].add_(k.detach()).sqrt_()
     saved = (V, c, cd, sv, m_, bs_, g_, k_, A, B, D) if build_graph else None
     return y3, mu.detach().to(x3.dtype), var.detach().to(x3.dtype), saved
+
+
+_CHUNK_ELEMS = 1 << 16  # elements of a (chunk, 1+C, N) block processed at once: 256 KiB in float32
+
+
+def _chunk(batch: int, per_sample: int) -> int:
+    """Number of samples per block, so that a block stays in cache across the few passes that touch it."""
+    return min(batch, max(1, _CHUNK_ELEMS // max(per_sample, 1)))
 
 
 class _LorentzBNFunction(torch.autograd.Function):
@@ -511,18 +522,29 @@ class _LorentzBNFunction(torch.autograd.Function):
         V, c, cd, sv, m_, bs_, g_, k_, A, B, D = ctx.saved
         variant, rescale = ctx.opts[0], ctx.opts[2] is not None
         Bn, C1, N = x3.shape
-        xs, ys, yt = x3[:, 1:], y3[:, 1:], y3[:, :1]
+        xs, yt = x3[:, 1:], y3[:, :1]
         gyt = gy[:, :1]
-        G = torch.addcmul(gy[:, 1:], ys, gyt / yt)  # ∂L/∂y_s through both output blocks
-        gA = torch.linalg.vecdot(G, xs, dim=1).unsqueeze(1)
+        w = gyt / yt
         Vd = V.detach()
-        gBD = torch.matmul(Vd.t(), G)  # (B, 2, N)
-        gV = torch.matmul(G, torch.cat([B, D], 1).transpose(1, 2)).sum(0)  # (C, 2)
+        Vt = Vd.t()
+        BD = torch.cat([B, D], 1)
+        gA = x3.new_empty(Bn, 1, N)
+        gBD = x3.new_empty(Bn, 2, N)
+        gV = torch.zeros_like(Vd)
+        step = _chunk(Bn, C1 * N)
+        blocks = list(zip(*(t.split(step) for t in (gy[:, 1:], y3[:, 1:], w, xs))))
+        for (gyc, yc, wc, xc), gac, gbdc, bdc in zip(blocks, gA[:, 0].split(step), gBD.split(step),
+                                                     BD.split(step)):
+            # phase 1, cache-blocked: G = ∂L/∂y_s (through y_s and y_0) and its reductions
+            G = torch.addcmul(gyc, yc, wc)
+            torch.linalg.vecdot(G, xc, dim=1, out=gac)
+            torch.matmul(Vt, G, out=gbdc)
+            gV += torch.bmm(G, bdc.transpose(1, 2)).sum(0)
         gxt, gmx, gbx, gc = _pixel_backward(gA, gBD[:, :1], gBD[:, 1:], cd, sv, variant=variant, rescale=rescale,
                                             training=ctx.training)
         gP = torch.cat([gmx, gbx], 1)
-        gV = gV + torch.matmul(xs, gP.transpose(1, 2)).sum(0)  # P = Vᵀ x_s
-        gc["k"] = gc["k"] + (gyt / (2 * yt)).sum()  # y_0 = sqrt(‖y_s‖² + k)
+        gV += torch.matmul(xs, gP.transpose(1, 2)).sum(0)  # P = Vᵀ x_s
+        gc["k"] = gc["k"] + (w.sum() / 2)  # y_0 = sqrt(‖y_s‖² + k)
         names = [n for n in gc if isinstance(c.get(n), torch.Tensor) and c[n].requires_grad]
         leaves = [t for t in (m_, bs_, g_, k_) if t is not None]
         grads = torch.autograd.grad([V] + [c[n] for n in names], leaves,
@@ -533,14 +555,22 @@ class _LorentzBNFunction(torch.autograd.Function):
         gx = None
         if ctx.needs_input_grad[0]:
             gx = torch.empty_like(x3)
-            gxs = gx[:, 1:]
+            v0, v1 = Vd[:, 0, None], Vd[:, 1, None]
+            gms = gm[:, 1:, None] / N if gm is not None else None
+            gms = gms.split(step) if gms is not None else [None] * len(blocks)
+            for (gyc, yc, wc, _), gxc, ac, gpc, gmc in zip(blocks, gx[:, 1:].split(step), A.split(step),
+                                                          gP.split(step), gms):
+                # phase 2: ∂L/∂x_s = A G + ∂L/∂m_s / N + μ_s ∂L/∂P_0 + β_s ∂L/∂P_1
+                G = torch.addcmul(gyc, yc, wc)
+                if gmc is not None:
+                    torch.addcmul(gmc, G, ac, out=gxc)
+                else:
+                    torch.mul(G, ac, out=gxc)
+                gxc.addcmul_(v0, gpc[:, :1]).addcmul_(v1, gpc[:, 1:])
             if gm is not None:
-                torch.addcmul(gm[:, 1:, None] / N, G, A, out=gxs)
                 torch.add(gxt, gm[:, :1, None] / N, out=gx[:, :1])
             else:
-                torch.mul(G, A, out=gxs)
                 gx[:, :1] = gxt
-            gxs.addcmul_(Vd[:, 0, None], gP[:, :1]).addcmul_(Vd[:, 1, None], gP[:, 1:])
         return (gx, gbs if ctx.needs_input_grad[1] else None, gg if ctx.needs_input_grad[2] else None,
                 gk if ctx.needs_input_grad[3] else None, None, None, None)
 

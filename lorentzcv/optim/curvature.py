@@ -35,6 +35,7 @@ vectors at the origin, as the Lorentz batch norm does).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -140,6 +141,15 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
     def __init__(self, params, defaults: dict) -> None:
         defaults = {"curvature": False, **defaults}
         super().__init__(params, defaults)
+        curvatures = {id(p.manifold.k) for g in self.param_groups for p in g["params"]
+                      if isinstance(p, ManifoldParameter)}
+        if any(id(p) in curvatures for g in self.param_groups if not g["curvature"] for p in g["params"]):
+            warnings.warn(
+                "the curvature k of a ManifoldParameter's manifold is in a group not flagged 'curvature': it is "
+                "updated like any parameter (no clamping, no curvature-aware move); build the optimizer with "
+                "create_optimizer() or pass {'params': [manifold.k], 'curvature': True}",
+                stacklevel=3,
+            )
 
     # --- groups -----------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:

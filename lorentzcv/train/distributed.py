@@ -83,7 +83,6 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
 def init_distributed(device_spec: str = "auto") -> DistInfo:
     """Read torchrun's environment, pick the device and (if ``WORLD_SIZE > 1``) join the process group."""
     world = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     device = resolve_device(device_spec, local_rank)
     if world <= 1:
@@ -100,12 +99,17 @@ def init_distributed(device_spec: str = "auto") -> DistInfo:
                     device=device, backend=backend)
 
 
-def shutdown(info: DistInfo) -> None:
-    """Barrier, garbage-collect, destroy the process group (no-op when not distributed)."""
+def shutdown(info: DistInfo, barrier: bool = True) -> None:
+    """Barrier, garbage-collect, destroy the process group (no-op when not distributed).
+
+    Pass ``barrier=False`` when leaving because of an error: the other ranks may be blocked in a collective
+    and would never reach the barrier.
+    """
     if not (info.distributed and dist.is_available() and dist.is_initialized()):
         return
     try:
-        dist.barrier()
+        if barrier:
+            dist.barrier()
     finally:
         gc.collect()
         dist.destroy_process_group()

@@ -302,8 +302,11 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train to ``cfg.train.epochs`` and return the summary (also written to ``summary.json``)."""
         self.dist = init_distributed(self.cfg.train.device)
+        ok = False
         try:
-            return self._run()
+            summary = self._run()
+            ok = True
+            return summary
         finally:
             rec = getattr(self, "rec", None)
             if rec is not None:
@@ -313,7 +316,7 @@ class Trainer:
             self.optimizer = None
             self.scheduler = None
             gc.collect()
-            shutdown(self.dist)
+            shutdown(self.dist, barrier=ok)
 
     # ----------------------------------------------------------------------------------- set-up
     def _setup(self) -> None:

@@ -7,6 +7,7 @@ import types
 import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning.distances import BaseDistance
 
 from lorentzcv.geometry import Lorentz
@@ -111,7 +112,9 @@ def test_pml_loss_accepts_lorentz_distance():
     m = Lorentz(k=10.0, learnable=True)
     x = lorentz_points(12, 4, dtype=torch.float32).requires_grad_()
     labels = torch.arange(12) // 3
-    loss = pml_losses.TripletMarginLoss(margin=0.5, distance=LorentzDistance(m))(x, labels)
+    triplets = pml_miners.TripletMarginMiner(margin=0.5, distance=LorentzDistance(m))(x, labels)
+    assert len(triplets[0]) > 0
+    loss = pml_losses.TripletMarginLoss(margin=0.5, distance=LorentzDistance(m))(x, labels, triplets)
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
     assert torch.isfinite(x.grad).all() and m.k.grad is not None and torch.isfinite(m.k.grad)

@@ -282,3 +282,19 @@ def test_losses_under_autocast_and_shape_errors():
     lh = LHIERLoss(Lorentz(k=10.0), 64, 6)
     assert lh.manifold.dist0(lh.lcas.detach()).mean() == pytest.approx(2.07, rel=0.3)  # |exp0(v)| = |v|
     lh.manifold.check_point_on_manifold(lh.lcas.detach())
+
+
+def test_losses_follow_the_device(device):
+    m = Lorentz(k=10.0, learnable=True).to(device)
+    lhier = LHIERLoss(m, num_proxies=6, embedding_dim=4, **CFG)
+    assert lhier.lcas.device.type == device.type
+    z = lorentz_points(12, 4, dtype=torch.float32).to(device).requires_grad_()
+    labels = (torch.arange(12) % 3).to(device)
+    gen = torch.Generator(device="cpu").manual_seed(0)  # a CPU generator works with device tensors
+    out = lhier(z, labels, generator=gen)
+    out.backward()
+    assert torch.isfinite(out) and m.k.grad is not None
+    hier = HIERLoss(6, 4, **CFG).to(device)
+    obj = HierarchicalObjective(ProxyAnchorLoss(3, 4).to(device), hier)
+    total = obj(ToPoincare()(torch.randn(12, 4, device=device)), labels)
+    assert torch.isfinite(total) and set(obj.last) == {"pa", "hier"}

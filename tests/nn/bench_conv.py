@@ -19,6 +19,7 @@ from torch import nn
 from lorentzcv.geometry import Lorentz
 from lorentzcv.geometry import math as lmath
 from lorentzcv.nn import LorentzConv2d
+from lorentzcv.nn import functional as LF
 
 
 def main() -> None:
@@ -31,6 +32,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     ap.add_argument("--no-unfold", action="store_true")
+    ap.add_argument("--variants", action="store_true", help="also time implementation alternatives")
+    ap.add_argument("--profile", action="store_true", help="print the op breakdown of the default efficient conv")
     a = ap.parse_args()
     dev = torch.device(a.device)
     if dev.type == "cpu":
@@ -41,28 +44,44 @@ def main() -> None:
     x_e = (torch.randn(b, c, s, s, device=dev) * 0.5).requires_grad_()
     x_l = lmath.add_time(torch.randn(b, c, s, s, device=dev) * 0.5, m.k.detach(), dim=1).requires_grad_()
     g_e, g_l = torch.randn(b, c, s, s, device=dev), torch.randn(b, c + 1, s, s, device=dev)
-    mods = {
-        "nn.Conv2d": (nn.Conv2d(c, c, 3, padding=1), x_e, g_e),
-        "efficient": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l),
-        "efficient_full_input": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l),
-        "efficient_no_rescale": (LorentzConv2d(m, c, c, 3, padding=1, rescale=False), x_l, g_l),
+    variants = {  # name: (module, input, grad_out, implementation switches)
+        "nn.Conv2d": (nn.Conv2d(c, c, 3, padding=1), x_e, g_e, {}),
+        "efficient": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l, {}),
+        "eff_no_rescale": (LorentzConv2d(m, c, c, 3, padding=1, rescale=False), x_l, g_l, {}),
     }
-    mods["efficient_full_input"][0]._full_input = True
+    if a.variants:
+        variants.update({
+            "eff_generic_autograd": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l, {"fast": False}),
+            "eff_vecdot": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l, {"dot": "vecdot"}),
+            "eff_slice_fn": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l, {"input": "fn"}),
+            "eff_full_input": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l, {"input": "full"}),
+        })
     if not a.no_unfold:
-        mods["unfold(hcnn)"] = (LorentzConv2d(m, c, c, 3, padding=1, impl="unfold"), x_l, g_l)
-    for mod, _, _ in mods.values():
+        variants["unfold(hcnn)"] = (LorentzConv2d(m, c, c, 3, padding=1, impl="unfold"), x_l, g_l, {})
+    for mod, *_ in variants.values():
         mod.to(dev)
     amp = torch.autocast(dev.type, dtype=torch.bfloat16) if a.amp else contextlib.nullcontext()
+    defaults = dict(LF._OPTS)
+
+    def configure(mod, opts):
+        LF._OPTS.update(defaults)
+        LF._OPTS.update({k: v for k, v in opts.items() if k in LF._OPTS})
+        if isinstance(mod, LorentzConv2d):
+            mod._input_mode = opts.get("input", "view")
+
+    mods = {k: v[:3] for k, v in variants.items()}
 
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
     def step(mod, x, g):
+        configure(mod, opts_of[id(mod)])
         with amp:
             y = mod(x)
         y.backward(g.to(y.dtype))
 
+    opts_of = {id(v[0]): v[3] for v in variants.values()}
     for mod, x, g in mods.values():
         for _ in range(3):
             step(mod, x, g)
@@ -95,6 +114,7 @@ def main() -> None:
             store[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
             return t
 
+        configure(mod, opts_of[id(mod)])
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp:
             out = mod(x)
         act = sum(v for p, v in store.items() if p not in params and p != out.untyped_storage().data_ptr())
@@ -110,6 +130,20 @@ def main() -> None:
             sync()
             line += f"; CUDA peak fwd+bwd above baseline {(torch.cuda.max_memory_allocated() - base) / 2**20:8.1f} MiB"
         print(line)
+
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for name in ("nn.Conv2d", "efficient"):
+            mod, x, g = mods[name]
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+            with profile(activities=acts) as prof:
+                for _ in range(5):
+                    step(mod, x, g)
+                sync()
+            key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+            print(f"--- profile {name} (5 steps)")
+            print(prof.key_averages().table(sort_by=key, row_limit=22, max_name_column_width=40))
 
 
 if __name__ == "__main__":

@@ -192,3 +192,23 @@ def test_autocast_bf16_radius(device):
     assert_on_manifold(out, 1.0, 1)
     # the radius of the bfloat16 computation (≈2.91) is used under autocast
     assert lmath.dist0(out, torch.tensor(1.0, device=device), dim=1).max() <= max_distance(torch.bfloat16) + 1e-4
+
+
+@pytest.mark.parametrize("k", [0.3, 1.0, 2.5])
+@pytest.mark.parametrize("with_rescale", [False, True])
+def test_closed_form_backward_equals_autograd_path(device, k, with_rescale, monkeypatch):
+    """The hot path (closed-form backward) and the generic path (autograd on the per-pixel graph) agree."""
+    g = torch.Generator().manual_seed(3)
+    ys0 = _ys(device, 4.0)
+    gout = torch.randn(3, 6, 4, 2, generator=g, dtype=torch.float64).to(device)
+    cfg = RescaleConfig() if with_rescale else None
+    res = []
+    for fast in (True, False):
+        monkeypatch.setitem(LF._OPTS, "fast", fast)
+        ys = ys0.clone().requires_grad_()
+        kk = torch.tensor(k, dtype=torch.float64, device=device, requires_grad=True)
+        out = LF.lift(ys, kk, dim=1, rescale=cfg)
+        out.backward(gout)
+        res.append((out.detach(), ys.grad, kk.grad))
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

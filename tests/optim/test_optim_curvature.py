@@ -209,3 +209,9 @@ def test_move_matches_the_kernel_composition_and_honours_dim(variant: str) -> No
     x_only, none = move_to_curvature(x, k_old, k_new, variant=variant)
     assert none is None
     torch.testing.assert_close(x_only, x_new)
+
+
+def test_warns_when_a_curvature_is_not_in_a_curvature_group() -> None:
+    man, x = manifold_param(n=2, d=2)
+    with pytest.warns(UserWarning, match="not flagged 'curvature'"):
+        RiemannianAdamW([x, man.k])
