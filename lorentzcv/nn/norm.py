@@ -471,7 +471,7 @@ def _fused_forward(
                                       eps=eps, rescale=rescale is not None, dtype=x3.dtype)
     y3 = x3.new_empty(Bn, C1, N)
     v0, v1 = Vd[:, 0, None], Vd[:, 1, None]
-    step = _chunk(Bn, C1 * N)  # cache-blocked: x is read and y written once
+    step = _chunk(x3)  # cache-blocked on CPU: x is read and y written once
     for xc, yc, yt, ac, bc, dc in zip(*(t.split(step) for t in (xs, y3[:, 1:], y3[:, 0], A, B, D))):
         torch.mul(xc, ac, out=yc)
         yc.addcmul_(v0, bc).addcmul_(v1, dc)
@@ -484,9 +484,13 @@ def _fused_forward(
 _CHUNK_ELEMS = 1 << 16  # elements of a (chunk, 1+C, N) block processed at once: 256 KiB in float32
 
 
-def _chunk(batch: int, per_sample: int) -> int:
-    """Number of samples per block, so that a block stays in cache across the few passes that touch it."""
-    return min(batch, max(1, _CHUNK_ELEMS // max(per_sample, 1)))
+def _chunk(x3: torch.Tensor) -> int:
+    """Samples per block: on CPU a block stays in cache across the few passes that touch it; on accelerators
+    the whole batch is one block (each pass is one kernel)."""
+    batch, per_sample = x3.size(0), x3[0].numel()
+    if x3.device.type != "cpu":
+        return max(batch, 1)
+    return min(max(batch, 1), max(1, _CHUNK_ELEMS // max(per_sample, 1)))
 
 
 class _LorentzBNFunction(torch.autograd.Function):
@@ -531,7 +535,7 @@ class _LorentzBNFunction(torch.autograd.Function):
         gA = x3.new_empty(Bn, 1, N)
         gBD = x3.new_empty(Bn, 2, N)
         gV = torch.zeros_like(Vd)
-        step = _chunk(Bn, C1 * N)
+        step = _chunk(x3)
         blocks = list(zip(*(t.split(step) for t in (gy[:, 1:], y3[:, 1:], w, xs))))
         for (gyc, yc, wc, xc), gac, gbdc, bdc in zip(blocks, gA[:, 0].split(step), gBD.split(step),
                                                      BD.split(step)):

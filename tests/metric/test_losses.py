@@ -298,3 +298,13 @@ def test_losses_follow_the_device(device):
     obj = HierarchicalObjective(ProxyAnchorLoss(3, 4).to(device), hier)
     total = obj(ToPoincare()(torch.randn(12, 4, device=device)), labels)
     assert torch.isfinite(total) and set(obj.last) == {"pa", "hier"}
+
+
+def test_lhier_state_dict_round_trip():
+    a = LHIERLoss(Lorentz(k=10.0, learnable=True), num_proxies=5, embedding_dim=3)
+    with torch.no_grad():
+        a.manifold.k.fill_(7.0)
+    b = LHIERLoss(Lorentz(k=10.0, learnable=True), num_proxies=5, embedding_dim=3)
+    assert set(a.state_dict()) == {"lcas", "manifold.k"}
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.lcas, a.lcas) and b.manifold.k.item() == 7.0 and b.lcas.manifold is b.manifold
