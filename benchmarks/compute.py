@@ -357,10 +357,15 @@ def profile_model(name: str, args: argparse.Namespace, device: torch.device, amp
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:
         step()
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:top]
-    total = sum(getattr(e, key) for e in prof.key_averages())
-    return [{"op": e.key, "self_ms": round(getattr(e, key) / 1e3, 2), "share": round(getattr(e, key) / total, 3),
+    def self_us(e: Any) -> float:
+        if device.type == "cuda":
+            return float(getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0))
+        return float(e.self_cpu_time_total)
+
+    events = list(prof.key_averages())
+    rows = sorted(events, key=self_us, reverse=True)[:top]
+    total = sum(self_us(e) for e in events) or 1.0
+    return [{"op": e.key, "self_ms": round(self_us(e) / 1e3, 3), "share": round(self_us(e) / total, 3),
              "calls": e.count} for e in rows]
 
 
@@ -382,6 +387,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     p.add_argument("--only", choices=["layers", "models"], default=None)
     p.add_argument("--amp", action="store_true", help="add a pass under autocast (bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--amp-only", action="store_true", help="only the autocast pass (bf16 autocast is very slow on "
+                   "CPUs without native bf16, e.g. AVX2: use with a smaller --batch)")
     p.add_argument("--paper", action="store_true", help="the paper's batch 80")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 32, 80 with --paper)")
     p.add_argument("--channels", type=int, default=64, help="layer channels and model width")
@@ -395,6 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profile", nargs="*", default=None, metavar="MODEL",
                    help="add torch.profiler top ops of these models' training step")
     p.add_argument("--_rss-child", dest="rss_child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
     args.batch = args.batch or (80 if args.paper else 32)
     device = torch.device(args.device)
@@ -414,8 +422,9 @@ def main(argv: list[str] | None = None) -> None:
                 "processor": platform.processor() or None,
                 "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "reference": REFERENCE,
+        "loadavg_start": [round(v, 2) for v in os.getloadavg()],
     }
-    passes = [("fp32", False)] + ([("amp", True)] if args.amp else [])
+    passes = ([] if args.amp_only else [("fp32", False)]) + ([("amp", True)] if args.amp or args.amp_only else [])
     if args.only in (None, "layers"):
         result["layers"] = {pname: bench_layers(args, device, amp) for pname, amp in passes}
     if args.only in (None, "models"):
@@ -424,11 +433,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.profile is not None:
         names = args.profile or ["hecnn_resnet18"]
         result["profile"] = {f"{n}/{pname}": profile_model(n, args, device, amp) for n in names for pname, amp in passes}
-    if args.amp:
+    if args.amp or args.amp_only:
         result["config"]["amp_dtype"] = "float16" if device.type == "cuda" else "bfloat16"
+    result["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     result["wall_s"] = round(time.perf_counter() - t_start, 1)
-    json.dump(result, sys.stdout, indent=1)
-    print()
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":

@@ -5,16 +5,19 @@ Usage::
     python benchmarks/norm_bench.py [--batch 32 --channels 64 --size 32 --threads 2 --repeats 30]
         [--impls fused autograd reference] [--variants hcnn rhl] [--eval] [--out result.json]
 
-Every timing is the median of ``--repeats`` runs after warm-up; the Euclidean baseline runs on the ``C`` space
-channels, the Lorentz layers on ``(B, 1+C, H, W)``. The result (JSON, printed and optionally written) has
-``ratio_vs_bn2d`` = Lorentz median / BatchNorm2d median for every (variant, impl). Timings of the baseline are
-interleaved with the others so that load changes on a shared machine affect both.
+Every timing is the median (and the minimum) of ``--repeats`` runs after warm-up; the Euclidean baseline runs on
+the ``C`` space channels, the Lorentz layers on ``(B, 1+C, H, W)``. The result (JSON, printed and optionally
+written) has ``ratio_vs_bn2d`` = Lorentz median / BatchNorm2d median for every (variant, impl), and the same for
+the minima. The runs of all cases are interleaved so that load changes on a shared machine affect all of them;
+the 1-minute load average is recorded (on an oversubscribed machine multi-threaded timings mostly measure the
+scheduler: every parallel region waits for a descheduled thread).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -88,12 +91,16 @@ def main(argv: list[str] | None = None) -> dict:
             fn()
             times[name].append(time.perf_counter() - t0)
     med = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+    best = {name: min(ts) * 1e3 for name, ts in times.items()}
     result = {
         "shape": [B, C, S, S], "threads": a.threads, "repeats": a.repeats, "k": a.k, "eval": a.eval,
         "mode": "fwd+bwd" if backward else "fwd", "rescale_forced": a.rescale,
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+        "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "median_ms": {n: round(v, 3) for n, v in med.items()},
         "ratio_vs_bn2d": {n: round(v / med["bn2d"], 2) for n, v in med.items() if n != "bn2d"},
+        "min_ms": {n: round(v, 3) for n, v in best.items()},
+        "ratio_of_min_vs_bn2d": {n: round(v / best["bn2d"], 2) for n, v in best.items() if n != "bn2d"},
     }
     print(json.dumps(result, indent=1))
     if a.out:

@@ -153,8 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         "train", parents=[common], help="train a classifier (no arguments: the offline digits demo)",
         description="Train a classifier from a YAML config (default: the built-in digits demo, "
                     "configs/demo/digits_hecnn.yaml). Under torchrun it runs DDP.",
-        epilog="Examples: lorentzcv train | lorentzcv train configs/classification/table2/cifar10_resnet18.yaml "
-               "--set data.root=~/data --set train.epochs=10 | lorentzcv train --resume runs/RUN",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  lorentzcv train                                   # the digits demo\n"
+               "  lorentzcv train configs/classification/table2/cifar10_resnet18.yaml \\\n"
+               "      --set data.root=~/data --set train.epochs=10\n"
+               "  lorentzcv train --resume runs/RUN                 # continue an interrupted run\n"
+               "  torchrun --nproc_per_node=2 -m lorentzcv train CONFIG   # DDP (gloo on CPU, nccl on CUDA)",
     )
     p.add_argument("config", nargs="?", metavar="CONFIG", help="YAML config file (default: the digits demo)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -10,7 +10,7 @@ distance from the origin into a radius the dtype can represent:
     g(d) = m_k \tanh(c\,d), \qquad c = \frac{\operatorname{artanh}(\rho)}{m_k\,s}, \qquad
     m = \tfrac12\operatorname{arccosh}\!\Big(\frac{1}{2\varepsilon}\Big)\, r ,
 
-with :math:`\varepsilon` the machine epsilon of the dtype of the computation (float32: ``m ≈ 9.56``,
+with :math:`\varepsilon` the machine epsilon of the dtype of the computation (:func:`computation_dtype`; float32: ``m ≈ 9.56``,
 float16: ``≈ 4.16``, bfloat16: ``≈ 2.91``), softness ``s`` (3 by default; classification uses 2),
 ``r = 1.2`` and ``ρ = 0.99``: :math:`g(0)=0`, :math:`g'(0) = \operatorname{artanh}(\rho)/s` (0.88 for
 ``s = 3``), :math:`g(s\,m_k) = \rho\, m_k` and :math:`g < m_k`.
@@ -69,11 +69,13 @@ def max_distance(dtype: torch.dtype, r: float = 1.2) -> float:
 
 
 def computation_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a result will be stored in: the autocast dtype if autocast is on for ``x``'s device,
-    else ``x.dtype``."""
-    dev = x.device.type
-    if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev) and x.dtype != torch.float64:
-        return torch.get_autocast_dtype(dev)
+    """The dtype whose epsilon sets the rescaling radius: the dtype ``x`` is stored in.
+
+    Layers compute their hyperbolic parts as float32 islands under autocast (time recomputed from space in
+    float32), so their points get float32's radius 9.56 even in a bfloat16/float16 network, as in the authors'
+    code; a tensor that really is float16/bfloat16 (e.g. a model converted with ``.half()``) gets its own
+    dtype's radius.
+    """
     return x.dtype
 
 
@@ -81,7 +83,8 @@ def _radius(k: torch.Tensor | None, dtype: torch.dtype, cfg: RescaleConfig, ref:
     m = torch.tensor(max_distance(dtype, cfg.r), dtype=ref.dtype, device=ref.device)
     if k is None:
         return m
-    return m * k.sqrt().clamp_max(1.0)
+    sk = k.sqrt()
+    return torch.where(sk < 1, m * sk, m)  # m·min(1, √k), with the same gradient on every device
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:

@@ -90,9 +90,18 @@ class LorentzConv2d(nn.Module):
     where the speed is); time, boost and rescaling run in float32 with the rescaling radius of the autocast
     dtype (``lorentzcv.geometry.rescale.computation_dtype``) and the output is float32. ``impl="unfold"`` is a
     float32 island throughout (its time concatenation cancels catastrophically in half precision).
+
+    Cost (``tests/nn/bench_conv.py``): after the convolution the efficient path adds one reduction and one
+    multiply over ``y_s`` in forward and three passes in backward (closed-form backward of time + rescaling,
+    :func:`lorentzcv.nn.functional.lift`); it saves only its output for the backward. The unfold path
+    materialises the ``(B, L, 1 + C_in·K)`` patch matrix (≈ K× the input) and is several times slower.
     """
 
-    _input_mode = "view"  # benchmark switch (see forward)
+    # How the conv reads x_s: "view" (x[:, 1:]; the conv keeps a view of x for its backward and makes it dense
+    # in forward and again in backward) or "copy" (one dense copy, kept for the backward: +1 input-sized
+    # activation, but 10-15% faster on CPU in tests/nn/bench_conv.py); "auto" = "copy" on CPU, "view"
+    # elsewhere (no measurable difference on CUDA, where memory is dearer). Results are identical.
+    _input_mode = "auto"
 
     def __init__(
         self, manifold: Lorentz, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
@@ -206,15 +215,11 @@ class LorentzConv2d(nn.Module):
         if self.impl == "unfold":
             return self._forward_unfold(x)
         dtype = computation_dtype(x)
-        w = self.conv_weight()
-        if self._input_mode == "full" and self.groups == 1:
-            # a zero weight column for the time channel: no copy of x_s, no scatter of its gradient
-            xin, w = x, torch.cat([w.new_zeros(w.size(0), 1, *w.shape[2:]), w], dim=1)
-        elif self._input_mode == "fn":
-            xin = _SpaceChannels.apply(x)
-        else:
-            xin = lmath.space(x, dim=1)
-        ys = F.conv2d(xin, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        mode = self._input_mode
+        if mode == "auto":
+            mode = "copy" if x.device.type == "cpu" else "view"
+        xin = _SpaceChannels.apply(x) if mode == "copy" else lmath.space(x, dim=1)
+        ys = F.conv2d(xin, self.conv_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
         cfg = self.manifold.rescale_config if self.rescale else None
         return lift(ys, self.manifold.k, dim=1, rescale=cfg, gamma=self.boost, dtype=dtype)
 

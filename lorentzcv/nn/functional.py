@@ -9,9 +9,18 @@ The workhorse is :func:`lift`: almost every layer ends with "new space coordinat
 boosted and/or maximum-distance rescaled, time from space". All of these are a per-pixel scalar factor
 ``ratio(‖y_s‖², k, …)`` on the space part plus a per-pixel time ``sqrt(ratio²‖y_s‖² + k)``, so :func:`lift`
 computes ``‖y_s‖²`` once, evaluates the scalar factors on the small ``(…, 1, …)`` tensor and writes the
-output ``(time, ratio·y_s)`` into one preallocated tensor (no ``torch.cat``, no autograd intermediates of the
-full size). Its backward is written by hand for the full-size part (two passes over ``y_s``) and uses autograd
-only on the small per-pixel graph. It is first-order differentiable (``once_differentiable``).
+output ``(time, ratio·y_s)`` into one preallocated tensor (no ``torch.cat``, no full-size autograd
+intermediates). Two implementations:
+
+* the hot path (time only, or rescaling without boost/floor: every conv, linear, activation and residual by
+  default) has a closed-form backward (:class:`_LiftFast`): one reduction + one multiply over ``y_s`` in forward,
+  one reduction + two passes in backward, a few dozen ops on the per-pixel tensor, gradient of ``k`` in closed
+  form (scaling symmetry, see the class docstring);
+* the generic path (:class:`_Lift`, boost, rapidity floor, bridges, manifold swaps) builds the small per-pixel
+  graph with autograd in forward and handles only the full-size part by hand.
+
+Both save only their output for the backward (``y_s = out_s/ratio`` is implied), are first-order
+differentiable (``once_differentiable``; no double backward) and agree to rounding (tested).
 
 Float32 islands (``design.md`` §1): the helpers run with autocast disabled and half-precision inputs upcast to
 float32, and return float32 (the next autocast op casts down again). The rescaling radius ``m`` is taken from
@@ -82,7 +91,9 @@ def _time(sq: torch.Tensor, ratio: torch.Tensor | None, k: torch.Tensor) -> torc
 
 
 def _radius(m0: float, sk: torch.Tensor) -> torch.Tensor:
-    return m0 * sk.clamp_max(1.0)
+    # m·min(1, √k), with the derivative of the k >= 1 side at k = 1 whatever the torch version (clamp_max's
+    # gradient at the boundary changed between versions)
+    return torch.where(sk < 1, m0 * sk, m0)
 
 
 def _sinh_ratio(sq: torch.Tensor, b: torch.Tensor, n: torch.Tensor, limit: torch.Tensor | float) -> torch.Tensor:
@@ -244,14 +255,20 @@ class _Lift(torch.autograd.Function):
         return (g_ys, None, None, *g_params)
 
 
-_OPTS = {"fast": True, "dot": "mul"}  # implementation switches used by the micro benchmark
+_OPTS = {"fast": True}  # "fast": closed-form hot path (False: generic autograd path; used by tests/benchmarks)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
-    """Per-pixel dot product along ``dim`` (keepdim)."""
-    if _OPTS["dot"] == "vecdot":
-        return torch.linalg.vecdot(a, b, dim=dim).unsqueeze(dim)
-    return (a * b).sum(dim=dim, keepdim=True)
+def _dot(a: torch.Tensor, b: torch.Tensor, dim: int, buf: torch.Tensor) -> torch.Tensor:
+    """Per-pixel dot product along ``dim`` (keepdim), the products written into ``buf`` (no new allocation)."""
+    return torch.mul(a, b, out=buf).sum(dim=dim, keepdim=True)
+
+
+def _asinh_pos(n: torch.Tensor) -> torch.Tensor:
+    """``asinh(n)`` for ``n >= 0`` from vectorised ops (``torch.asinh`` is ~10x slower on CPU), accurate near 0;
+    arguments above 1e18 (rapidity 42, far outside anything a float32 time coordinate resolves) are clamped."""
+    n = n.clamp_max(1e18)
+    n2 = n * n
+    return torch.log1p(n + n2 / (1 + (1 + n2).sqrt()))
 
 
 def _fast_scale(sq: torch.Tensor, k: torch.Tensor, m0: float | None, mc: float):
@@ -259,10 +276,10 @@ def _fast_scale(sq: torch.Tensor, k: torch.Tensor, m0: float | None, mc: float):
     if m0 is None:
         return None, (sq + k).sqrt(), ()
     sk = k.sqrt()
-    m = m0 * sk.clamp_max(1.0)
+    m = _radius(m0, sk)
     a1 = mc * sk / m  # u = a1·r: tanh argument, r = asinh(n) the rapidity
     n = sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt() / sk
-    r = torch.asinh(n)
+    r = _asinh_pos(n)
     th = torch.tanh(a1 * r)
     b = (m / sk) * th  # target rapidity g(d)/√k
     ratio = torch.where(sq > 0, torch.sinh(b) / n, mc)
@@ -282,11 +299,8 @@ class _LiftFast(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, ys: torch.Tensor, k: torch.Tensor, dim: int, m0: float | None, mc: float) -> torch.Tensor:
-        sq = _dot(ys, ys, dim)
-        ratio, t, saved = _fast_scale(sq, k, m0, mc)
-        out = _write(ys, ratio, t, dim)
+        out = _lift_fast_forward(ys, k, dim, m0, mc, ctx)
         ctx.dim, ctx.m0, ctx.mc = dim, m0, mc
-        ctx.save_for_backward(out, sq, t, k, *(() if ratio is None else (ratio, *saved)))
         return out
 
     @staticmethod
@@ -307,21 +321,23 @@ class _LiftFast(torch.autograd.Function):
             return g_ys, g_k, None, None, None
         ratio, n, r, th, b = rest
         pos = sq > 0
-        inv = torch.where(ratio > 0, 1 / ratio, 0.0)
-        gr = _dot(g_s, out_s, dim) * inv  # <g_s, y_s>
+        inv = 1 / ratio  # > 0 on this path (sinh(b)/n with b > 0, or the limit m·c)
+        buf = torch.empty_like(out_s, memory_format=torch.contiguous_format if out.is_contiguous()
+                               else torch.preserve_format)  # becomes g_ys
+        gr = _dot(g_s, out_s, dim, buf) * inv  # <g_s, y_s>
         big_g = gr + g_t * ratio * sq / t
         ch = torch.cosh(b)
         one_th2 = 1 - th * th
         dr_dsq = torch.where(pos, (ch * (mc * one_th2) / (1 + n * n).sqrt() - ratio) / (2 * k * n * n), 0.0)
         g_sq = big_g * dr_dsq + g_t * ratio * ratio / (2 * t)
         if need_ys:
-            g_ys = g_s * ratio
+            g_ys = torch.mul(g_s, ratio, out=buf)
             g_ys.addcmul_(out_s, 2 * g_sq * inv)
         if need_k:
             dr_dk = -(sq / k) * dr_dsq
-            # m = m0·min(1, √k) is constant for k >= 1 (clamp_max has zero gradient at 1): the ∂m term
+            # m = m0·min(1, √k) is constant for k >= 1 (see _radius): the ∂m term
             sk = k.sqrt()
-            m = ctx.m0 * sk.clamp_max(1.0)
+            m = _radius(ctx.m0, sk)
             u = (mc * sk / m) * r
             dr_dm = torch.where(pos, ch * (th - u * one_th2) / (sk * n), 0.0)
             dr_dk = dr_dk - torch.where(k >= 1, m / (2 * k), 0.0) * dr_dm
@@ -329,12 +345,27 @@ class _LiftFast(torch.autograd.Function):
         return g_ys, g_k, None, None, None
 
 
+def _lift_fast_forward(ys: torch.Tensor, k: torch.Tensor, dim: int, m0: float | None, mc: float, ctx=None):
+    out = _empty_like_lifted(ys, dim)
+    n_s = ys.size(dim)
+    out_t, out_s = out.narrow(dim, 0, 1), out.narrow(dim, 1, n_s)
+    sq = _dot(ys, ys, dim, out_s)  # out_s is scratch space until the result is written
+    ratio, t, saved = _fast_scale(sq, k, m0, mc)
+    if ratio is None:
+        out_s.copy_(ys)
+    else:
+        torch.mul(ys, ratio, out=out_s)
+    out_t.copy_(t)
+    if ctx is not None:
+        ctx.save_for_backward(out, sq, t, k, *(() if ratio is None else (ratio, *saved)))
+    return out
+
+
 def _lift_fast(ys: torch.Tensor, k: torch.Tensor, dim: int, m0: float | None, mc: float) -> torch.Tensor:
     if torch.is_grad_enabled() and (ys.requires_grad or k.requires_grad):
         return _LiftFast.apply(ys, k, dim, m0, mc)
     with torch.no_grad():
-        ratio, t, _ = _fast_scale(_dot(ys, ys, dim), k, m0, mc)
-        return _write(ys, ratio, t, dim)
+        return _lift_fast_forward(ys, k, dim, m0, mc)
 
 
 def _prep_k(k: torch.Tensor | float, ref: torch.Tensor, dim: int) -> torch.Tensor:

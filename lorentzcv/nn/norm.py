@@ -4,50 +4,59 @@ Curvature convention: the layer's :class:`~lorentzcv.geometry.Lorentz` holds ``k
 :math:`\langle x,x\rangle_L = -k`, sectional curvature :math:`K = -1/k`); ``manifold.k`` is read at every
 forward and receives gradients when it is learnable.
 
-Given a batch of points :math:`x` with Lorentzian centroid :math:`\mu`, the layer computes
+For a batch of points :math:`x` with batch mean :math:`\mu` the layer computes
 
 ``variant="hcnn"`` (HCNN, Bdeir et al. 2024; the default)
-    :math:`u = P_{\mu\to o}(\log_\mu x)`, :math:`\sigma = \operatorname{mean}\|u\|` (the Fréchet "variance"
-    as a mean *distance*, :math:`\|u\| = d(\mu, x)`), :math:`u \leftarrow u\,\gamma/(\sigma+\varepsilon)`,
-    optionally :math:`u \leftarrow \operatorname{rescale\_euclid}(u)` (``rescale=True``, §2.3), and
+    :math:`u = P_{\mu\to o}(\log_\mu x)`, :math:`\sigma = \operatorname{mean}\|u\|_2` (the Fréchet "variance"
+    as a mean *distance*: :math:`\|u\|_2 = \|u\|_L = d(\mu, x)`), :math:`u \leftarrow u\,\gamma/(\sigma+\epsilon)`,
+    optionally :math:`u \leftarrow \operatorname{rescale\_euclid}(u)` (``rescale=True``, spec §2.3) and
     :math:`y = \exp_\beta(P_{o\to\beta}(u))`.
-``variant="rhl"`` (the authors' later ``batch2d``, [A])
-    :math:`v = \log_\mu x` (no transport), :math:`\sigma = \operatorname{mean}\|v\|_2` (Euclidean norm of the
-    ambient vector), :math:`v \leftarrow v\,\gamma/(\sigma+\varepsilon)`,
-    :math:`v \leftarrow \operatorname{rescale\_euclid}(v)` (on unless ``rescale=False`` is forced, see below)
-    and :math:`y = \exp_\beta(P_{\mu\to\beta}(v))`.
+``variant="rhl"`` (the authors' later ``batch2d``, spec [A])
+    :math:`v = \log_\mu x` (no transport to the origin), :math:`\sigma = \operatorname{mean}\|v\|_2` (Euclidean
+    norm of the ambient vector, :math:`\|v\|_2^2 = d^2 + 2v_0^2`), :math:`v \leftarrow v\,\gamma/(\sigma+\epsilon)`,
+    :math:`v \leftarrow \operatorname{rescale\_euclid}(v)` (on by default, as in [A]) and
+    :math:`y = \exp_\beta(P_{\mu\to\beta}(v))`.
 
-In both, :math:`\beta` is a learnable point (a :class:`~lorentzcv.geometry.ManifoldParameter` initialised at
-the origin; its time coordinate is recomputed from its space part, ``projx``, at use) and :math:`\gamma` a
-learnable scalar (init 1). Training uses batch statistics and updates ``running_mean`` (a tangent vector at the origin,
-re-mapped with the current ``k``) by :math:`rm \leftarrow \log_0(\operatorname{centroid}([\exp_0 rm, \mu],
-w=(1-m, m)))` and ``running_var`` by :math:`rv \leftarrow (1-m)\,rv + m\,\sigma`; eval uses
-:math:`\mu = \exp_0(rm)`, :math:`\sigma = rv`.
+:math:`\beta` is a :class:`~lorentzcv.geometry.ManifoldParameter` initialised at the origin and used as
+``projx(β)`` (time recomputed from space; identical when β is on the manifold, which Riemannian optimizers
+keep), :math:`\gamma` a learnable scalar (init 1). ``rescale_euclid`` uses the manifold's
+:class:`~lorentzcv.geometry.RescaleConfig`, the radius :math:`m\min(1,\sqrt{k})` and the dtype of the computation
+(the autocast dtype under autocast). Training uses batch statistics and updates ``running_mean`` (a tangent
+vector at the origin, re-mapped with the current ``k``) by
+:math:`rm \leftarrow \log_0(\operatorname{centroid}([\exp_0 rm, \mu], w=(1-m, m)))` and ``running_var`` by
+:math:`rv \leftarrow (1-m)\,rv + m\,\sigma`; eval uses :math:`\mu = \exp_0(rm)`, :math:`\sigma = rv`.
 
-**Batch mean.** 1-D input: one centroid over the batch. 2-D input: the spec's two-stage mean — the centroid
-over the ``H·W`` pixels of each sample, then the centroid of those ``B`` centroids. It costs the same single
-pass over the input as one centroid over ``B·H·W`` (the second stage runs on a ``(B, 1+C)`` tensor) and is what
-[A]/[H] run.
+**Batch mean.** 1-D input: the Lorentzian centroid over the batch. 2-D input: the spec's two-stage mean — the
+centroid over the ``H·W`` pixels of each sample, then the centroid of those ``B`` centroids, as [A]/[H] run it.
+It costs the same single pass over the input as one centroid over ``B·H·W`` (the second stage runs on a
+``(B, 1+C)`` tensor), so there is no reason to deviate. Both are equivariant under isometries, hence: with unit
+scale (``γ = σ + ε``) and no rescaling the layer is the isometry taking μ to β — distances are preserved and
+the batch mean of the output is exactly β (tested). With other ``γ`` the output mean is only close to β.
 
-**Speed** (the paper's bottleneck, ≈60% of the runtime). Nothing of the literal pipeline (log, transport,
-norm, transport, exp over ``(B, 1+C, H, W)``) is materialised. With μ and β fixed for the batch, and
-:math:`a = -\langle\mu,x\rangle_L/k` (per pixel), both variants reduce to
+**Speed** (batch norm is the paper's bottleneck, ≈60% of the runtime). Nothing of the literal pipeline (log,
+transport, norm, transport, exp over ``(B, 1+C, H, W)``) is materialised. With μ and β fixed for the batch and
+:math:`a = -\langle\mu,x\rangle_L/k` per pixel, :math:`\log_\mu x = f(a)\,(x - a\mu)` with
+:math:`f(a) = \operatorname{arcosh}(a)/\sqrt{a^2-1}`, :math:`\|\log_\mu x\|_L = \sqrt{k}\operatorname{arcosh}(a)`, the
+transports are closed-form and :math:`\exp_\beta` of a vector of known norm is
+:math:`\cosh\theta\,\beta + \operatorname{sinhc}\theta\,z`. Both variants reduce to
 
 .. math:: y_s = A\,x_s + B\,\mu_s + D\,\beta_s, \qquad y_0 = \sqrt{\|y_s\|^2 + k},
 
-with per-pixel scalars :math:`A, B, D` that depend only on :math:`a`, :math:`x_0`, :math:`\beta_s\cdot x_s`
-and per-batch constants (:math:`d(\mu,x) = \sqrt{k}\operatorname{arcosh}(a)`, :math:`\|\log_\mu x\|_L = d`,
-:math:`\log_\mu x = \frac{\operatorname{arcosh} a}{\sqrt{a^2-1}}(x - a\mu)`, the closed-form transports, and
-:math:`\exp_\beta` whose norm is known analytically). The layer is therefore one per-pixel channel reduction
-(``[μ_s, β_s]ᵀ x_s``), scalar math on ``(B, 1, H, W)`` and one fused multiply-add over the feature map. A
-custom autograd function (:class:`_LorentzBNFunction`) computes the gradient with the same structure (saving
-only ``x``, the output and per-pixel scalars). The literal formula (``spec`` §5.4 with the kernels of
-:mod:`lorentzcv.geometry.math`) is kept as :func:`lorentz_batch_norm_reference` and the tests check the fast
-path against it. The closed form assumes the input is on the hyperboloid (as every layer's output is).
+with per-pixel scalars :math:`A, B, D` that depend only on :math:`a`, :math:`x_0`, :math:`\beta_s\cdot x_s` and
+batch constants. The layer (``impl="fused"``, :class:`_LorentzBNFunction`) is one channel reduction
+(``[μ_s, β_s]ᵀ x_s``, a GEMM), scalar math on ``(B, 1, H, W)`` and one multiply-add pass over the map, with a
+hand-written backward of the same structure (it saves only ``x``, ``y`` and per-pixel scalars); on CPU the
+passes over the map run in cache-sized blocks of samples. ``impl="autograd"`` is the same closed form with plain
+autograd ops; ``impl="reference"`` (:func:`lorentz_batch_norm_reference`) is §5.4 written literally with the
+kernels of :mod:`lorentzcv.geometry.math` (slow; the baseline in benchmarks and tests). The closed form
+assumes the input is on the hyperboloid (every layer's output is); its gradient then agrees with the literal
+formula's along the manifold (e.g. through ``add_time``), which is what the tests check.
 
-Precision: the layer is a float32 island under ``torch.autocast`` (half inputs are upcast, the output is
-float32); ``arcosh`` and ``arcosh(a)/sqrt(a²-1)`` are evaluated in float64 on the per-pixel scalars. The radius
-of the optional rescaling follows the autocast dtype when autocast is on (:func:`~lorentzcv.geometry.rescale`).
+**Precision.** The layer is a float32 island under ``torch.autocast`` (half inputs are upcast, the output is
+float32). The per-pixel scalar math runs in the input dtype: ``arcosh(a) = log1p(t + sqrt(t(a+1)))`` with
+``t = a - 1`` (no cancellation near ``a = 1``; clamp as :func:`lorentzcv.geometry.math.arcosh`), removable
+singularities (``f``, ``sinhc``, ``tanhc`` and their derivatives) switch to Taylor series below a
+dtype-dependent threshold, and ``exp_β`` clamps the rapidity like :func:`~lorentzcv.geometry.math.expmap`.
 """
 
 from __future__ import annotations
@@ -239,7 +248,7 @@ def _sinhc_cosh(theta: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, 
     sh = torch.where(small, sh_ser, sinh / safe)
     shp = torch.where(small, shp_ser, theta * (ch - sh) / (safe * safe))  # d sinhc/dθ = (cosh θ - sinhc θ)/θ
     chp = sinh * theta.sign()
-    if bool(clamped.any()):
+    if theta.device.type != "cpu" or bool(clamped.any()):  # (no host sync on accelerators)
         sh = torch.where(clamped, sinh / safe, sh)
         shp = torch.where(clamped, -sh / theta, shp)
         chp = torch.where(clamped, torch.zeros_like(chp), chp)
@@ -418,21 +427,53 @@ def _pixel_backward(
     return g_xt, g_mx, g_bx, g
 
 
+def _normalize_fwd(m: torch.Tensor, sk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``√k·m/n`` with ``n = sqrt(|<m,m>_L|)`` over the last dim (the centroid's normalisation) and ``n``."""
+    n = lmath.inner(m, m, keepdim=True).abs().clamp_min(1e-8).sqrt()
+    return sk * m / n, n
+
+
+def _normalize_bwd(g: torch.Tensor, m: torch.Tensor, n: torch.Tensor, sk: torch.Tensor) -> torch.Tensor:
+    """Gradient of :func:`_normalize_fwd` w.r.t. ``m`` (time-like ``m``: ``∂n/∂m = -J m/n``,
+    ``J = diag(-1, 1, …, 1)``)."""
+    gm = (g * m).sum(-1, keepdim=True) * sk / n.pow(3)
+    jm = torch.cat([-m[..., :1], m[..., 1:]], -1)
+    return sk / n * g + gm * jm
+
+
 def _constants(
     m: torch.Tensor | None, running_mean: torch.Tensor, beta_s: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor,
     *, variant: str, two_stage: bool, rescale: RescaleConfig | None, rdtype: torch.dtype, dtype: torch.dtype,
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The batch mean μ, ``V = [μ_s, β_s]`` (``(C, 2)``) and the 0-d constants of :func:`_pixel_forward`, in
-    ``dtype``, as a differentiable function of the leaves ``m``/``running_mean``, β_s, γ, k (computed in float64:
-    these are a handful of ``(1+C,)`` tensors)."""
-    k64 = k.double()
-    mu = _mean_point(None if m is None else m.double(), running_mean.double(), k64, two_stage)
-    bs = beta_s.double()
-    mu_t, mu_s = mu[0], mu[1:]
+) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+    """The batch mean μ, ``V = [μ_s, β_s]`` (``(C, 2)``) and the 0-d constants of :func:`_pixel_forward` (in
+    ``dtype``), from ``m`` (per-sample means, training) or ``running_mean`` (eval), β_s, γ and k.
+
+    Computed in float64 (a handful of ``(1+C,)`` tensors); the last return value is what
+    :func:`_constants_backward` needs."""
+    k64 = k.detach().double()
     sk = k64.sqrt()
+    sv: dict = dict(k=k64, sk=sk, variant=variant, two_stage=two_stage)
+    if m is not None:
+        m64 = m.detach().double()
+        if two_stage:
+            cb, nb = _normalize_fwd(m64, sk)
+            sv.update(m=m64, nb=nb, cb=cb)
+            mbar = cb.mean(0)
+        else:
+            mbar = m64.mean(0)
+        mu, n = _normalize_fwd(mbar, sk)
+        sv.update(mbar=mbar, n=n, batch=m64.size(0))
+    else:
+        rm = running_mean.detach().double()
+        r = rm[1:].norm()
+        theta = r / sk
+        mu = lmath.expmap0(rm, k64)
+        sv.update(rm=rm, theta=theta)
+    bs = beta_s.detach().double()
+    mu_t, mu_s = mu[0], mu[1:]
     beta_t = (bs.pow(2).sum() + k64).sqrt()
     mb = (mu_s * bs).sum()
-    c = dict(k=k64, sk=sk, mu_t=mu_t, beta_t=beta_t, gamma=gamma.double())
+    c = dict(k=k64, sk=sk, mu_t=mu_t, beta_t=beta_t, gamma=gamma.detach().double())
     if variant == "hcnn":
         c["mb"] = mb
     else:
@@ -441,31 +482,66 @@ def _constants(
         radius = max_distance(rdtype, rescale.r) * sk.clamp_max(1.0)
         c["cr"] = math.atanh(rescale.rho) / (radius * rescale.s)
         c["Mc"] = math.atanh(rescale.rho) / rescale.s
+    sv.update(mu=mu, bs=bs, beta_t=beta_t, cr=c.get("cr"))
     V = torch.stack([mu_s, bs], 1).to(dtype)
     c = {n: v.to(dtype) if isinstance(v, torch.Tensor) else v for n, v in c.items()}
-    return mu, V, c
+    return mu, V, c, sv
+
+
+def _constants_backward(gV: torch.Tensor, g: dict, sv: dict) -> tuple[torch.Tensor | None, ...]:
+    """Gradients of :func:`_constants` w.r.t. ``m`` (training; ``None`` in eval), β_s, γ and k (float64)."""
+    k, sk, mu, bs, beta_t = sv["k"], sv["sk"], sv["mu"], sv["bs"], sv["beta_t"]
+    gV = gV.double()
+    g = {n: v.double() for n, v in g.items()}
+    g_mu_s = gV[:, 0].clone()
+    g_mu_t = g.get("mu_t", torch.zeros_like(k))
+    g_beta_t = g.get("beta_t", torch.zeros_like(k))
+    g_bs = gV[:, 1].clone()
+    if sv["variant"] == "hcnn":
+        g_mb = g.get("mb", torch.zeros_like(k))
+    else:  # <μ,β>_L = μ_s·β_s - μ_t β_t
+        g_mb = g.get("mbL", torch.zeros_like(k))
+        g_mu_t = g_mu_t - g_mb * beta_t
+        g_beta_t = g_beta_t - g_mb * mu[0]
+    g_mu_s += g_mb * bs
+    g_bs += g_mb * mu[1:] + g_beta_t * bs / beta_t
+    g_sk = g.get("sk", torch.zeros_like(k))
+    if sv["cr"] is not None and "cr" in g:  # cr ∝ 1/min(1, √k)
+        g_sk = g_sk - g["cr"] * sv["cr"] / sk * (sk < 1).to(sk.dtype)
+    g_k = g.get("k", torch.zeros_like(k)) + g_sk / (2 * sk) + g_beta_t / (2 * beta_t)
+    g_mu = torch.cat([g_mu_t.reshape(1), g_mu_s])
+    g_m = None
+    if "mbar" in sv:  # μ = normalize(m̄): ∂/∂k of √k is g·μ/(2k)
+        g_k = g_k + (g_mu * mu).sum() / (2 * k)
+        g_mbar = _normalize_bwd(g_mu, sv["mbar"], sv["n"], sk)
+        if sv["two_stage"]:
+            g_cb = (g_mbar / sv["batch"]).expand_as(sv["cb"])
+            g_k = g_k + (g_cb * sv["cb"]).sum() / (2 * k)
+            g_m = _normalize_bwd(g_cb, sv["m"], sv["nb"], sk)
+        else:
+            g_m = (g_mbar / sv["batch"]).expand(sv["batch"], -1)
+    else:  # μ = exp0(rm) = (√k cosh θ, sinhc(θ) rm_s), θ = ‖rm_s‖/√k
+        theta = sv["theta"]
+        sh, ch, shp, _ = _sinhc_cosh(theta, torch.float64)
+        dmu_t = (ch - theta * sh * theta) / (2 * sk)
+        dmu_s = shp * (-theta / (2 * k)) * sv["rm"][1:]
+        g_k = g_k + g_mu_t * dmu_t + (g_mu_s * dmu_s).sum()
+    return g_m, g_bs, g.get("gamma"), g_k
 
 
 def _fused_forward(
     x3: torch.Tensor, beta_s: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
     running_var: torch.Tensor | None, opts: tuple, build_graph: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple | None]:
-    """Forward of :class:`_LorentzBNFunction`; with ``build_graph`` the small graph of the constants is built on
-    detached leaves and returned with the saved per-pixel quantities."""
+    """Forward of :class:`_LorentzBNFunction`; with ``build_graph`` it also returns what the backward needs."""
     variant, eps, rescale, rdtype, two_stage = opts
     Bn, C1, N = x3.shape
     xs = x3[:, 1:]
-    training = running_var is None
-    grad_ctx = torch.enable_grad() if build_graph else torch.no_grad()
-    with grad_ctx:
-        bs_ = beta_s.detach().requires_grad_(build_graph)
-        g_ = gamma.detach().requires_grad_(build_graph)
-        k_ = k.detach().requires_grad_(build_graph)
-        m_ = x3.detach().mean(-1).requires_grad_(build_graph) if training else None
-        mu, V, c = _constants(m_, running_mean, bs_, g_, k_, variant=variant, two_stage=two_stage,
-                              rescale=rescale, rdtype=rdtype, dtype=x3.dtype)
-    Vd = V.detach()
-    cd = {n: v.detach() if isinstance(v, torch.Tensor) else v for n, v in c.items()}
+    m = x3.mean(-1) if running_var is None else None  # per-sample means (training)
+    mu, V, c, csv = _constants(m, running_mean, beta_s, gamma, k, variant=variant, two_stage=two_stage,
+                               rescale=rescale, rdtype=rdtype, dtype=x3.dtype)
+    Vd = V
+    cd = c
     P = torch.matmul(Vd.t(), xs)  # (B, 2, N): μ_s·x_s, β_s·x_s
     A, B, D, var, sv = _pixel_forward(x3[:, :1], P[:, :1], P[:, 1:], cd, running_var, variant=variant,
                                       eps=eps, rescale=rescale is not None, dtype=x3.dtype)
@@ -477,11 +553,11 @@ def _fused_forward(
         yc.addcmul_(v0, bc).addcmul_(v1, dc)
         torch.linalg.vecdot(yc, yc, dim=1, out=yt)
     y3[:, 0].add_(k.detach()).sqrt_()
-    saved = (V, c, cd, sv, m_, bs_, g_, k_, A, B, D) if build_graph else None
-    return y3, mu.detach().to(x3.dtype), var.detach().to(x3.dtype), saved
+    saved = (V, c, csv, sv, A, B, D) if build_graph else None
+    return y3, mu.to(x3.dtype), var.detach().to(x3.dtype), saved
 
 
-_CHUNK_ELEMS = 1 << 16  # elements of a (chunk, 1+C, N) block processed at once: 256 KiB in float32
+_CHUNK_ELEMS = 1 << 18  # elements of a (chunk, 1+C, N) block processed at once: 1 MiB in float32
 
 
 def _chunk(x3: torch.Tensor) -> int:
@@ -496,17 +572,20 @@ def _chunk(x3: torch.Tensor) -> int:
 class _LorentzBNFunction(torch.autograd.Function):
     r"""Fused Lorentz batch norm on ``x3`` of shape ``(B, 1+C, N)`` (``impl="fused"``).
 
-    Forward: ``m = mean_N(x)`` (training) → μ and the batch constants (a small autograd graph on ``(1+C,)``
+    Forward: ``m = mean_N(x)`` (training) → μ and the batch constants (:func:`_constants`, on ``(1+C,)``
     tensors) → ``P = [μ_s, β_s]ᵀ x_s`` (one GEMM over the map) → per-pixel ``A, B, D`` (scalar math on
     ``(B, 1, N)``, :func:`_pixel_forward`) → ``y_s = A x_s + B μ_s + D β_s`` written into the output →
-    ``y_0 = sqrt(‖y_s‖² + k)``. Backward, with ``G = ∂L/∂y_s + (∂L/∂y_0 / y_0) y_s``:
+    ``y_0 = sqrt(‖y_s‖² + k)``. Backward (every step by hand, no autograd graph), with
+    ``G = ∂L/∂y_s + (∂L/∂y_0 / y_0) y_s``:
 
     - ``∂L/∂A = Σ_c G x_s``, ``∂L/∂[B; D] = [μ_s, β_s]ᵀ G``, ``∂L/∂[μ_s, β_s] ⊃ Σ_{b,n} G [B; D]ᵀ``;
-    - per-pixel chain rule by hand (:func:`_pixel_backward`) → ``∂L/∂x_0``, ``∂L/∂P`` and the constants;
-    - ``∂L/∂[μ_s, β_s] ⊃ Σ_{b,n} x_s (∂L/∂P)ᵀ``, then one ``autograd.grad`` through the small graph;
-    - ``∂L/∂x_s = A G + ∂L/∂m_s / N + μ_s ∂L/∂P_0 + β_s ∂L/∂P_1`` (three fused passes).
+    - per-pixel chain rule (:func:`_pixel_backward`) → ``∂L/∂x_0``, ``∂L/∂P`` and the batch constants;
+    - ``∂L/∂[μ_s, β_s] ⊃ Σ_{b,n} x_s (∂L/∂P)ᵀ``, then :func:`_constants_backward` → ``∂L/∂m``, β, γ, k;
+    - ``∂L/∂x_s = A G + ∂L/∂m_s / N + μ_s ∂L/∂P_0 + β_s ∂L/∂P_1``.
 
-    Saved: the input, the output, the per-pixel quantities. Not twice differentiable.
+    On CPU the passes over the map run in cache-sized blocks of samples (:func:`_chunk`), so each of ``x``,
+    ``y``, ``∂L/∂y`` and ``∂L/∂x`` crosses memory once or twice. Saved: the input, the output and the per-pixel
+    quantities. Not twice differentiable.
     """
 
     @staticmethod
@@ -523,18 +602,16 @@ class _LorentzBNFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy, _gmu, _gvar):  # type: ignore[override]
         x3, y3 = ctx.saved_tensors
-        V, c, cd, sv, m_, bs_, g_, k_, A, B, D = ctx.saved
+        V, c, csv, sv, A, B, D = ctx.saved
         variant, rescale = ctx.opts[0], ctx.opts[2] is not None
         Bn, C1, N = x3.shape
         xs, yt = x3[:, 1:], y3[:, :1]
-        gyt = gy[:, :1]
-        w = gyt / yt
-        Vd = V.detach()
-        Vt = Vd.t()
+        w = gy[:, :1] / yt
+        Vt = V.t()
         BD = torch.cat([B, D], 1)
         gA = x3.new_empty(Bn, 1, N)
         gBD = x3.new_empty(Bn, 2, N)
-        gV = torch.zeros_like(Vd)
+        gV = torch.zeros_like(V)
         step = _chunk(x3)
         blocks = list(zip(*(t.split(step) for t in (gy[:, 1:], y3[:, 1:], w, xs))))
         for (gyc, yc, wc, xc), gac, gbdc, bdc in zip(blocks, gA[:, 0].split(step), gBD.split(step),
@@ -544,22 +621,17 @@ class _LorentzBNFunction(torch.autograd.Function):
             torch.linalg.vecdot(G, xc, dim=1, out=gac)
             torch.matmul(Vt, G, out=gbdc)
             gV += torch.bmm(G, bdc.transpose(1, 2)).sum(0)
-        gxt, gmx, gbx, gc = _pixel_backward(gA, gBD[:, :1], gBD[:, 1:], cd, sv, variant=variant, rescale=rescale,
+        gxt, gmx, gbx, gc = _pixel_backward(gA, gBD[:, :1], gBD[:, 1:], c, sv, variant=variant, rescale=rescale,
                                             training=ctx.training)
         gP = torch.cat([gmx, gbx], 1)
         gV += torch.matmul(xs, gP.transpose(1, 2)).sum(0)  # P = Vᵀ x_s
-        gc["k"] = gc["k"] + (w.sum() / 2)  # y_0 = sqrt(‖y_s‖² + k)
-        names = [n for n in gc if isinstance(c.get(n), torch.Tensor) and c[n].requires_grad]
-        leaves = [t for t in (m_, bs_, g_, k_) if t is not None]
-        grads = torch.autograd.grad([V] + [c[n] for n in names], leaves,
-                                    [gV] + [torch.as_tensor(gc[n], dtype=c[n].dtype) for n in names],
-                                    retain_graph=True, allow_unused=True)
-        gm = grads[0] if m_ is not None else None
-        gbs, gg, gk = grads[-3:]
+        gc["k"] = gc["k"] + w.sum() / 2  # y_0 = sqrt(‖y_s‖² + k)
+        gm, gbs, gg, gk = _constants_backward(gV, gc, csv)
         gx = None
         if ctx.needs_input_grad[0]:
             gx = torch.empty_like(x3)
-            v0, v1 = Vd[:, 0, None], Vd[:, 1, None]
+            v0, v1 = V[:, 0, None], V[:, 1, None]
+            gm = gm.to(x3.dtype) if gm is not None else None
             gms = gm[:, 1:, None] / N if gm is not None else None
             gms = gms.split(step) if gms is not None else [None] * len(blocks)
             for (gyc, yc, wc, _), gxc, ac, gpc, gmc in zip(blocks, gx[:, 1:].split(step), A.split(step),
@@ -575,8 +647,10 @@ class _LorentzBNFunction(torch.autograd.Function):
                 torch.add(gxt, gm[:, :1, None] / N, out=gx[:, :1])
             else:
                 gx[:, :1] = gxt
-        return (gx, gbs if ctx.needs_input_grad[1] else None, gg if ctx.needs_input_grad[2] else None,
-                gk if ctx.needs_input_grad[3] else None, None, None, None)
+        dt = x3.dtype
+        return (gx, gbs.to(dt) if ctx.needs_input_grad[1] else None,
+                gg.to(dt) if ctx.needs_input_grad[2] else None, gk.to(dt) if ctx.needs_input_grad[3] else None,
+                None, None, None)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -691,7 +765,8 @@ class _LorentzBatchNorm(nn.Module):
             y, mu, var = lorentz_batch_norm_reference(xl, beta, gamma, k, rm, rv, variant=self.variant,
                                                       eps=self.eps, rescale=opts[2], rdtype=rdtype)
             y = y.transpose(1, 2) if self._two_stage else y[..., None]
-        elif self.impl == "autograd":
+        elif self.impl == "autograd" or (opts[2] is not None and opts[2].min_rapidity > 0):
+            # (the fused kernels implement rescaling without the optional rapidity floor)
             y, mu, var = _forward_autograd(x3, beta_s, gamma, k, rm, rv, opts)
         elif torch.is_grad_enabled() and any(t.requires_grad for t in (x3, beta_s, gamma, k)):
             y, mu, var = _LorentzBNFunction.apply(x3, beta_s, gamma, k, rm, rv, opts)
@@ -717,7 +792,7 @@ class _LorentzBatchNorm(nn.Module):
         if x.size(1) != c1:
             hint = ""
             if x.size(-1) == c1:
-                hint = (" The input looks channels-last; use channels-first (time at channel 1), e.g. "
+                hint = (" The input looks channels-last; use channels-first (time at channel 0), e.g. "
                         "x.movedim(-1, 1).")
             raise ValueError(
                 f"{type(self).__name__} expects {layout} with 1+C = {c1} channels (C = {self.num_features} "

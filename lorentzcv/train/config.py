@@ -155,7 +155,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     eval_test_every: int = 1  # evaluate the test split every N epochs (0: only after the last one)
     max_steps_per_epoch: int | None = None  # cut epochs short (smoke tests)
-    threads: int | None = None  # torch.set_num_threads; None: torch's default
+    threads: int | None = 1  # torch.set_num_threads (demo: 1, fastest for tiny tensors); None: torch's default
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
     channels_last: bool = False
     find_unused_parameters: bool = False  # DDP option

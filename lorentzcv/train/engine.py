@@ -33,6 +33,7 @@ import contextlib
 import gc
 import math
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -151,15 +152,18 @@ def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
     return sub(idx) if callable(sub) else Subset(ds, idx)
 
 
-def build_datasets(cfg: Config, splits: Sequence[str] = ("train", "val", "test")) -> dict[str, Any]:
+def build_datasets(cfg: Config, splits: Sequence[str] = ("train", "val", "test"),
+                   augment_train: bool = True) -> dict[str, Any]:
     """The datasets of a run and the dataset facts a model needs.
+
+    ``augment_train=False`` gives the training split the evaluation transform (to evaluate on it).
 
     Returns a dict with ``"train"``, ``"val"`` (``None`` unless ``data.val_fraction > 0`` or ``data.native_val``),
     ``"test"`` (only the
     requested ``splits`` are built), ``"info"`` (the ``DatasetInfo``), ``"num_classes"``, ``"in_chans"`` and
     ``"img_size"``.
     """
-    from ..data import create_dataset, get_dataset_info
+    from ..data import create_dataset, create_transform, get_dataset_info
 
     d = cfg.data
     info = get_dataset_info(d.name)
@@ -171,8 +175,9 @@ def build_datasets(cfg: Config, splits: Sequence[str] = ("train", "val", "test")
     common = dict(root=d.root, download=d.download, seed=cfg.train.seed)
     out: dict[str, Any] = {"info": info, "train": None, "val": None, "test": None}
     if "train" in splits:
-        out["train"] = _subset(create_dataset(d.name, split="train", val_fraction=d.val_fraction, **common),
-                               d.train_subset, cfg.train.seed)
+        tf = "default" if augment_train else create_transform(d.name, "test")
+        out["train"] = _subset(create_dataset(d.name, split="train", val_fraction=d.val_fraction, transform=tf,
+                                              **common), d.train_subset, cfg.train.seed)
     if "val" in splits and (d.val_fraction > 0 or d.native_val):
         if d.native_val and "val" not in info.splits:
             raise ConfigError(
@@ -528,8 +533,11 @@ class Trainer:
             return None
         from tqdm.auto import tqdm
 
+        # shutil's size falls back to 80x24 where a pseudo-terminal reports 0x0 (tqdm would then draw nothing)
+        size = shutil.get_terminal_size()
         return tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
-                    file=sys.stderr, leave=False, dynamic_ncols=True, unit="it")
+                    file=sys.stderr, leave=False, ncols=min(size.columns, 120), nrows=max(size.lines, 2),
+                    unit="it")
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         t, device = self.cfg.train, self.device
@@ -688,10 +696,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], *, data_root: str | 
     if split == "val" and cfg.data.val_fraction <= 0 and not cfg.data.native_val:
         raise ConfigError("this run has no validation split (data.val_fraction=0); use --split test or train")
     dev = resolve_device(device)
-    data = build_datasets(cfg, splits=(split,) if split != "val" else ("val",))
-    ds = data[split]
-    if ds is None:
+    if split not in ("train", "val", "test"):
         raise ConfigError(f"unknown split {split!r} for evaluation; use test, val or train")
+    data = build_datasets(cfg, splits=(split,), augment_train=False)
+    ds = data[split]
     meta = state.get("meta", {})
     torch.manual_seed(0)
     model = build_model(cfg, meta.get("num_classes", data["num_classes"]), meta.get("in_chans", data["in_chans"]),

@@ -106,13 +106,19 @@ def test_half_precision_inputs(dtype: torch.dtype, k: float) -> None:
     assert torch.isfinite(gx.float()).all() and torch.isfinite(gk)
 
 
-def test_autocast_uses_half_radius() -> None:
+def test_radius_follows_the_stored_dtype() -> None:
+    """Float32 islands under autocast keep float32's radius; half tensors get their own (smaller) one."""
     k = torch.tensor(1.0)
     x = _points(torch.tensor([1e4]), 1.0, dtype=torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = rescale(x, k)
     assert y.dtype == torch.float32
-    assert lmath.dist0(y, k).item() <= max_distance(torch.bfloat16) + 1e-4
+    d_in = lmath.dist0(x, k).item()
+    m = max_distance(torch.float32)
+    expected = m * math.tanh(math.atanh(0.99) / (m * 3.0) * d_in)
+    assert lmath.dist0(y, k).item() == pytest.approx(expected, rel=1e-4)
+    yb = rescale(x.bfloat16(), k)
+    assert lmath.dist0(yb.float(), k).item() <= max_distance(torch.bfloat16) + 0.05
 
 
 def test_euclid_matches_point_rescale_in_tangent_space() -> None:

@@ -51,10 +51,9 @@ def main() -> None:
     }
     if a.variants:
         variants.update({
+            "eff_input_view": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l, {"input": "view"}),
+            "eff_input_copy": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l, {"input": "copy"}),
             "eff_generic_autograd": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l, {"fast": False}),
-            "eff_vecdot": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l, {"dot": "vecdot"}),
-            "eff_slice_fn": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l, {"input": "fn"}),
-            "eff_full_input": (LorentzConv2d(m, c, c, 3, padding=1), x_l, g_l, {"input": "full"}),
         })
     if not a.no_unfold:
         variants["unfold(hcnn)"] = (LorentzConv2d(m, c, c, 3, padding=1, impl="unfold"), x_l, g_l, {})
@@ -67,7 +66,7 @@ def main() -> None:
         LF._OPTS.update(defaults)
         LF._OPTS.update({k: v for k, v in opts.items() if k in LF._OPTS})
         if isinstance(mod, LorentzConv2d):
-            mod._input_mode = opts.get("input", "view")
+            mod._input_mode = opts.get("input", "auto")
 
     mods = {k: v[:3] for k, v in variants.items()}
 

@@ -222,3 +222,20 @@ def test_efficient_is_much_lighter_than_unfold():
     eff = saved(LorentzConv2d(m, 16, 16, 3, padding=1))
     unf = saved(LorentzConv2d(m, 16, 16, 3, padding=1, impl="unfold"))
     assert eff < 0.5 * unf
+
+
+@pytest.mark.parametrize("mode", ["view", "copy"])
+def test_input_modes_agree(device, mode, monkeypatch):
+    m = Lorentz(0.75, learnable=True).to(device)
+    conv = LorentzConv2d(m, 3, 4, 3, padding=1, stride=2).to(device, torch.float64)
+    x = points(2, 3, 5, 5, k=0.75, scale=2.0, device=device)
+    g = torch.randn(2, 5, 3, 3, dtype=torch.float64, device=device)
+    res = []
+    for md in ("auto", mode):
+        monkeypatch.setattr(conv, "_input_mode", md)
+        xr = x.clone().requires_grad_()
+        conv.zero_grad()
+        conv(xr).backward(g)
+        res.append((xr.grad, conv.weight.grad.clone(), m.k.grad.clone()))
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

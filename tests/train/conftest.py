@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,11 +10,14 @@ import torch
 
 from ..data import fixtures as fx
 
-#: ``--set`` overrides shrinking any config to a seconds-long CPU run.
+#: Device of the in-process training tests (``LORENTZCV_TEST_DEVICE=cuda`` runs them on a GPU).
+DEVICE = os.environ.get("LORENTZCV_TEST_DEVICE", "cpu")
+
+#: ``--set`` overrides shrinking any config to a seconds-long run.
 TINY = [
     "model.width=4",
     "model.layers=[1, 1, 1, 1]",
-    "train.device=cpu",
+    f"train.device={DEVICE}",
     "train.epochs=1",
     "data.num_workers=0",
     "output.progress=false",
@@ -31,6 +35,12 @@ def datasets_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fx.write_mini_imagenet(root, num_classes=4, n_per_class=10)
     fx.write_fashion_mnist(root, n_train=40, n_test=20, layout="debian", gz=True)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _skip_without_cuda():
+    if DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("LORENTZCV_TEST_DEVICE=cuda but CUDA is not available")
 
 
 @pytest.fixture(autouse=True)

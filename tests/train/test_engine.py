@@ -12,7 +12,7 @@ import torch
 
 from lorentzcv.train import Trainer, evaluate_checkpoint, load_checkpoint, load_config, resume_config, train
 
-from .conftest import TINY
+from .conftest import DEVICE, TINY
 
 
 def _cfg(tmp_path, name, overrides=()):
@@ -89,6 +89,7 @@ class _Interrupted(Trainer):
         return super()._train_epoch(epoch)
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="bitwise reproducibility is checked on CPU (deterministic kernels)")
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     full = _run(tmp_path, "full", RESUME)
     with pytest.raises(KeyboardInterrupt):
@@ -119,7 +120,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     with pytest.raises(ValueError, match="already finished 2"):
         train(resume_config(cut), resume=cut, stream=io.StringIO())
     # and the checkpoint evaluates to the same test accuracy the run reported
-    r = evaluate_checkpoint(tmp_path / "full" / "last.pt", device="cpu")
+    r = evaluate_checkpoint(tmp_path / "full" / "last.pt", device=DEVICE)
     assert r["acc"] == full["test_acc"] and r["n"] == 24
 
 
@@ -182,9 +183,12 @@ def test_bf16_autocast_on_cpu(tmp_path):
 
 
 def test_fp16_uses_a_grad_scaler_whose_backoffs_are_the_skipped_steps(tmp_path):
-    with pytest.warns(UserWarning, match="fp16 on CPU is very slow"):
-        s = _run(tmp_path, "run", ["data.train_subset=48", "data.eval_subset=16", "data.batch_size=16",
-                                   "train.amp=fp16"])
+    overrides = ["data.train_subset=48", "data.eval_subset=16", "data.batch_size=16", "train.amp=fp16"]
+    if DEVICE == "cpu":
+        with pytest.warns(UserWarning, match="fp16 on CPU is very slow"):
+            s = _run(tmp_path, "run", overrides)
+    else:
+        s = _run(tmp_path, "run", overrides)
     state = load_checkpoint(tmp_path / "run")
     scaler = state["scaler"]
     assert scaler is not None
