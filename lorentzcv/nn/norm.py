@@ -69,7 +69,7 @@ from torch import nn
 from ..geometry import Lorentz, ManifoldParameter, RescaleConfig
 from ..geometry import math as lmath
 from ..geometry.precision import no_autocast, upcast
-from ..geometry.rescale import computation_dtype, max_distance
+from ..geometry.rescale import computation_dtype, max_distance, rescale_euclid
 
 __all__ = ["LorentzBatchNorm1d", "LorentzBatchNorm2d", "lorentz_batch_norm_reference"]
 
@@ -78,7 +78,7 @@ _IMPLS = ("fused", "autograd", "reference")
 
 
 # ------------------------------------------------------------------------------------------------------------
-# scalar helpers (per pixel)
+# closed form with plain autograd ops (impl="autograd"; also serves RescaleConfig.min_rapidity > 0)
 # ------------------------------------------------------------------------------------------------------------
 def _acosh_and_ratio(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r"""``(arcosh(a), arcosh(a)/sqrt(a²-1))`` in float64, smooth at ``a = 1`` (ratio ``1 - t/3 + 2t²/15``).
@@ -170,9 +170,6 @@ def _coefficients(
     return A, B, D, var
 
 
-# ------------------------------------------------------------------------------------------------------------
-# fast paths
-# ------------------------------------------------------------------------------------------------------------
 def _mean_point(
     m: torch.Tensor | None, running_mean: torch.Tensor, k: torch.Tensor, two_stage: bool
 ) -> torch.Tensor:
@@ -198,11 +195,19 @@ def _forward_autograd(
     return lmath.add_time(ys, k, dim=1), mu, var
 
 
-# --- per-pixel scalar math with a hand-written backward (on (B, 1, N) tensors, in the input dtype) -----------
-# Below these thresholds the Taylor series are used (their truncation error and the cancellation of the direct
-# formulas above them are both at the dtype's precision).
-_F_SERIES = {torch.float64: 1e-3, torch.float32: 0.05}  # on t = a - 1 for arcosh(a)/sqrt(a²-1)
-_SH_SERIES = {torch.float64: 0.1, torch.float32: 0.3}  # on |θ| for sinh(θ)/θ and tanh(θ)/θ
+# ------------------------------------------------------------------------------------------------------------
+# fused closed form with a hand-written backward (impl="fused", the default)
+# ------------------------------------------------------------------------------------------------------------
+# Per-pixel scalar math on (B, 1, N) tensors, in the input dtype.
+# The forward evaluates only what the output needs; derivatives are formed in the backward. Below these
+# thresholds the derivatives of the removable singularities use their Taylor series (the series' truncation
+# error and the cancellation of the direct formula above the threshold are both at the dtype's precision).
+_F_SERIES = {torch.float64: 1e-3, torch.float32: 0.05}  # on t = a - 1 for d/da [arcosh(a)/sqrt(a²-1)]
+_SH_SERIES = {torch.float64: 0.1, torch.float32: 0.3}  # on |θ| for d/dθ sinh(θ)/θ and tanh(θ)/θ
+# Floor of a²-1 under the square root: lmath.arcosh's 1e-15 in float64; in float32 the machine epsilon, the
+# resolution of a = -<μ,x>_L/k itself (it bounds the derivative 1/sqrt(a²-1) of arcosh at coincident points).
+_Q_FLOOR = {torch.float64: 1e-15, torch.float32: float(torch.finfo(torch.float32).eps)}
+_TINY = 1e-30
 
 
 def _thr(table: dict, dtype: torch.dtype) -> float:
@@ -210,72 +215,77 @@ def _thr(table: dict, dtype: torch.dtype) -> float:
 
 
 def _acosh_f(a: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    r"""``arcosh(a)``, its derivative, ``f = arcosh(a)/sqrt(a²-1)`` and ``f'`` (``a < 1`` is treated as 1).
+    r"""``t = a-1``, ``q = a²-1``, ``sqrt(q)``, ``arcosh(a)`` and ``f = arcosh(a)/sqrt(a²-1)`` (``a < 1`` → 1).
 
-    ``arcosh(a) = log1p(t + sqrt(t(a+1)))`` with ``t = a - 1`` (no cancellation near 1); the clamp
-    ``a²-1 ≥ 1e-15`` is the one of :func:`lorentzcv.geometry.math.arcosh`. ``f(1+t) = Σ (-1)ⁿ (n!)² 2ⁿ tⁿ/(2n+1)!``.
+    ``arcosh(a) = log1p(t + sqrt(t(a+1)))``: no cancellation near ``a = 1``, so ``f`` needs no series.
     """
     t = (a - 1).clamp_min(0)
-    q_raw = t * (a + 1)
-    q = q_raw.clamp_min(1e-15)
+    q = (t * (a + 1)).clamp_min(_thr(_Q_FLOOR, a.dtype))
     sq = q.sqrt()
     acosh = torch.log1p(t + sq)
-    dacosh = torch.where(q_raw > 1e-15, sq.reciprocal(), (1 + t + sq).reciprocal())
-    small = t < _thr(_F_SERIES, a.dtype)
-    f_ser = 1 + t * (-1 / 3 + t * (2 / 15 + t * (-2 / 35 + t * (8 / 315 - t * (8 / 693)))))
-    fp_ser = -1 / 3 + t * (4 / 15 + t * (-6 / 35 + t * (32 / 315 - t * (40 / 693))))
-    f_dir = acosh / sq
-    f = torch.where(small, f_ser, f_dir)
-    fp = torch.where(small, fp_ser, (1 - (1 + t) * f_dir) / q)
-    return acosh, dacosh, f, fp
+    return t, q, sq, acosh, acosh / sq
+
+
+def _f_prime(t: torch.Tensor, q: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    r""":math:`f'(a) = (1 - a f)/(a^2-1)`; series ``Σ (-1)ⁿ n (n!)² 2ⁿ tⁿ⁻¹/(2n+1)!`` for small ``t = a-1``."""
+    ser = -1 / 3 + t * (4 / 15 + t * (-6 / 35 + t * (32 / 315 - t * (40 / 693))))
+    return torch.where(t < _thr(_F_SERIES, t.dtype), ser, (1 - (1 + t) * f) / q)
 
 
 def _sinhc_cosh(theta: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    r"""``sh = sinh(θ_c)/|θ|``, ``ch = cosh(θ_c)`` and their derivatives w.r.t. θ, with
-    ``θ_c = min(|θ|, max_rapidity(dtype))`` as in :func:`lorentzcv.geometry.math.expmap` (one ``exp``)."""
+    r"""``|θ|``, ``max(|θ|, tiny)``, ``sinh(θ_c)``, ``sh = sinh(θ_c)/|θ|`` and ``ch = cosh(θ_c)`` with
+    ``θ_c = min(|θ|, max_rapidity(dtype))`` as in :func:`lorentzcv.geometry.math.expmap`.
+
+    One ``expm1``: with ``u = e^θ - 1``, ``sinh θ = (u + u/(u+1))/2`` and ``cosh θ = 1 + u²/(2(u+1))`` have no
+    cancellation at small θ.
+    """
     th = theta.abs()
-    tmax = lmath.max_rapidity(dtype)
-    clamped = th > tmax
-    e = torch.exp(th.clamp_max(tmax))
-    ei = e.reciprocal()
-    ch = (e + ei) / 2
-    sinh = (e - ei) / 2
-    small = th < _thr(_SH_SERIES, theta.dtype)
+    u = torch.expm1(th.clamp_max(lmath.max_rapidity(dtype)))
+    r = u / (u + 1)
+    sinh = (u + r).mul_(0.5)
+    ch = torch.addcmul(torch.ones_like(u), u, r, value=0.5)
+    ths = th.clamp_min(_TINY)
+    return th, ths, sinh, sinh / ths, ch
+
+
+def _sinhc_cosh_prime(
+    theta: torch.Tensor, th: torch.Tensor, ths: torch.Tensor, sinh: torch.Tensor, sh: torch.Tensor,
+    ch: torch.Tensor, dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Derivatives w.r.t. θ of ``sh`` (``(cosh θ - sinhc θ)/θ``, series ``θ/3 + θ³/30 + …`` for small θ) and of
+    ``ch`` (``sinh θ``); past the clamp ``sh' = -sh/θ`` and ``ch' = 0``."""
     t2 = th * th
-    safe = torch.where(small, torch.ones_like(th), th)
-    sh_ser = 1 + t2 * (1 / 6 + t2 * (1 / 120 + t2 * (1 / 5040 + t2 / 362880)))
-    shp_ser = theta * (1 / 3 + t2 * (1 / 30 + t2 * (1 / 840 + t2 / 45360)))
-    sh = torch.where(small, sh_ser, sinh / safe)
-    shp = torch.where(small, shp_ser, theta * (ch - sh) / (safe * safe))  # d sinhc/dθ = (cosh θ - sinhc θ)/θ
-    chp = sinh * theta.sign()
-    if theta.device.type != "cpu" or bool(clamped.any()):  # (no host sync on accelerators)
-        sh = torch.where(clamped, sinh / safe, sh)
-        shp = torch.where(clamped, -sh / theta, shp)
+    ser = theta * (1 / 3 + t2 * (1 / 30 + t2 * (1 / 840 + t2 / 45360)))
+    sgn = theta / ths
+    shp = torch.where(th < _thr(_SH_SERIES, dtype), ser, (ch - sh) * sgn / ths)
+    chp = sinh * sgn
+    tmax = lmath.max_rapidity(dtype)
+    if theta.device.type != "cpu" or float(th.max()) > tmax:  # (no host sync on accelerators)
+        clamped = th > tmax
+        shp = torch.where(clamped, -sh * sgn / ths, shp)
         chp = torch.where(clamped, torch.zeros_like(chp), chp)
-    return sh, ch, shp, chp
+    return shp, chp
 
 
 # tanh(t)/t = Σ co[n] t^(2n)
 _TANHC_SERIES = (1.0, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925, 21844 / 6081075, -929569 / 638512875)
 
 
-def _tanhc(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""``tanh(t)/t`` and its derivative for ``t ≥ 0``."""
-    small = t < _thr(_SH_SERIES, t.dtype)
-    safe = torch.where(small, torch.ones_like(t), t)
-    th = torch.tanh(safe)
+def _tanhc(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""``max(t, tiny)``, ``tanh`` of it and ``tanh(t)/t`` for ``t ≥ 0`` (no cancellation, no series needed)."""
+    ts = t.clamp_min(_TINY)
+    th = torch.tanh(ts)
+    return ts, th, th / ts
+
+
+def _tanhc_prime(t: torch.Tensor, ts: torch.Tensor, th: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
+    r"""``d/dt tanh(t)/t = (1 - tanh² t - tanhc t)/t``; series of :data:`_TANHC_SERIES` for small ``t``."""
     t2 = t * t
     co = _TANHC_SERIES
-    tc_ser = co[-1]
-    tcp_ser = 2 * (len(co) - 1) * co[-1]
-    for n in range(len(co) - 2, -1, -1):
-        tc_ser = co[n] + t2 * tc_ser
-        if n > 0:
-            tcp_ser = 2 * n * co[n] + t2 * tcp_ser
-    tcp_ser = t * tcp_ser
-    tc = torch.where(small, tc_ser, th / safe)
-    tcp = torch.where(small, tcp_ser, (1 - th * th - tc) / safe)
-    return tc, tcp
+    ser = 2 * (len(co) - 1) * co[-1]
+    for n in range(len(co) - 2, 0, -1):
+        ser = 2 * n * co[n] + t2 * ser
+    return torch.where(t < _thr(_SH_SERIES, t.dtype), t * ser, (1 - th * th - tc) / ts)
 
 
 def _pixel_forward(
@@ -284,7 +294,7 @@ def _pixel_forward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     r"""Coefficients ``A, B, D`` of ``y_s = A x_s + B μ_s + D β_s`` per pixel, σ, and what the backward needs.
 
-    Same math as :func:`_coefficients`, with every derivative computed alongside.
+    Same math as :func:`_coefficients` (the autograd path).
 
     Args:
         xt, mx, bx: ``x_0``, ``μ_s·x_s``, ``β_s·x_s`` of shape ``(B, 1, N)``.
@@ -294,15 +304,15 @@ def _pixel_forward(
     """
     k, sk, mu_t, beta_t, gamma = c["k"], c["sk"], c["mu_t"], c["beta_t"], c["gamma"]
     a = (mu_t * xt - mx) / k
-    acosh, dacosh, f, fp = _acosh_f(a)
-    sv: dict = dict(xt=xt, a=a, acosh=acosh, dacosh=dacosh, f=f, fp=fp)
+    t, q, sq, acosh, f = _acosh_f(a)
+    sv: dict = dict(xt=xt, a=a, t=t, q=q, sq=sq, acosh=acosh, f=f)
     if variant == "hcnn":
         norm = sk * acosh
     else:
         d = sk * acosh
         xm = xt - a * mu_t
         vt = f * xm
-        norm = (d * d + 2 * vt * vt).clamp_min(1e-300).sqrt()
+        norm = torch.addcmul(d * d, vt, vt, value=2).clamp_min_(_TINY).sqrt_()
         sv.update(d=d, xm=xm, vt=vt)
     var = norm.mean() if var_in is None else var_in
     den = var + eps
@@ -310,33 +320,34 @@ def _pixel_forward(
     sv.update(norm=norm, den=den, s=s)
     if rescale:
         ne = s.abs() * norm
-        tc, tcp = _tanhc(c["cr"] * ne)
+        z = c["cr"] * ne
+        zs, tz, tc = _tanhc(z)
         rho = c["Mc"] * tc
         scale = s * rho
-        sv.update(ne=ne, tcp=tcp, rho=rho)
+        sv.update(ne=ne, z=z, zs=zs, tz=tz, tc=tc, rho=rho)
     else:
         scale = s
     theta = scale * acosh
     alpha = scale * f
-    sh, ch, shp, chp = _sinhc_cosh(theta, dtype)
+    th, ths, sinh, sh, ch = _sinhc_cosh(theta, dtype)
+    A = sh * alpha
     if variant == "hcnn":
         cden = sk + mu_t
         cc = (a * sk + xt) / cden
         L = k + sk * beta_t
         w = bx - cc * c["mb"]
         lam = alpha * w / L
-        A = sh * alpha
-        B = -A * cc
+        B = -(A * cc)
         sv.update(cden=cden, cc=cc)
     else:
         mbL = c["mbL"]
         L = k - mbL
         w = bx - beta_t * xt - a * mbL
         lam = alpha * w / L
-        A = sh * alpha
         B = sh * lam - A * a
-    D = ch + sh * lam
-    sv.update(scale=scale, alpha=alpha, sh=sh, shp=shp, chp=chp, L=L, w=w, lam=lam)
+    D = torch.addcmul(ch, sh, lam)
+    sv.update(scale=scale, theta=theta, th=th, ths=ths, sinh=sinh, sh=sh, ch=ch, alpha=alpha, L=L, w=w, lam=lam,
+              dtype=dtype)
     return A, B, D, var, sv
 
 
@@ -351,14 +362,15 @@ def _pixel_backward(
     g: dict = {}
     if variant == "hcnn":
         cc, cden, mb = sv["cc"], sv["cden"], c["mb"]
-        g_sh = (gA - gB * cc) * alpha + gD * lam
+        gAc = gA - gB * cc
+        g_sh = torch.addcmul(gAc * alpha, gD, lam)
         g_lam = gD * sh
         g_w = g_lam * alpha / L
-        g_alpha = (gA - gB * cc) * sh + g_lam * w / L
-        g_cc = -gB * sh * alpha - g_w * mb
+        g_alpha = torch.addcmul(gAc * sh, g_lam, w / L)
+        g_cc = -(gB * sh * alpha + g_w * mb)
         g_bx = g_w
         g["mb"] = -(g_w * cc).sum()
-        g_a = g_cc * sk / cden
+        g_a = g_cc * (sk / cden)
         g_xt = g_cc / cden
         g_sk = (g_cc * (a - cc)).sum() / cden
         g["mu_t"] = -(g_cc * cc).sum() / cden
@@ -371,23 +383,25 @@ def _pixel_backward(
         g_sh = gA * alpha + gB * (lam - alpha * a) + gD * lam
         g_lam = (gB + gD) * sh
         g_w = g_lam * alpha / L
-        g_alpha = (gA - gB * a) * sh + g_lam * w / L
-        g_a = -gB * sh * alpha - g_w * mbL
+        g_alpha = torch.addcmul((gA - gB * a) * sh, g_lam, w / L)
+        g_a = -(gB * sh * alpha + g_w * mbL)
         g_bx = g_w
         g_xt = -g_w * beta_t
         g["beta_t"] = -(g_w * xt).sum()
-        g_Lsum = -(g_lam * lam / L).sum()
+        g_Lsum = -(g_lam * lam).sum() / L
         g["mbL"] = -(g_w * a).sum() - g_Lsum
         g_k = g_Lsum
         g_sk = torch.zeros_like(k)
     # θ = scale·arcosh(a), α = scale·f(a)
-    g_theta = g_sh * sv["shp"] + gD * sv["chp"]
-    g_scale = g_theta * acosh + g_alpha * f
+    shp, chp = _sinhc_cosh_prime(sv["theta"], sv["th"], sv["ths"], sv["sinh"], sh, sv["ch"], sv["dtype"])
+    g_theta = torch.addcmul(g_sh * shp, gD, chp)
+    g_scale = torch.addcmul(g_theta * acosh, g_alpha, f)
     g_acosh = g_theta * sv["scale"]
     g_f = g_alpha * sv["scale"]
     s, den, norm = sv["s"], sv["den"], sv["norm"]
     if rescale:
-        rho, ne, tcp = sv["rho"], sv["ne"], sv["tcp"]
+        rho, ne = sv["rho"], sv["ne"]
+        tcp = _tanhc_prime(sv["z"], sv["zs"], sv["tz"], sv["tc"])
         g_rho = g_scale * s
         g_s = (g_scale * rho).sum()
         g_ne = g_rho * c["Mc"] * tcp  # ρ = Mc·tanhc(cr·ne)
@@ -412,17 +426,20 @@ def _pixel_backward(
             g_d = g_norm * d / norm
             g_vt = 2 * g_norm * vt / norm
             g_f = g_f + g_vt * xm
-            g_xt = g_xt + g_vt * f
-            g_a = g_a - g_vt * f * mu_t
-            g["mu_t"] = -(g_vt * f * a).sum()
+            g_vtf = g_vt * f
+            g_xt = g_xt + g_vtf
+            g_a = g_a - g_vtf * mu_t
+            g["mu_t"] = -(g_vtf * a).sum()
             g_sk = g_sk + (g_d * acosh).sum()
             g_acosh = g_acosh + g_d * sk
-    g_a = g_a + g_acosh * sv["dacosh"] + g_f * sv["fp"]
+    # arcosh'(a) = 1/sqrt(a²-1) (with the floor), f'(a)
+    g_a = g_a + g_acosh / sv["sq"] + g_f * _f_prime(sv["t"], sv["q"], f)
     # a = (mu_t x_0 - μ_s·x_s)/k
-    g_xt = g_xt + g_a * mu_t / k
-    g_mx = -g_a / k
-    g["mu_t"] = g.get("mu_t", 0) + (g_a * xt).sum() / k
-    g["k"] = g_k - (g_a * a).sum() / k
+    g_ak = g_a / k
+    g_xt = g_xt + g_ak * mu_t
+    g_mx = -g_ak
+    g["mu_t"] = g.get("mu_t", 0) + (g_ak * xt).sum()
+    g["k"] = g_k - (g_ak * a).sum()
     g["sk"] = g_sk
     return g_xt, g_mx, g_bx, g
 
@@ -448,32 +465,31 @@ def _constants(
     """The batch mean μ, ``V = [μ_s, β_s]`` (``(C, 2)``) and the 0-d constants of :func:`_pixel_forward` (in
     ``dtype``), from ``m`` (per-sample means, training) or ``running_mean`` (eval), β_s, γ and k.
 
-    Computed in float64 (a handful of ``(1+C,)`` tensors); the last return value is what
-    :func:`_constants_backward` needs."""
-    k64 = k.detach().double()
-    sk = k64.sqrt()
-    sv: dict = dict(k=k64, sk=sk, variant=variant, two_stage=two_stage)
+    The last return value is what :func:`_constants_backward` needs."""
+    kk = k.detach().to(dtype)
+    sk = kk.sqrt()
+    sv: dict = dict(k=kk, sk=sk, variant=variant, two_stage=two_stage)
     if m is not None:
-        m64 = m.detach().double()
+        mm = m.detach().to(dtype)
         if two_stage:
-            cb, nb = _normalize_fwd(m64, sk)
-            sv.update(m=m64, nb=nb, cb=cb)
+            cb, nb = _normalize_fwd(mm, sk)
+            sv.update(m=mm, nb=nb, cb=cb)
             mbar = cb.mean(0)
         else:
-            mbar = m64.mean(0)
+            mbar = mm.mean(0)
         mu, n = _normalize_fwd(mbar, sk)
-        sv.update(mbar=mbar, n=n, batch=m64.size(0))
+        sv.update(mbar=mbar, n=n, batch=mm.size(0))
     else:
-        rm = running_mean.detach().double()
+        rm = running_mean.detach().to(dtype)
         r = rm[1:].norm()
         theta = r / sk
-        mu = lmath.expmap0(rm, k64)
+        mu = lmath.expmap0(rm, kk)
         sv.update(rm=rm, theta=theta)
-    bs = beta_s.detach().double()
+    bs = beta_s.detach().to(dtype)
     mu_t, mu_s = mu[0], mu[1:]
-    beta_t = (bs.pow(2).sum() + k64).sqrt()
+    beta_t = (bs.pow(2).sum() + kk).sqrt()
     mb = (mu_s * bs).sum()
-    c = dict(k=k64, sk=sk, mu_t=mu_t, beta_t=beta_t, gamma=gamma.detach().double())
+    c = dict(k=kk, sk=sk, mu_t=mu_t, beta_t=beta_t, gamma=gamma.detach().to(dtype))
     if variant == "hcnn":
         c["mb"] = mb
     else:
@@ -483,16 +499,12 @@ def _constants(
         c["cr"] = math.atanh(rescale.rho) / (radius * rescale.s)
         c["Mc"] = math.atanh(rescale.rho) / rescale.s
     sv.update(mu=mu, bs=bs, beta_t=beta_t, cr=c.get("cr"))
-    V = torch.stack([mu_s, bs], 1).to(dtype)
-    c = {n: v.to(dtype) if isinstance(v, torch.Tensor) else v for n, v in c.items()}
-    return mu, V, c, sv
+    return mu, torch.stack([mu_s, bs], 1), c, sv
 
 
 def _constants_backward(gV: torch.Tensor, g: dict, sv: dict) -> tuple[torch.Tensor | None, ...]:
-    """Gradients of :func:`_constants` w.r.t. ``m`` (training; ``None`` in eval), β_s, γ and k (float64)."""
+    """Gradients of :func:`_constants` w.r.t. ``m`` (training; ``None`` in eval), β_s, γ and k."""
     k, sk, mu, bs, beta_t = sv["k"], sv["sk"], sv["mu"], sv["bs"], sv["beta_t"]
-    gV = gV.double()
-    g = {n: v.double() for n, v in g.items()}
     g_mu_s = gV[:, 0].clone()
     g_mu_t = g.get("mu_t", torch.zeros_like(k))
     g_beta_t = g.get("beta_t", torch.zeros_like(k))
@@ -522,7 +534,8 @@ def _constants_backward(gV: torch.Tensor, g: dict, sv: dict) -> tuple[torch.Tens
             g_m = (g_mbar / sv["batch"]).expand(sv["batch"], -1)
     else:  # μ = exp0(rm) = (√k cosh θ, sinhc(θ) rm_s), θ = ‖rm_s‖/√k
         theta = sv["theta"]
-        sh, ch, shp, _ = _sinhc_cosh(theta, torch.float64)
+        th, ths, sinh, sh, ch = _sinhc_cosh(theta, theta.dtype)
+        shp, _ = _sinhc_cosh_prime(theta, th, ths, sinh, sh, ch, theta.dtype)
         dmu_t = (ch - theta * sh * theta) / (2 * sk)
         dmu_s = shp * (-theta / (2 * k)) * sv["rm"][1:]
         g_k = g_k + g_mu_t * dmu_t + (g_mu_s * dmu_s).sum()
@@ -557,7 +570,10 @@ def _fused_forward(
     return y3, mu.to(x3.dtype), var.detach().to(x3.dtype), saved
 
 
-_CHUNK_ELEMS = 1 << 18  # elements of a (chunk, 1+C, N) block processed at once: 1 MiB in float32
+# Elements of a (chunk, 1+C, N) block processed at once on CPU, single-threaded (1 MiB in float32) and
+# multi-threaded (4 MiB: fewer, larger parallel regions, which matters when the cores are shared).
+_CHUNK_ELEMS = 1 << 18
+_CHUNK_ELEMS_MT = 1 << 20
 
 
 def _chunk(x3: torch.Tensor) -> int:
@@ -566,7 +582,8 @@ def _chunk(x3: torch.Tensor) -> int:
     batch, per_sample = x3.size(0), x3[0].numel()
     if x3.device.type != "cpu":
         return max(batch, 1)
-    return min(max(batch, 1), max(1, _CHUNK_ELEMS // max(per_sample, 1)))
+    elems = _CHUNK_ELEMS if torch.get_num_threads() == 1 else _CHUNK_ELEMS_MT
+    return min(max(batch, 1), max(1, elems // max(per_sample, 1)))
 
 
 class _LorentzBNFunction(torch.autograd.Function):
@@ -675,8 +692,6 @@ def lorentz_batch_norm_reference(
     Returns:
         ``(y, μ, σ)`` with ``y`` shaped like ``x``.
     """
-    from ..geometry.rescale import rescale_euclid
-
     beta = lmath.projx(beta, k)
     if running_var is None:
         mean = lmath.centroid(x, k, reduce_dim=-2)  # over N per sample (3-D) or over B (2-D)
@@ -764,7 +779,7 @@ class _LorentzBatchNorm(nn.Module):
             beta = torch.cat([self.beta[:1].to(dtype), beta_s])
             y, mu, var = lorentz_batch_norm_reference(xl, beta, gamma, k, rm, rv, variant=self.variant,
                                                       eps=self.eps, rescale=opts[2], rdtype=rdtype)
-            y = y.transpose(1, 2) if self._two_stage else y[..., None]
+            y = y.transpose(1, 2).contiguous() if self._two_stage else y[..., None]
         elif self.impl == "autograd" or (opts[2] is not None and opts[2].min_rapidity > 0):
             # (the fused kernels implement rescaling without the optional rapidity floor)
             y, mu, var = _forward_autograd(x3, beta_s, gamma, k, rm, rv, opts)
@@ -780,11 +795,16 @@ class _LorentzBatchNorm(nn.Module):
     def _update_running_stats(self, mu: torch.Tensor, var: torch.Tensor, k: torch.Tensor) -> None:
         self.num_batches_tracked.add_(1)
         mom = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        # rm ← log0(centroid([exp0(rm), μ], w=(1-m, m))), written out on the (1+C,) vectors
         rm = self.running_mean.to(mu.dtype)
-        pts = torch.stack([lmath.expmap0(rm, k), mu])
-        w = torch.tensor([1.0 - mom, mom], dtype=mu.dtype, device=mu.device)
-        new = lmath.logmap0(lmath.centroid(pts, k, weights=w, reduce_dim=0), k)
-        self.running_mean.copy_(new)
+        sk = k.sqrt()
+        rs = rm[1:]
+        theta = rs.norm() / sk
+        p = torch.cat([(sk * torch.cosh(theta)).reshape(1), lmath.sinhc(theta) * rs])  # exp0(rm)
+        c = lmath.normalize(torch.lerp(p, mu, mom), k)
+        cs = c[1:]
+        self.running_mean[0] = 0
+        self.running_mean[1:] = lmath.asinhc(cs.norm() / sk) * cs  # log0(c)
         self.running_var.mul_(1.0 - mom).add_(mom * var.to(self.running_var.dtype))
 
     def _check_channels(self, x: torch.Tensor, layout: str) -> None:
@@ -826,7 +846,7 @@ class LorentzBatchNorm1d(_LorentzBatchNorm):
             raise ValueError(f"LorentzBatchNorm1d expects (B, 1+C) points, got shape {tuple(x.shape)}; "
                              "use LorentzBatchNorm2d for (B, 1+C, H, W) feature maps")
         self._check_channels(x, "(B, 1+C)")
-        rdtype = computation_dtype(x)
+        rdtype = computation_dtype(x)  # (read before the float32 island: it is the autocast dtype under autocast)
         with no_autocast(x):
             x = upcast(x)
             return self._normalize3(x[..., None], rdtype)[..., 0]
@@ -868,7 +888,7 @@ class LorentzBatchNorm2d(_LorentzBatchNorm):
             raise ValueError(f"LorentzBatchNorm2d expects channels-first (B, 1+C, H, W) feature maps, got "
                              f"shape {tuple(x.shape)}; use LorentzBatchNorm1d for (B, 1+C) points")
         self._check_channels(x, "channels-first (B, 1+C, H, W)")
-        rdtype = computation_dtype(x)
+        rdtype = computation_dtype(x)  # (read before the float32 island: it is the autocast dtype under autocast)
         b, c1, h, w = x.shape
         with no_autocast(x):
             x = upcast(x)

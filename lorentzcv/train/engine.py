@@ -316,10 +316,15 @@ class Trainer:
             rec = getattr(self, "rec", None)
             if rec is not None:
                 rec.close()
-            # Release DDP and the optimizer before the process group goes away (ecosystem.md §5).
+            # Release DDP (its reducer hooks live on the parameters, so the model and everything holding
+            # parameters go too) and the optimizer before the process group goes away (ecosystem.md §5).
             self.ddp = None
             self.optimizer = None
             self.scheduler = None
+            if self.dist.distributed:
+                self.model = None
+                self.params = None
+                self.train_loader = self.val_loader = self.test_loader = None
             gc.collect()
             shutdown(self.dist, barrier=ok)
 

@@ -22,7 +22,7 @@ IMPLS = ["fused", "autograd", "reference"]
 # ------------------------------------------------------------------------------------------------------------
 # a slow reference written literally from spec §5.4 (independent of the module's own reference)
 # ------------------------------------------------------------------------------------------------------------
-def _reference_forward(x, beta, gamma, k, rm, rv, *, variant, rescale, eps=1e-5, two_stage):
+def _reference_forward(x, beta, gamma, k, rm, rv, *, variant, rescale, eps=1e-5, two_stage, rdtype=None):
     """``x``: (B, N, 1+C) channels-last points (N = 1 for 1-d). Returns (y, μ, σ)."""
     beta = lmath.projx(beta, k)  # β = projx(β_param)
     if rv is None:  # training: batch statistics
@@ -38,7 +38,7 @@ def _reference_forward(x, beta, gamma, k, rm, rv, *, variant, rescale, eps=1e-5,
     var = torch.linalg.vector_norm(u, dim=-1).mean() if rv is None else rv
     u = u * (gamma / (var + eps))
     if rescale is not None:
-        u = rescale_euclid(u, k, dim=-1, config=rescale)  # radius from the dtype of the computation
+        u = rescale_euclid(u, k, dim=-1, config=rescale, dtype=rdtype)  # default: the dtype of the computation
     v = lmath.transp0(beta, u, k) if variant == "hcnn" else lmath.transp(mean, beta, u, k)
     return lmath.expmap(beta, v, k), mean, var
 
@@ -79,6 +79,7 @@ CASE_IDS = ["1d", "2d"]
 def _small_chunks(monkeypatch):
     """Force several cache blocks even for the tiny test shapes (exercises the chunked loops)."""
     monkeypatch.setattr(norm_mod, "_CHUNK_ELEMS", 20)
+    monkeypatch.setattr(norm_mod, "_CHUNK_ELEMS_MT", 20)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -376,3 +377,40 @@ def test_rescale_with_rapidity_floor_matches_reference():
         y.square().sum().backward()
         out[impl] = (y.detach(), layer.gamma.grad)
     torch.testing.assert_close(out["fused"], out["reference"], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("cls,shape", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("rescale", [False, True], ids=["norescale", "rescale"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_float32_close_to_float64_reference(cls, shape, variant, rescale, training):
+    """The float32 fast path (its own series thresholds and clamps) against the literal formula in float64
+    (rescaling radius of float32), including points near the batch mean (small ``a - 1`` and θ, where the
+    series branches are used)."""
+    k0 = 0.75
+    x64 = _points(shape, k0, scale=0.05, seed=3)  # a tight cluster: distances to μ straddle the thresholds
+    x64[0] = _points(shape, k0, scale=2.0, seed=4)[0]  # plus one spread-out sample
+    w = torch.randn(x64.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    two_stage = x64.dim() == 4
+    # float32 layer
+    m = Lorentz(k=k0, learnable=True)
+    layer = _make(cls, m, variant, rescale=rescale, dtype=torch.float32).train(training)
+    xs = lmath.space(x64, dim=1).float().requires_grad_()
+    y = layer(lmath.add_time(xs, m.k, dim=1))
+    (y * w.float()).sum().backward()
+    got = [y.detach(), xs.grad, layer.beta.grad, layer.gamma.grad, m.k.grad]
+    # float64 literal reference with the same parameters
+    ref_m = Lorentz(k=k0, learnable=True).double()
+    ref = _make(cls, ref_m, variant, rescale=rescale)
+    xs_r = lmath.space(x64, dim=1).clone().requires_grad_()
+    x_r = lmath.add_time(xs_r, ref_m.k, dim=1)
+    xl = x_r.flatten(2).transpose(1, 2) if two_stage else x_r[:, None]
+    y_r, _, _ = _reference_forward(xl, ref.beta, ref.gamma, ref_m.k, ref.running_mean,
+                                   None if training else ref.running_var, variant=variant,
+                                   rescale=RescaleConfig() if rescale else None, two_stage=two_stage,
+                                   rdtype=torch.float32)
+    y_r = y_r.transpose(1, 2).reshape(x64.shape) if two_stage else y_r[:, 0]
+    (y_r * w).sum().backward()
+    want = [y_r.detach(), xs_r.grad, ref.beta.grad, ref.gamma.grad, ref_m.k.grad]
+    for name, g32, g64 in zip(["y", "x", "beta", "gamma", "k"], got, want):
+        torch.testing.assert_close(g32.double(), g64, rtol=2e-4, atol=2e-4 * float(g64.abs().max()), msg=name)
