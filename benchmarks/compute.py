@@ -147,8 +147,8 @@ def _extra_memory(device: torch.device, run: Callable[[], None], saved: SavedByt
     return saved.bytes
 
 
-def interleaved(steps: dict[str, Step], repeats: int, warmup: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per call of every step, the steps interleaved within each repeat."""
+def interleaved(steps: dict[str, Step], repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of every step (one entry per repeat), the steps interleaved within each repeat."""
     for _ in range(warmup):
         for fn in steps.values():
             fn()
@@ -162,15 +162,18 @@ def interleaved(steps: dict[str, Step], repeats: int, warmup: int, device: torch
             steps[n]()
             _sync(device)
             times[n].append(time.perf_counter() - t0)
-    return {n: statistics.median(v) for n, v in times.items()}
+    return times
 
 
-def _summary(times: dict[str, float], mem: dict[str, int], base: str, mem_key: str) -> dict[str, dict]:
+def _summary(samples: dict[str, list[float]], mem: dict[str, int], base: str, mem_key: str) -> dict[str, dict]:
+    times = {n: statistics.median(v) for n, v in samples.items()}
     out = {}
     for n in times:
         out[n] = {
             "time_ms": round(times[n] * 1e3, 3),
             "time_ratio": round(times[n] / times[base], 3),
+            "time_ms_min": round(min(samples[n]) * 1e3, 3),
+            "time_ratio_min": round(min(samples[n]) / min(samples[base]), 3),
             mem_key: round(mem[n] / 2**20, 2),
             "mem_ratio": round(mem[n] / mem[base], 3) if mem[base] else None,
         }
@@ -317,6 +320,12 @@ def _rss_child(name: str, args: argparse.Namespace, amp: bool) -> None:
     _, _, _, step, _ = _model_and_step(name, args, device, amp)
     step()
     step()
+    try:  # hand freed heap pages back to the OS so that the baseline is the live memory
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     base = _rss_now()
     peak = [base]
     done = threading.Event()

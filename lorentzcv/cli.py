@@ -5,6 +5,7 @@ Examples::
     lorentzcv train                                   # offline demo: HECNN+ ResNet on scikit-learn digits
     lorentzcv train configs/classification/table2/cifar100_hecnn_resnet18.yaml --set data.root=~/data
     lorentzcv train --resume runs/digits_hecnn_resnet18-20260101-120000
+    lorentzcv train configs/metric/demo/digits_dml_lhier.yaml     # metric learning (LHIER), offline
     torchrun --nproc_per_node=2 -m lorentzcv train CONFIG      # DDP (gloo on CPU, nccl on CUDA)
     lorentzcv eval runs/<run>/best.pt --split test
     lorentzcv models 'hecnn*'
@@ -37,13 +38,13 @@ class CLIError(ValueError):
 
 # ------------------------------------------------------------------------------------------ commands
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import Trainer, load_config, resume_config
+    from .train import create_trainer, load_config, resume_config
 
     if args.resume is not None and args.config is not None:
         raise CLIError("pass either CONFIG or --resume RUN (a resumed run uses its own config.yaml; change "
                        "values with --set)")
     cfg = resume_config(args.resume, args.set) if args.resume is not None else load_config(args.config, args.set)
-    trainer = Trainer(cfg, resume=args.resume)
+    trainer = create_trainer(cfg, resume=args.resume)  # Trainer, or MetricTrainer for `task: metric`
     try:
         trainer.run()
     except KeyboardInterrupt:
@@ -64,7 +65,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         print(json.dumps(r))
         return 0
-    print(f"{r['dataset']} {r['split']}: accuracy {100 * r['acc']:.2f} % ({r['n']} images), loss {r['loss']:.4f}")
+    if r.get("task") == "metric":
+        rec = "  ".join(f"R@{k} {100 * v:.2f} %" for k, v in r["recall"].items())
+        mapr = f"  MAP@R {100 * r['map_at_r']:.2f} %" if r.get("map_at_r") is not None else ""
+        print(f"{r['dataset']} {r['split']} ({r['protocol']}, {r['n']} queries): {rec}{mapr}")
+    else:
+        print(f"{r['dataset']} {r['split']}: accuracy {100 * r['acc']:.2f} % ({r['n']} images), "
+              f"loss {r['loss']:.4f}")
     for name, k in r["curvatures"].items():
         print(f"curvature K {name}: {k:.4f}")
     print(f"checkpoint: {r['checkpoint']} (epoch {r['epoch']})")
@@ -150,14 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
-        "train", parents=[common], help="train a classifier (no arguments: the offline digits demo)",
-        description="Train a classifier from a YAML config (default: the built-in digits demo, "
-                    "configs/demo/digits_hecnn.yaml). Under torchrun it runs DDP.",
+        "train", parents=[common],
+        help="train a classifier or a metric-learning model (no arguments: the digits demo)",
+        description="Train a classifier, or a metric-learning model (a YAML with `task: metric`: HIER/LHIER), "
+                    "from a YAML config (default: the built-in digits demo, configs/demo/digits_hecnn.yaml). "
+                    "Under torchrun it runs DDP.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  lorentzcv train                                   # the digits demo\n"
                "  lorentzcv train configs/classification/table2/cifar10_resnet18.yaml \\\n"
                "      --set data.root=~/data --set train.epochs=10\n"
+               "  lorentzcv train configs/metric/demo/digits_dml_lhier.yaml   # LHIER metric learning\n"
                "  lorentzcv train --resume runs/RUN                 # continue an interrupted run\n"
                "  torchrun --nproc_per_node=2 -m lorentzcv train CONFIG   # DDP (gloo on CPU, nccl on CUDA)",
     )
@@ -170,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", parents=[common], help="evaluate a checkpoint",
                        description="Evaluate a checkpoint (or a run directory: its best.pt, else last.pt) on a "
-                                   "split of the dataset it was trained on.")
+                                   "split of the dataset it was trained on: accuracy for classifiers, Recall@K "
+                                   "and MAP@R for metric-learning runs (test = the dataset's retrieval protocol).")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file or a run directory")
     p.add_argument("--data", metavar="ROOT", help="dataset root (default: the one in the run's config)")
     p.add_argument("--split", default="test", choices=["test", "val", "train"], help="split (default: test)")

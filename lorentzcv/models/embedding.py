@@ -45,7 +45,8 @@ from ..metric.poincare import ToPoincare
 from .bninception import BNInception
 
 __all__ = [
-    "create_backbone", "Backbone", "GlobalPool", "EuclideanHead", "PoincareHead", "LorentzHead", "EmbeddingModel",
+    "create_backbone", "Backbone", "GlobalPool", "ConvNetSmall", "EuclideanHead", "PoincareHead", "LorentzHead",
+    "EmbeddingModel",
     "create_embedding_model", "load_bninception_checkpoint", "hub_offline", "BACKBONE_ALIASES",
     "EMBEDDING_ENTRYPOINTS",
 ]
@@ -160,6 +161,28 @@ def load_bninception_checkpoint(model: BNInception, path: str | os.PathLike) -> 
 
 
 # ------------------------------------------------------------------------------------------------ backbones
+class ConvNetSmall(nn.Module):
+    """A small CNN for offline demos and tests (``create_backbone("convnet_small")``; no pretrained weights).
+
+    Three ``Conv3x3 → BatchNorm → ReLU`` stages with ``width``, ``2·width``, ``4·width`` channels (strides 1, 2,
+    2): ``(B, in_chans, H, W) → (B, 4·width, ⌈H/4⌉, ⌈W/4⌉)`` from :meth:`forward_features`; suits 8×8 digits
+    and 28×28 Fashion-MNIST. ``num_features = 4·width``.
+    """
+
+    def __init__(self, in_chans: int = 3, width: int = 32) -> None:
+        super().__init__()
+        chans = [in_chans, width, 2 * width, 4 * width]
+        layers: list[nn.Module] = []
+        for i, stride in enumerate((1, 2, 2)):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=stride, padding=1, bias=False),
+                       nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.num_features = chans[-1]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
 class GlobalPool(nn.Module):
     """Global pooling of ``(B, C, H, W)`` to ``(B, C)``: ``"avgmax"`` (GAP + GMP, summed: HIER / Proxy-Anchor),
     ``"avg"`` or ``"max"``."""
@@ -224,7 +247,8 @@ def create_backbone(
     """Build a backbone by name (module docstring).
 
     Args:
-        name: ``"bninception"``, a timm model name (``"resnet50"``, ``"resnet50.tv_in1k"``,
+        name: ``"bninception"``, ``"convnet_small"`` (:class:`ConvNetSmall`, demos/tests), a timm model name
+            (``"resnet50"``, ``"resnet50.tv_in1k"``,
             ``"deit_small_distilled_patch16_224"``, ``"vit_small_patch16_224"``, ``"vit_small_patch16_224.dino"``,
             …) or an alias from :data:`BACKBONE_ALIASES` (``"dino_vits16"``).
         pretrained: load ImageNet weights (see the module docstring for the offline behaviour).
@@ -243,7 +267,12 @@ def create_backbone(
         ValueError: unknown ``pool`` kind, ``freeze_patch_embed`` on a model without ``patch_embed``.
     """
     name = BACKBONE_ALIASES.get(name, name)
-    if name == "bninception":
+    if name == "convnet_small":
+        if pretrained or pretrained_path is not None:
+            raise ValueError("convnet_small is a demo backbone without pretrained weights; use pretrained=False")
+        body = ConvNetSmall(**kwargs)
+        own_pool_is_spatial = True
+    elif name == "bninception":
         body: nn.Module = BNInception(num_classes=0, **kwargs)
         if pretrained_path is not None:
             load_bninception_checkpoint(body, pretrained_path)

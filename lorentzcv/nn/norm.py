@@ -20,8 +20,8 @@ For a batch of points :math:`x` with batch mean :math:`\mu` the layer computes
 :math:`\beta` is a :class:`~lorentzcv.geometry.ManifoldParameter` initialised at the origin and used as
 ``projx(β)`` (time recomputed from space; identical when β is on the manifold, which Riemannian optimizers
 keep), :math:`\gamma` a learnable scalar (init 1). ``rescale_euclid`` uses the manifold's
-:class:`~lorentzcv.geometry.RescaleConfig`, the radius :math:`m\min(1,\sqrt{k})` and the dtype of the computation
-(the autocast dtype under autocast). Training uses batch statistics and updates ``running_mean`` (a tangent
+:class:`~lorentzcv.geometry.RescaleConfig`, the radius :math:`m\min(1,\sqrt{k})` and the dtype the input is stored in
+(:func:`~lorentzcv.geometry.rescale.computation_dtype`). Training uses batch statistics and updates ``running_mean`` (a tangent
 vector at the origin, re-mapped with the current ``k``) by
 :math:`rm \leftarrow \log_0(\operatorname{centroid}([\exp_0 rm, \mu], w=(1-m, m)))` and ``running_var`` by
 :math:`rv \leftarrow (1-m)\,rv + m\,\sigma`; eval uses :math:`\mu = \exp_0(rm)`, :math:`\sigma = rv`.
@@ -34,29 +34,34 @@ scale (``γ = σ + ε``) and no rescaling the layer is the isometry taking μ to
 the batch mean of the output is exactly β (tested). With other ``γ`` the output mean is only close to β.
 
 **Speed** (batch norm is the paper's bottleneck, ≈60% of the runtime). Nothing of the literal pipeline (log,
-transport, norm, transport, exp over ``(B, 1+C, H, W)``) is materialised. With μ and β fixed for the batch and
-:math:`a = -\langle\mu,x\rangle_L/k` per pixel, :math:`\log_\mu x = f(a)\,(x - a\mu)` with
-:math:`f(a) = \operatorname{arcosh}(a)/\sqrt{a^2-1}`, :math:`\|\log_\mu x\|_L = \sqrt{k}\operatorname{arcosh}(a)`, the
-transports are closed-form and :math:`\exp_\beta` of a vector of known norm is
+transport, norm, transport, exp over ``(B, 1+C, H, W)``) is materialised. With μ and β fixed for the batch,
+``Δ = x - μ`` and :math:`t = a - 1 = \langle\Delta,\Delta\rangle_L/2k` per pixel (:math:`a = \cosh(d/\sqrt{k})`,
+from the squared chord as in :func:`lorentzcv.geometry.math.dist`), :math:`\log_\mu x = f(a)\,(x - a\mu)` with
+:math:`f(a) = \operatorname{arcosh}(a)/\sqrt{a^2-1}`, :math:`\|\log_\mu x\|_L = \sqrt{k}\operatorname{arcosh}(a)`,
+the transports are closed-form and :math:`\exp_\beta` of a vector of known norm is
 :math:`\cosh\theta\,\beta + \operatorname{sinhc}\theta\,z`. Both variants reduce to
 
-.. math:: y_s = A\,x_s + B\,\mu_s + D\,\beta_s, \qquad y_0 = \sqrt{\|y_s\|^2 + k},
+.. math:: y_s = A\,(x_s - \mu_s) + B'\,\mu_s + D\,\beta_s, \qquad y_0 = \sqrt{\|y_s\|^2 + k},
 
-with per-pixel scalars :math:`A, B, D` that depend only on :math:`a`, :math:`x_0`, :math:`\beta_s\cdot x_s` and
-batch constants. The layer (``impl="fused"``, :class:`_LorentzBNFunction`) is one channel reduction
-(``[μ_s, β_s]ᵀ x_s``, a GEMM), scalar math on ``(B, 1, H, W)`` and one multiply-add pass over the map, with a
-hand-written backward of the same structure (it saves only ``x``, ``y`` and per-pixel scalars); on CPU the
-passes over the map run in cache-sized blocks of samples. ``impl="autograd"`` is the same closed form with plain
+with per-pixel scalars :math:`A, B', D` that depend only on :math:`\|\Delta_s\|^2`, :math:`\Delta_0`,
+:math:`\beta_s\cdot\Delta_s` and batch constants. The layer (``impl="fused"``, :class:`_LorentzBNFunction`) is
+one pass of per-pixel channel reductions, scalar math on ``(B, 1, H, W)`` and one multiply-add pass over the
+map, with a hand-written backward of the same structure (it saves only ``x``, ``y`` and per-pixel scalars); on
+CPU the passes over the map run in cache-sized blocks of samples. Working with differences ``x - μ`` (never
+with ``<μ,x>_L`` of two far-away points) keeps float32 as accurate as the literal formula with the chord-based
+kernels, also for tight batches far from the origin. ``impl="autograd"`` is the same closed form with plain
 autograd ops; ``impl="reference"`` (:func:`lorentz_batch_norm_reference`) is §5.4 written literally with the
 kernels of :mod:`lorentzcv.geometry.math` (slow; the baseline in benchmarks and tests). The closed form
 assumes the input is on the hyperboloid (every layer's output is); its gradient then agrees with the literal
 formula's along the manifold (e.g. through ``add_time``), which is what the tests check.
 
 **Precision.** The layer is a float32 island under ``torch.autocast`` (half inputs are upcast, the output is
-float32). The per-pixel scalar math runs in the input dtype: ``arcosh(a) = log1p(t + sqrt(t(a+1)))`` with
-``t = a - 1`` (no cancellation near ``a = 1``; clamp as :func:`lorentzcv.geometry.math.arcosh`), removable
-singularities (``f``, ``sinhc``, ``tanhc`` and their derivatives) switch to Taylor series below a
-dtype-dependent threshold, and ``exp_β`` clamps the rapidity like :func:`~lorentzcv.geometry.math.expmap`.
+float32). The per-pixel scalar math runs in the input dtype without cancellation: ``arcosh(a) =
+log1p(t + sqrt(t(t+2)))`` with ``t = a - 1`` (floor on ``a²-1``: 1e-15 in float64 as
+:func:`lorentzcv.geometry.math.arcosh`, the machine epsilon in float32), ``sinh``/``cosh`` from one ``expm1``;
+the derivatives of the removable singularities (``arcosh(a)/sqrt(a²-1)``, ``sinhc``, ``tanhc``) switch to Taylor
+series below a dtype-dependent threshold, and ``exp_β`` clamps the rapidity like
+:func:`~lorentzcv.geometry.math.expmap`.
 """
 
 from __future__ import annotations
@@ -98,7 +103,8 @@ def _acosh_and_ratio(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _rescale_ratio(n: torch.Tensor, k: torch.Tensor, cfg: RescaleConfig, dtype: torch.dtype) -> torch.Tensor:
     r"""``g(n)/n`` of :func:`lorentzcv.geometry.rescale_euclid` for a vector of Euclidean norm ``n ≥ 0``
     (radius ``m·min(1, √k)``, ``m`` from ``dtype``)."""
-    m = max_distance(dtype, cfg.r) * k.sqrt().clamp_max(1.0)
+    sk = k.sqrt()
+    m = max_distance(dtype, cfg.r) * torch.where(sk < 1, sk, torch.ones_like(sk))  # m·min(1, √k) as in rescale
     c = math.atanh(cfg.rho) / (m * cfg.s)
     ratio = (m * c) * lmath.tanhc(c * n)
     if cfg.min_rapidity > 0:
@@ -117,29 +123,29 @@ def _batch_mean(m: torch.Tensor, k: torch.Tensor, two_stage: bool) -> torch.Tens
 
 
 def _coefficients(
-    P: torch.Tensor, xt: torch.Tensor, mu: torch.Tensor, beta_s: torch.Tensor, gamma: torch.Tensor,
+    P: torch.Tensor, dt: torch.Tensor, mu: torch.Tensor, beta_s: torch.Tensor, gamma: torch.Tensor,
     k: torch.Tensor, var: torch.Tensor | None, *, variant: str, eps: float, rescale: RescaleConfig | None,
     rdtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""Per-pixel coefficients ``A, B, D`` (each ``(B, 1, N)``) of ``y_s = A x_s + B μ_s + D β_s``, and ``σ``.
+    r"""Per-pixel coefficients (each ``(B, 1, N)``) of ``y_s = A (x_s - μ_s) + B' μ_s + D β_s``, and ``σ``.
 
     Args:
-        P: ``(B, 2, N)``: ``μ_s·x_s`` and ``β_s·x_s`` per pixel.
-        xt: ``(B, 1, N)`` time coordinates of ``x``.
+        P: ``(B, 2, N)``: ``‖Δ_s‖²`` and ``β_s·Δ_s`` per pixel, ``Δ = x - μ``.
+        dt: ``(B, 1, N)``: ``Δ_0 = x_0 - μ_0``.
         mu: ``(1+C,)`` the batch (or running) mean point; beta_s ``(C,)`` the space part of β.
         var: ``None`` in training (σ is the batch statistic), else the running σ.
     """
     sk = k.sqrt()
     mu_t, mu_s = mu[0], mu[1:]
     beta_t = (beta_s.pow(2).sum() + k).sqrt()
-    mx, bx = P[:, :1], P[:, 1:]
-    a = (mu_t * xt - mx) / k  # -<μ,x>_L/k = cosh(d/√k)
-    acosh, f = _acosh_and_ratio(a)
+    n2, p1 = P[:, :1], P[:, 1:]
+    t = ((n2 - dt * dt) / (2 * k)).clamp_min(0)  # a - 1 = <Δ,Δ>_L/2k (squared chord), a = cosh(d/√k)
+    acosh, f = _acosh_and_ratio(1 + t)
     d = sk * acosh  # d(μ, x) = ‖log_μ x‖_L
     if variant == "hcnn":
         norm = d  # ‖P_{μ→o} log_μ x‖_2 = ‖·‖_L = d
     else:
-        vt = f * (xt - a * mu_t)  # time component of log_μ x
+        vt = f * (dt - t * mu_t)  # time component of log_μ x = f (x - a μ)
         norm = (d * d + 2 * vt * vt).sqrt()  # ‖v‖_2² = <v,v>_L + 2 v_t²
     if var is None:
         var = norm.mean()
@@ -153,21 +159,20 @@ def _coefficients(
     sh = torch.where(theta.abs() > theta_c, torch.sinh(theta_c) / theta.abs().clamp_min(1.0),
                      lmath.sinhc(theta))
     ch = torch.cosh(theta_c)
+    A = sh * alpha
     if variant == "hcnn":
-        # u_s = α (x_s - c μ_s) with c = (a√k + x_0)/(√k + μ_0);
-        # P_{o→β}(u) adds λ (o + β) with λ = β_s·u_s/(k + √k β_0)
-        c = (a * sk + xt) / (sk + mu_t)
-        lam = alpha * (bx - c * (beta_s * mu_s).sum()) / (k + sk * beta_t)
-        A = sh * alpha
-        B = -sh * alpha * c
+        # u_s = α (x_s - c μ_s), c - 1 = (t √k + Δ_0)/(√k + μ_0); P_{o→β}(u) adds λ (o + β) with
+        # λ = β_s·u_s/(k + √k β_0)
+        cm1 = (t * sk + dt) / (sk + mu_t)
+        lam = alpha * (p1 - cm1 * (beta_s * mu_s).sum()) / (k + sk * beta_t)
+        Bp = -A * cm1
     else:
         # v = α (x - a μ); P_{μ→β}(v) adds λ (μ + β), λ = <β,v>_L/(k - <μ,β>_L)
         mb = -mu_t * beta_t + (mu_s * beta_s).sum()
-        lam = alpha * (bx - beta_t * xt - a * mb) / (k - mb)
-        A = sh * alpha
-        B = sh * (lam - alpha * a)
+        lam = alpha * (p1 - beta_t * dt - t * mb) / (k - mb)
+        Bp = sh * lam - A * t
     D = ch + sh * lam
-    return A, B, D, var
+    return A, Bp, D, var
 
 
 def _mean_point(
@@ -185,13 +190,14 @@ def _forward_autograd(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Closed form with plain autograd ops (``impl="autograd"``); ``running_var is None`` means training."""
     variant, eps, rescale, rdtype, two_stage = opts
-    xs, xt = x3[:, 1:], x3[:, :1]
     mu = _mean_point(x3.mean(-1) if running_var is None else None, running_mean, k, two_stage)
     V = torch.stack([mu[1:], beta_s], 1)  # (C, 2)
-    P = torch.matmul(V.t(), xs)  # (B, 2, N)
-    A, B, D, var = _coefficients(P, xt, mu, beta_s, gamma, k, running_var, variant=variant, eps=eps,
-                                 rescale=rescale, rdtype=rdtype)
-    ys = A * xs + torch.matmul(V, torch.cat([B, D], 1))
+    delta = x3 - mu[:, None]  # Δ = x - μ
+    ds = delta[:, 1:]
+    P = torch.cat([ds.pow(2).sum(1, keepdim=True), torch.matmul(beta_s[None], ds)], 1)  # (B, 2, N)
+    A, Bp, D, var = _coefficients(P, delta[:, :1], mu, beta_s, gamma, k, running_var, variant=variant, eps=eps,
+                                  rescale=rescale, rdtype=rdtype)
+    ys = A * ds + torch.matmul(V, torch.cat([Bp, D], 1))
     return lmath.add_time(ys, k, dim=1), mu, var
 
 
@@ -214,13 +220,20 @@ def _thr(table: dict, dtype: torch.dtype) -> float:
     return table.get(dtype, table[torch.float32])
 
 
-def _acosh_f(a: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    r"""``t = a-1``, ``q = a²-1``, ``sqrt(q)``, ``arcosh(a)`` and ``f = arcosh(a)/sqrt(a²-1)`` (``a < 1`` → 1).
+def _none_below(t: torch.Tensor, thr: float) -> bool:
+    """On CPU, whether no element is below ``thr`` (then a series branch can be skipped); on accelerators
+    always False (no host sync)."""
+    return t.device.type == "cpu" and float(t.min()) >= thr
 
-    ``arcosh(a) = log1p(t + sqrt(t(a+1)))``: no cancellation near ``a = 1``, so ``f`` needs no series.
+
+def _acosh_f(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    r"""From ``t = a - 1``: ``t`` (clamped at 0), ``q = a²-1``, ``sqrt(q)``, ``arcosh(a)`` and
+    ``f = arcosh(a)/sqrt(a²-1)``.
+
+    ``arcosh(a) = log1p(t + sqrt(t(t+2)))``: no cancellation near ``a = 1``, so ``f`` needs no series.
     """
-    t = (a - 1).clamp_min(0)
-    q = (t * (a + 1)).clamp_min(_thr(_Q_FLOOR, a.dtype))
+    t = t.clamp_min(0)
+    q = (t * (t + 2)).clamp_min(_thr(_Q_FLOOR, t.dtype))
     sq = q.sqrt()
     acosh = torch.log1p(t + sq)
     return t, q, sq, acosh, acosh / sq
@@ -228,8 +241,11 @@ def _acosh_f(a: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 def _f_prime(t: torch.Tensor, q: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     r""":math:`f'(a) = (1 - a f)/(a^2-1)`; series ``Σ (-1)ⁿ n (n!)² 2ⁿ tⁿ⁻¹/(2n+1)!`` for small ``t = a-1``."""
+    direct = (1 - (1 + t) * f) / q
+    if _none_below(t, _thr(_F_SERIES, t.dtype)):
+        return direct
     ser = -1 / 3 + t * (4 / 15 + t * (-6 / 35 + t * (32 / 315 - t * (40 / 693))))
-    return torch.where(t < _thr(_F_SERIES, t.dtype), ser, (1 - (1 + t) * f) / q)
+    return torch.where(t < _thr(_F_SERIES, t.dtype), ser, direct)
 
 
 def _sinhc_cosh(theta: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
@@ -254,10 +270,12 @@ def _sinhc_cosh_prime(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Derivatives w.r.t. θ of ``sh`` (``(cosh θ - sinhc θ)/θ``, series ``θ/3 + θ³/30 + …`` for small θ) and of
     ``ch`` (``sinh θ``); past the clamp ``sh' = -sh/θ`` and ``ch' = 0``."""
-    t2 = th * th
-    ser = theta * (1 / 3 + t2 * (1 / 30 + t2 * (1 / 840 + t2 / 45360)))
     sgn = theta / ths
-    shp = torch.where(th < _thr(_SH_SERIES, dtype), ser, (ch - sh) * sgn / ths)
+    shp = (ch - sh) * sgn / ths
+    if not _none_below(th, _thr(_SH_SERIES, dtype)):
+        t2 = th * th
+        ser = theta * (1 / 3 + t2 * (1 / 30 + t2 * (1 / 840 + t2 / 45360)))
+        shp = torch.where(th < _thr(_SH_SERIES, dtype), ser, shp)
     chp = sinh * sgn
     tmax = lmath.max_rapidity(dtype)
     if theta.device.type != "cpu" or float(th.max()) > tmax:  # (no host sync on accelerators)
@@ -280,38 +298,43 @@ def _tanhc(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _tanhc_prime(t: torch.Tensor, ts: torch.Tensor, th: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
     r"""``d/dt tanh(t)/t = (1 - tanh² t - tanhc t)/t``; series of :data:`_TANHC_SERIES` for small ``t``."""
+    direct = (1 - th * th - tc) / ts
+    if _none_below(t, _thr(_SH_SERIES, t.dtype)):
+        return direct
     t2 = t * t
     co = _TANHC_SERIES
     ser = 2 * (len(co) - 1) * co[-1]
     for n in range(len(co) - 2, 0, -1):
         ser = 2 * n * co[n] + t2 * ser
-    return torch.where(t < _thr(_SH_SERIES, t.dtype), t * ser, (1 - th * th - tc) / ts)
+    return torch.where(t < _thr(_SH_SERIES, t.dtype), t * ser, direct)
 
 
 def _pixel_forward(
-    xt: torch.Tensor, mx: torch.Tensor, bx: torch.Tensor, c: dict, var_in: torch.Tensor | None, *,
+    dt: torch.Tensor, n2: torch.Tensor, p1: torch.Tensor, c: dict, var_in: torch.Tensor | None, *,
     variant: str, eps: float, rescale: bool, dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-    r"""Coefficients ``A, B, D`` of ``y_s = A x_s + B μ_s + D β_s`` per pixel, σ, and what the backward needs.
+    r"""Coefficients of ``y_s = A (x_s - μ_s) + B' μ_s + D β_s`` per pixel, σ, and what the backward needs.
 
-    Same math as :func:`_coefficients` (the autograd path).
+    Everything is expressed through ``Δ = x - μ``: ``t = a - 1 = <Δ,Δ>_L/2k`` (the squared chord, as
+    :func:`lorentzcv.geometry.math.dist` uses it) and ``c - 1``. This keeps pixels near a mean far from the origin
+    accurate: ``a = -<μ,x>_L/k`` itself loses half the digits there and is shifted by the rounding of the input's
+    time coordinate. Same math as :func:`_coefficients` (the autograd path).
 
     Args:
-        xt, mx, bx: ``x_0``, ``μ_s·x_s``, ``β_s·x_s`` of shape ``(B, 1, N)``.
+        dt, n2, p1: ``Δ_0 = x_0 - μ_0``, ``‖Δ_s‖²`` and ``β_s·Δ_s`` of shape ``(B, 1, N)``.
         c: 0-d constants (same dtype) ``k, sk (= √k), mu_t, beta_t, gamma``, ``mb`` (``μ_s·β_s``, hcnn) or
             ``mbL`` (``<μ,β>_L``, rhl), ``cr`` and ``Mc`` (rescaling: ``ρ = Mc·tanhc(cr·n)``).
         var_in: the running σ (eval) or ``None`` (training: σ = mean of the norms).
     """
     k, sk, mu_t, beta_t, gamma = c["k"], c["sk"], c["mu_t"], c["beta_t"], c["gamma"]
-    a = (mu_t * xt - mx) / k
-    t, q, sq, acosh, f = _acosh_f(a)
-    sv: dict = dict(xt=xt, a=a, t=t, q=q, sq=sq, acosh=acosh, f=f)
+    t, q, sq, acosh, f = _acosh_f((n2 - dt * dt) / (2 * k))
+    sv: dict = dict(dt=dt, t=t, q=q, sq=sq, acosh=acosh, f=f)
     if variant == "hcnn":
         norm = sk * acosh
     else:
         d = sk * acosh
-        xm = xt - a * mu_t
-        vt = f * xm
+        xm = dt - t * mu_t  # x_0 - a μ_0
+        vt = f * xm  # time component of log_μ x
         norm = torch.addcmul(d * d, vt, vt, value=2).clamp_min_(_TINY).sqrt_()
         sv.update(d=d, xm=xm, vt=vt)
     var = norm.mean() if var_in is None else var_in
@@ -332,66 +355,70 @@ def _pixel_forward(
     th, ths, sinh, sh, ch = _sinhc_cosh(theta, dtype)
     A = sh * alpha
     if variant == "hcnn":
+        # u_s = α (x_s - c μ_s), c - 1 = (t √k + Δ_0)/(√k + μ_0); P_{o→β} adds λ (o + β), λ = β_s·u_s/(k + √k β_0)
         cden = sk + mu_t
-        cc = (a * sk + xt) / cden
+        cm1 = (t * sk + dt) / cden
         L = k + sk * beta_t
-        w = bx - cc * c["mb"]
+        w = p1 - cm1 * c["mb"]  # β_s·u_s / α
         lam = alpha * w / L
-        B = -(A * cc)
-        sv.update(cden=cden, cc=cc)
+        Bp = -(A * cm1)
+        sv.update(cden=cden, cm1=cm1)
     else:
+        # v = α (x - a μ); P_{μ→β} adds λ (μ + β), λ = <β,v>_L/(k - <μ,β>_L)
         mbL = c["mbL"]
         L = k - mbL
-        w = bx - beta_t * xt - a * mbL
+        w = p1 - beta_t * dt - t * c["mbL"]  # <β, v>_L / α
         lam = alpha * w / L
-        B = sh * lam - A * a
+        Bp = sh * lam - A * t
     D = torch.addcmul(ch, sh, lam)
     sv.update(scale=scale, theta=theta, th=th, ths=ths, sinh=sinh, sh=sh, ch=ch, alpha=alpha, L=L, w=w, lam=lam,
-              dtype=dtype)
-    return A, B, D, var, sv
+              A=A, dtype=dtype)
+    return A, Bp, D, var, sv
 
 
 def _pixel_backward(
-    gA: torch.Tensor, gB: torch.Tensor, gD: torch.Tensor, c: dict, sv: dict, *, variant: str, rescale: bool,
+    gA: torch.Tensor, gBp: torch.Tensor, gD: torch.Tensor, c: dict, sv: dict, *, variant: str, rescale: bool,
     training: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-    """Gradients of :func:`_pixel_forward` w.r.t. ``xt, mx, bx`` (per pixel) and the constants ``c`` (0-d)."""
+    """Gradients of :func:`_pixel_forward` w.r.t. ``x_0`` (through ``Δ_0``), ``n2``, ``p1`` (per pixel) and the
+    constants ``c`` (0-d)."""
     k, sk, mu_t, beta_t = c["k"], c["sk"], c["mu_t"], c["beta_t"]
-    a, xt, f, acosh = sv["a"], sv["xt"], sv["f"], sv["acosh"]
-    sh, lam, alpha, L, w = sv["sh"], sv["lam"], sv["alpha"], sv["L"], sv["w"]
+    dt, t, f, acosh = sv["dt"], sv["t"], sv["f"], sv["acosh"]
+    sh, lam, alpha, L, w, A = sv["sh"], sv["lam"], sv["alpha"], sv["L"], sv["w"], sv["A"]
     g: dict = {}
     if variant == "hcnn":
-        cc, cden, mb = sv["cc"], sv["cden"], c["mb"]
-        gAc = gA - gB * cc
+        cm1, cden, mb = sv["cm1"], sv["cden"], c["mb"]
+        gAc = gA - gBp * cm1
         g_sh = torch.addcmul(gAc * alpha, gD, lam)
         g_lam = gD * sh
         g_w = g_lam * alpha / L
         g_alpha = torch.addcmul(gAc * sh, g_lam, w / L)
-        g_cc = -(gB * sh * alpha + g_w * mb)
-        g_bx = g_w
-        g["mb"] = -(g_w * cc).sum()
-        g_a = g_cc * (sk / cden)
-        g_xt = g_cc / cden
-        g_sk = (g_cc * (a - cc)).sum() / cden
-        g["mu_t"] = -(g_cc * cc).sum() / cden
+        g_cm1 = -(gBp * A + g_w * mb)
+        g_p1 = g_w
+        g["mb"] = -(g_w * cm1).sum()
+        g_t = g_cm1 * (sk / cden)
+        g_dt = g_cm1 / cden
+        g_sk = (g_cm1 * (t - cm1)).sum() / cden
+        g_mu_t = -(g_cm1 * cm1).sum() / cden
         g_L = -(g_lam * lam).sum() / L
         g_k = g_L
         g_sk = g_sk + g_L * beta_t
         g["beta_t"] = g_L * sk
     else:
         mbL = c["mbL"]
-        g_sh = gA * alpha + gB * (lam - alpha * a) + gD * lam
-        g_lam = (gB + gD) * sh
+        g_sh = gA * alpha + gBp * (lam - alpha * t) + gD * lam
+        g_lam = (gBp + gD) * sh
         g_w = g_lam * alpha / L
-        g_alpha = torch.addcmul((gA - gB * a) * sh, g_lam, w / L)
-        g_a = -(gB * sh * alpha + g_w * mbL)
-        g_bx = g_w
-        g_xt = -g_w * beta_t
-        g["beta_t"] = -(g_w * xt).sum()
+        g_alpha = torch.addcmul((gA - gBp * t) * sh, g_lam, w / L)
+        g_t = -(gBp * A + g_w * mbL)
+        g_p1 = g_w
+        g_dt = -g_w * beta_t
+        g["beta_t"] = -(g_w * dt).sum()
         g_Lsum = -(g_lam * lam).sum() / L
-        g["mbL"] = -(g_w * a).sum() - g_Lsum
+        g["mbL"] = -(g_w * t).sum() - g_Lsum
         g_k = g_Lsum
         g_sk = torch.zeros_like(k)
+        g_mu_t = torch.zeros_like(k)
     # θ = scale·arcosh(a), α = scale·f(a)
     shp, chp = _sinhc_cosh_prime(sv["theta"], sv["th"], sv["ths"], sv["sinh"], sh, sv["ch"], sv["dtype"])
     g_theta = torch.addcmul(g_sh * shp, gD, chp)
@@ -426,22 +453,21 @@ def _pixel_backward(
             g_d = g_norm * d / norm
             g_vt = 2 * g_norm * vt / norm
             g_f = g_f + g_vt * xm
-            g_vtf = g_vt * f
-            g_xt = g_xt + g_vtf
-            g_a = g_a - g_vtf * mu_t
-            g["mu_t"] = -(g_vtf * a).sum()
+            g_xm = g_vt * f
+            g_dt = g_dt + g_xm
+            g_t = g_t - g_xm * mu_t
+            g_mu_t = g_mu_t - (g_xm * t).sum()
             g_sk = g_sk + (g_d * acosh).sum()
             g_acosh = g_acosh + g_d * sk
-    # arcosh'(a) = 1/sqrt(a²-1) (with the floor), f'(a)
-    g_a = g_a + g_acosh / sv["sq"] + g_f * _f_prime(sv["t"], sv["q"], f)
-    # a = (mu_t x_0 - μ_s·x_s)/k
-    g_ak = g_a / k
-    g_xt = g_xt + g_ak * mu_t
-    g_mx = -g_ak
-    g["mu_t"] = g.get("mu_t", 0) + (g_ak * xt).sum()
-    g["k"] = g_k - (g_ak * a).sum()
+    # arcosh'(a) = 1/sqrt(a²-1) (with the floor), f'(a); a = 1 + t
+    g_t = g_t + g_acosh / sv["sq"] + g_f * _f_prime(t, sv["q"], f)
+    # t = (‖Δ_s‖² - Δ_0²)/2k, Δ_0 = x_0 - μ_0
+    g_tk = g_t / k
+    g_dt = g_dt - g_tk * dt
+    g["mu_t"] = g_mu_t - g_dt.sum()
+    g["k"] = g_k - (g_tk * t).sum()
     g["sk"] = g_sk
-    return g_xt, g_mx, g_bx, g
+    return g_dt, g_tk / 2, g_p1, g
 
 
 def _normalize_fwd(m: torch.Tensor, sk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -553,20 +579,24 @@ def _fused_forward(
     m = x3.mean(-1) if running_var is None else None  # per-sample means (training)
     mu, V, c, csv = _constants(m, running_mean, beta_s, gamma, k, variant=variant, two_stage=two_stage,
                                rescale=rescale, rdtype=rdtype, dtype=x3.dtype)
-    Vd = V
-    cd = c
-    P = torch.matmul(Vd.t(), xs)  # (B, 2, N): μ_s·x_s, β_s·x_s
-    A, B, D, var, sv = _pixel_forward(x3[:, :1], P[:, :1], P[:, 1:], cd, running_var, variant=variant,
-                                      eps=eps, rescale=rescale is not None, dtype=x3.dtype)
+    mu_s, beta_col = V[:, 0, None], V[:, 1, None]
+    beta_row = V[:, 1][None]
+    step = _chunk(x3)  # cache-blocked on CPU: each pass reads a block of x while it is in cache
+    n2 = x3.new_empty(Bn, 1, N)  # ‖Δ_s‖² and β_s·Δ_s with Δ = x - μ (differences first: chord accuracy)
+    p1 = x3.new_empty(Bn, 1, N)
+    for xc, nc, pc in zip(xs.split(step), n2[:, 0].split(step), p1.split(step)):
+        delta = xc - mu_s
+        torch.linalg.vecdot(delta, delta, dim=1, out=nc)
+        torch.matmul(beta_row, delta, out=pc)
+    A, Bp, D, var, sv = _pixel_forward(x3[:, :1] - c["mu_t"], n2, p1, c, running_var, variant=variant, eps=eps,
+                                       rescale=rescale is not None, dtype=x3.dtype)
     y3 = x3.new_empty(Bn, C1, N)
-    v0, v1 = Vd[:, 0, None], Vd[:, 1, None]
-    step = _chunk(x3)  # cache-blocked on CPU: x is read and y written once
-    for xc, yc, yt, ac, bc, dc in zip(*(t.split(step) for t in (xs, y3[:, 1:], y3[:, 0], A, B, D))):
-        torch.mul(xc, ac, out=yc)
-        yc.addcmul_(v0, bc).addcmul_(v1, dc)
+    for xc, yc, yt, ac, bc, dc in zip(*(t.split(step) for t in (xs, y3[:, 1:], y3[:, 0], A, Bp, D))):
+        torch.sub(xc, mu_s, out=yc).mul_(ac)  # y_s = A Δ_s + B' μ_s + D β_s
+        yc.addcmul_(mu_s, bc).addcmul_(beta_col, dc)
         torch.linalg.vecdot(yc, yc, dim=1, out=yt)
     y3[:, 0].add_(k.detach()).sqrt_()
-    saved = (V, c, csv, sv, A, B, D) if build_graph else None
+    saved = (V, c, csv, sv, A, Bp, D) if build_graph else None
     return y3, mu.to(x3.dtype), var.detach().to(x3.dtype), saved
 
 
@@ -590,19 +620,19 @@ class _LorentzBNFunction(torch.autograd.Function):
     r"""Fused Lorentz batch norm on ``x3`` of shape ``(B, 1+C, N)`` (``impl="fused"``).
 
     Forward: ``m = mean_N(x)`` (training) → μ and the batch constants (:func:`_constants`, on ``(1+C,)``
-    tensors) → ``P = [μ_s, β_s]ᵀ x_s`` (one GEMM over the map) → per-pixel ``A, B, D`` (scalar math on
-    ``(B, 1, N)``, :func:`_pixel_forward`) → ``y_s = A x_s + B μ_s + D β_s`` written into the output →
-    ``y_0 = sqrt(‖y_s‖² + k)``. Backward (every step by hand, no autograd graph), with
+    tensors) → per pixel ``n2 = ‖x_s - μ_s‖²`` and ``p1 = β_s·(x_s - μ_s)`` (one pass over the map) → per-pixel
+    ``A, B', D`` (scalar math on ``(B, 1, N)``, :func:`_pixel_forward`) → ``y_s = A Δ_s + B' μ_s + D β_s``
+    written into the output → ``y_0 = sqrt(‖y_s‖² + k)``. Backward (every step by hand, no autograd graph), with
     ``G = ∂L/∂y_s + (∂L/∂y_0 / y_0) y_s``:
 
-    - ``∂L/∂A = Σ_c G x_s``, ``∂L/∂[B; D] = [μ_s, β_s]ᵀ G``, ``∂L/∂[μ_s, β_s] ⊃ Σ_{b,n} G [B; D]ᵀ``;
-    - per-pixel chain rule (:func:`_pixel_backward`) → ``∂L/∂x_0``, ``∂L/∂P`` and the batch constants;
-    - ``∂L/∂[μ_s, β_s] ⊃ Σ_{b,n} x_s (∂L/∂P)ᵀ``, then :func:`_constants_backward` → ``∂L/∂m``, β, γ, k;
-    - ``∂L/∂x_s = A G + ∂L/∂m_s / N + μ_s ∂L/∂P_0 + β_s ∂L/∂P_1``.
+    - ``∂L/∂A = Σ_c G Δ_s``, ``∂L/∂[B'; D] = [μ_s, β_s]ᵀ G``, ``∂L/∂[μ_s, β_s] ⊃ Σ_{b,n} G [B' - A; D]ᵀ``;
+    - per-pixel chain rule (:func:`_pixel_backward`) → ``∂L/∂x_0``, ``∂L/∂n2``, ``∂L/∂p1`` and the constants;
+    - ``∂L/∂[μ_s, β_s] ⊃ Σ_{b,n}`` of the ``n2``/``p1`` terms, then :func:`_constants_backward` → ``∂L/∂m``,
+      β, γ, k;
+    - ``∂L/∂x_s = A G + ∂L/∂m_s / N + 2 ∂L/∂n2 Δ_s + ∂L/∂p1 β_s``.
 
-    On CPU the passes over the map run in cache-sized blocks of samples (:func:`_chunk`), so each of ``x``,
-    ``y``, ``∂L/∂y`` and ``∂L/∂x`` crosses memory once or twice. Saved: the input, the output and the per-pixel
-    quantities. Not twice differentiable.
+    On CPU the passes over the map run in cache-sized blocks of samples (:func:`_chunk`). Saved: the input, the
+    output and the per-pixel quantities. Not twice differentiable.
     """
 
     @staticmethod
@@ -619,13 +649,14 @@ class _LorentzBNFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy, _gmu, _gvar):  # type: ignore[override]
         x3, y3 = ctx.saved_tensors
-        V, c, csv, sv, A, B, D = ctx.saved
+        V, c, csv, sv, A, Bp, D = ctx.saved
         variant, rescale = ctx.opts[0], ctx.opts[2] is not None
         Bn, C1, N = x3.shape
         xs, yt = x3[:, 1:], y3[:, :1]
         w = gy[:, :1] / yt
         Vt = V.t()
-        BD = torch.cat([B, D], 1)
+        mu_s = V[:, 0, None]
+        BD = torch.cat([Bp - A, D], 1)  # ∂y_s/∂μ_s = B' - A (through Δ_s), ∂y_s/∂β_s = D
         gA = x3.new_empty(Bn, 1, N)
         gBD = x3.new_empty(Bn, 2, N)
         gV = torch.zeros_like(V)
@@ -635,31 +666,35 @@ class _LorentzBNFunction(torch.autograd.Function):
                                                      BD.split(step)):
             # phase 1, cache-blocked: G = ∂L/∂y_s (through y_s and y_0) and its reductions
             G = torch.addcmul(gyc, yc, wc)
-            torch.linalg.vecdot(G, xc, dim=1, out=gac)
+            torch.linalg.vecdot(G, xc - mu_s, dim=1, out=gac)
             torch.matmul(Vt, G, out=gbdc)
             gV += torch.bmm(G, bdc.transpose(1, 2)).sum(0)
-        gxt, gmx, gbx, gc = _pixel_backward(gA, gBD[:, :1], gBD[:, 1:], c, sv, variant=variant, rescale=rescale,
+        gxt, gn2, gp1, gc = _pixel_backward(gA, gBD[:, :1], gBD[:, 1:], c, sv, variant=variant, rescale=rescale,
                                             training=ctx.training)
-        gP = torch.cat([gmx, gbx], 1)
-        gV += torch.matmul(xs, gP.transpose(1, 2)).sum(0)  # P = Vᵀ x_s
+        # n2 = ‖x_s - μ_s‖², p1 = β_s·(x_s - μ_s): ∂/∂μ_s = -2 ∂L/∂n2 Δ_s - ∂L/∂p1 β_s, ∂/∂β_s = ∂L/∂p1 Δ_s
+        gP = torch.cat([-2 * gn2, gp1], 1)
+        gV += torch.matmul(xs, gP.transpose(1, 2)).sum(0)
+        s0, s1 = gP[:, 0].sum(), gp1.sum()
+        gV[:, 0] -= s0 * V[:, 0] + s1 * V[:, 1]
+        gV[:, 1] -= s1 * V[:, 0]
         gc["k"] = gc["k"] + w.sum() / 2  # y_0 = sqrt(‖y_s‖² + k)
         gm, gbs, gg, gk = _constants_backward(gV, gc, csv)
         gx = None
         if ctx.needs_input_grad[0]:
             gx = torch.empty_like(x3)
-            v0, v1 = V[:, 0, None], V[:, 1, None]
+            beta_col = V[:, 1, None]
             gm = gm.to(x3.dtype) if gm is not None else None
             gms = gm[:, 1:, None] / N if gm is not None else None
             gms = gms.split(step) if gms is not None else [None] * len(blocks)
-            for (gyc, yc, wc, _), gxc, ac, gpc, gmc in zip(blocks, gx[:, 1:].split(step), A.split(step),
-                                                          gP.split(step), gms):
-                # phase 2: ∂L/∂x_s = A G + ∂L/∂m_s / N + μ_s ∂L/∂P_0 + β_s ∂L/∂P_1
+            for (gyc, yc, wc, xc), gxc, ac, gn, gpc, gmc in zip(blocks, gx[:, 1:].split(step), A.split(step),
+                                                               gn2.split(step), gp1.split(step), gms):
+                # phase 2: ∂L/∂x_s = A G + ∂L/∂m_s / N + 2 ∂L/∂n2 Δ_s + ∂L/∂p1 β_s
                 G = torch.addcmul(gyc, yc, wc)
                 if gmc is not None:
                     torch.addcmul(gmc, G, ac, out=gxc)
                 else:
                     torch.mul(G, ac, out=gxc)
-                gxc.addcmul_(v0, gpc[:, :1]).addcmul_(v1, gpc[:, 1:])
+                gxc.addcmul_(xc - mu_s, gn, value=2).addcmul_(beta_col, gpc)
             if gm is not None:
                 torch.add(gxt, gm[:, :1, None] / N, out=gx[:, :1])
             else:
@@ -846,7 +881,7 @@ class LorentzBatchNorm1d(_LorentzBatchNorm):
             raise ValueError(f"LorentzBatchNorm1d expects (B, 1+C) points, got shape {tuple(x.shape)}; "
                              "use LorentzBatchNorm2d for (B, 1+C, H, W) feature maps")
         self._check_channels(x, "(B, 1+C)")
-        rdtype = computation_dtype(x)  # (read before the float32 island: it is the autocast dtype under autocast)
+        rdtype = computation_dtype(x)  # (the dtype x is stored in: read before the island upcasts it)
         with no_autocast(x):
             x = upcast(x)
             return self._normalize3(x[..., None], rdtype)[..., 0]
@@ -888,7 +923,7 @@ class LorentzBatchNorm2d(_LorentzBatchNorm):
             raise ValueError(f"LorentzBatchNorm2d expects channels-first (B, 1+C, H, W) feature maps, got "
                              f"shape {tuple(x.shape)}; use LorentzBatchNorm1d for (B, 1+C) points")
         self._check_channels(x, "channels-first (B, 1+C, H, W)")
-        rdtype = computation_dtype(x)  # (read before the float32 island: it is the autocast dtype under autocast)
+        rdtype = computation_dtype(x)  # (the dtype x is stored in: read before the island upcasts it)
         b, c1, h, w = x.shape
         with no_autocast(x):
             x = upcast(x)

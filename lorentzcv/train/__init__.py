@@ -1,4 +1,7 @@
-"""Classification training: typed config, the training loop (AMP, DDP, checkpoints, metrics), evaluation.
+"""Training: typed config, the training loop (AMP, DDP, checkpoints, metrics), evaluation.
+
+Classification (:mod:`.engine`) and metric learning (``task: metric``: HIER / LHIER, :mod:`.metric`) share the
+config machinery, the CLI and the engine.
 
 >>> from lorentzcv.train import load_config, train
 >>> cfg = load_config("configs/classification/table2/cifar10_hecnn_resnet18.yaml", ["data.root=~/data"])
@@ -14,6 +17,11 @@ from .config import (
     Config,
     ConfigError,
     DataConfig,
+    LossConfig,
+    MetricConfig,
+    MetricDataConfig,
+    MetricModelConfig,
+    MetricRunConfig,
     ModelConfig,
     OptimConfig,
     OutputConfig,
@@ -35,6 +43,16 @@ from .engine import (
     resume_config,
     train,
 )
+from .metric import (
+    MetricTrainer,
+    build_metric_datasets,
+    build_metric_model,
+    build_metric_optimizer,
+    build_objective,
+    create_trainer,
+    evaluate_metric_checkpoint,
+    metric_param_groups,
+)
 from .schedule import LRScheduler, schedule_factor
 
 __all__ = [
@@ -42,4 +60,7 @@ __all__ = [
     "ConfigError", "CheckpointError", "load_config", "config_from_dict", "config_to_dict", "save_config",
     "Trainer", "train", "evaluate", "evaluate_checkpoint", "resume_config", "build_datasets", "build_model",
     "build_optimizer", "curvatures", "LRScheduler", "schedule_factor", "load_checkpoint", "save_checkpoint",
+    "MetricRunConfig", "MetricModelConfig", "MetricDataConfig", "LossConfig", "MetricConfig", "MetricTrainer",
+    "create_trainer", "build_metric_datasets", "build_metric_model", "build_objective", "build_metric_optimizer",
+    "metric_param_groups", "evaluate_metric_checkpoint",
 ]

@@ -1,7 +1,9 @@
 """Typed run configuration: nested dataclasses loaded from YAML, with ``--set a.b=value`` overrides.
 
-A run is described by one :class:`Config` (sections ``model``, ``data``, ``optim``, ``schedule``, ``train``,
-``output``). The defaults are the offline demo (``lorentzcv train`` with no arguments: a small HECNN+
+A classification run is described by one :class:`Config` (sections ``model``, ``data``, ``optim``,
+``schedule``, ``train``, ``output``); a metric-learning run (``task: metric`` at the top of the YAML) by one
+:class:`MetricRunConfig` (its own ``model``/``data`` sections, plus ``loss`` and ``metric``; see
+:mod:`lorentzcv.train.metric`). The defaults are the offline demo (``lorentzcv train`` with no arguments: a small HECNN+
 ResNet-18 learning its curvatures on scikit-learn's digits); ``configs/demo/digits_hecnn.yaml`` spells them
 out and the paper's table rows in ``configs/`` set every protocol value explicitly (``spec/method.md`` §8).
 
@@ -35,6 +37,12 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "OutputConfig",
+    "MetricRunConfig",
+    "MetricModelConfig",
+    "MetricDataConfig",
+    "LossConfig",
+    "MetricConfig",
+    "AnyConfig",
     "ConfigError",
     "load_config",
     "config_from_dict",
@@ -215,6 +223,177 @@ class Config:
         return self
 
 
+# ------------------------------------------------------------------------------------ metric learning
+@dataclass
+class MetricModelConfig:
+    """Embedding model of a metric run (:func:`lorentzcv.models.embedding.create_embedding_model`, spec §7.1–7.2).
+
+    ``head`` picks the geometry: ``euclidean`` (L2-normalised, Proxy-Anchor only), ``poincare`` (HIER's
+    ``ToPoincare(c, clip_r)``), ``lorentz`` (LHIER: lifted onto a Lorentz manifold with ``k = k_init``,
+    ``K = -1/k``, learnable with ``learn_k``). Pretrained weights are never downloaded by tests: pass
+    ``--set model.pretrained=false`` to build offline, or ``model.pretrained_path=FILE``.
+    """
+
+    backbone: str = "convnet_small"  # timm name, "bninception", "dino_vits16", or the demo "convnet_small"
+    head: Literal["euclidean", "poincare", "lorentz"] = "lorentz"
+    embedding_dim: int = 128  # D (Lorentz points have 1+D coordinates)
+    pretrained: bool = False  # ImageNet weights for the backbone (needs the hub or the HF cache)
+    pretrained_path: str | None = None  # a local checkpoint (implies pretrained)
+    pool: str | None = "auto"  # "auto" (GAP+GMP for CNNs, CLS token for ViTs), "avgmax", "avg", "max", null
+    bn_freeze: bool = False  # batch norms of the backbone in eval mode (HIER's --bn_freeze)
+    freeze_patch_embed: bool = False  # ViTs: requires_grad=False on patch_embed (HIER)
+    layer_norm: bool = True  # LayerNorm (no affine) before the last Linear (HIER's --use_lastnorm)
+    c: float = 0.1  # poincare head / HIER loss: curvature magnitude (K = -c)
+    clip_r: float = 2.3  # poincare head / HIER loss, lorentz lift="clip": clipping radius
+    k_init: float = 10.0  # lorentz head: initial k (10 = HIER's c = 0.1)
+    learn_k: bool = True  # lorentz head: learnable curvature
+    lift: Literal["rescale", "clip"] = "rescale"  # lorentz head: maximum distance rescaling or HIER's clip
+    lift_scale: float = 1.0  # lorentz lift="rescale": factor on the linear output before rescaling
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the backbone (e.g. width)
+
+
+@dataclass
+class MetricDataConfig:
+    """Dataset and loader of a metric run: a class-disjoint metric dataset (``lorentzcv datasets``).
+
+    Retrieval is evaluated on ``query``→``gallery`` when the dataset has those splits (In-Shop), else
+    leave-one-out on ``test`` (spec §7.4). ``batch_size`` is the global batch (split over DDP processes).
+    """
+
+    name: str = "digits_dml"
+    root: str | None = None
+    download: bool = False
+    img_size: int | None = None  # metric transforms: crop size (null: the dataset's default, 224 for images)
+    batch_size: int = 64  # global; a multiple of metric.images_per_class x processes
+    eval_batch_size: int | None = None  # None: batch_size
+    num_workers: int = 0
+    train_subset: int | None = None  # use only this many training images (seeded random subset)
+    eval_subset: int | None = None  # use only this many images of each evaluation split
+
+
+@dataclass
+class LossConfig:
+    """The objective ``L = pa_weight * L_PA + hier_weight * L_HIER`` (spec §7.1–7.2).
+
+    ``name="proxy_anchor"``: Proxy-Anchor only (the Euclidean baseline). ``name="hier"``: Proxy-Anchor plus the
+    hierarchical LCA loss in the head's geometry: :class:`~lorentzcv.metric.HIERLoss` for a ``poincare`` head,
+    :class:`~lorentzcv.metric.LHIERLoss` (LCAs as ``ManifoldParameter`` on the head's manifold) for ``lorentz``.
+    """
+
+    name: Literal["proxy_anchor", "hier"] = "hier"
+    pa_margin: float = 0.1  # Proxy-Anchor delta
+    pa_alpha: float = 32.0  # Proxy-Anchor alpha
+    pa_weight: float = 1.0  # lambda_1
+    hier_weight: float = 0.5  # lambda_2
+    num_proxies: int = 512  # number of LCAs (HIER's --num_hproxies)
+    tau: float = 0.1
+    margin: float = 0.1  # HIER's --mrg
+    topk: int = 20
+    num_triplets: int = 50
+    lca_init_radius: float = 2.07  # LHIER: tangent radius of the LCA init (HIER's 2.3 * 0.9)
+
+
+@dataclass
+class MetricConfig:
+    """HIER's training protocol knobs (spec §7.3) and the retrieval evaluation (§7.4)."""
+
+    fc_lr_scale: float = 1.0  # lr multiplier of the head's Linear ("last layer")
+    lca_lr_scale: float = 50.0  # lr multiplier of the LCAs
+    proxy_lr_scale: float = 1.0e4  # lr multiplier of the Proxy-Anchor proxies
+    warmup_epochs: int = 0  # backbone lr = 0 for this many epochs (HIER's --warmup_epochs; not a ramp)
+    lr_reference_batch: int | None = None  # lr is scaled by data.batch_size / this (HIER: 180); null: no scaling
+    images_per_class: int = 2  # class-balanced sampler (HIER's --IPC)
+    gather_embeddings: bool = True  # DDP: losses on the embeddings of all processes (gradient-carrying gather)
+    recall_ks: list[int] | None = None  # null: lorentzcv.metric.DATASET_KS[data.name], else (1, 2, 4, 8)
+    map_at_r: bool = True  # also report MAP@R
+    eval_chunk_size: int = 5000  # queries per chunk of the retrieval evaluation
+
+
+def _metric_schedule() -> ScheduleConfig:
+    return ScheduleConfig(name="constant", warmup_epochs=0.0, manifold_skip_first_drop=False)
+
+
+def _metric_optim() -> OptimConfig:
+    return OptimConfig(name="radamw", lr=1e-3, weight_decay=1e-2, eps=1e-8, curvature_lr=1e-2)
+
+
+def _metric_train() -> TrainConfig:
+    return TrainConfig(epochs=10, grad_clip_value=10.0)
+
+
+@dataclass
+class MetricRunConfig:
+    """A metric-learning run (``task: metric``): HIER / LHIER / Proxy-Anchor through the training engine.
+
+    ``MetricRunConfig()`` is the offline digits demo with LHIER. ``train.grad_clip_value`` clamps every
+    gradient element (HIER: 10), ``train.eval_test_every`` is HIER's ``--eval_freq``; ``train.amp="fp16"``
+    runs float16 autocast + GradScaler on CUDA and bfloat16 on CPU (no fp16 kernels there).
+    """
+
+    task: Literal["metric"] = "metric"
+    model: MetricModelConfig = field(default_factory=MetricModelConfig)
+    data: MetricDataConfig = field(default_factory=MetricDataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    metric: MetricConfig = field(default_factory=MetricConfig)
+    optim: OptimConfig = field(default_factory=_metric_optim)
+    schedule: ScheduleConfig = field(default_factory=_metric_schedule)
+    train: TrainConfig = field(default_factory=_metric_train)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def validate(self) -> MetricRunConfig:
+        """Check cross-field constraints (raises :class:`ConfigError`); returns ``self``."""
+        m, d, lo = self.metric, self.data, self.loss
+        checks = [
+            (self.train.epochs >= 1, "train.epochs must be >= 1"),
+            (self.model.embedding_dim >= 1, "model.embedding_dim must be >= 1"),
+            (m.images_per_class >= 1, "metric.images_per_class must be >= 1"),
+            (d.batch_size >= 2 * m.images_per_class and d.batch_size % m.images_per_class == 0,
+             f"data.batch_size={d.batch_size} must be a multiple of metric.images_per_class={m.images_per_class} "
+             "holding at least two classes"),
+            (d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1 or null"),
+            (d.num_workers >= 0, "data.num_workers must be >= 0"),
+            (self.optim.lr >= 0.0, "optim.lr must be >= 0"),
+            (len(self.optim.betas) == 2, "optim.betas must have two entries, e.g. [0.9, 0.999]"),
+            (min(m.fc_lr_scale, m.lca_lr_scale, m.proxy_lr_scale) >= 0, "metric.*_lr_scale must be >= 0"),
+            (m.warmup_epochs >= 0, "metric.warmup_epochs must be >= 0"),
+            (m.lr_reference_batch is None or m.lr_reference_batch >= 1, "metric.lr_reference_batch must be >= 1"),
+            (m.recall_ks is None or (len(m.recall_ks) > 0 and min(m.recall_ks) >= 1),
+             "metric.recall_ks must be a non-empty list of positive integers, or null"),
+            (m.eval_chunk_size >= 1, "metric.eval_chunk_size must be >= 1"),
+            (self.model.k_init > 0 and self.model.c > 0, "model.k_init and model.c must be > 0"),
+            (lo.num_proxies >= 2 and lo.topk >= 1 and lo.num_triplets >= 1 and lo.tau > 0,
+             "loss.num_proxies >= 2, loss.topk >= 1, loss.num_triplets >= 1 and loss.tau > 0 are required"),
+            (not (lo.name == "hier" and self.model.head == "euclidean"),
+             "loss.name=hier needs a hyperbolic head (model.head=poincare for HIER, lorentz for LHIER); the "
+             "Euclidean baseline is loss.name=proxy_anchor"),
+            (not (lo.name == "proxy_anchor" and self.model.head == "lorentz"),
+             "loss.name=proxy_anchor with model.head=lorentz is not supported; use loss.name=hier (LHIER) or "
+             "model.head=euclidean/poincare"),
+            (self.schedule.gamma > 0.0, "schedule.gamma must be > 0"),
+            (self.schedule.warmup_epochs >= 0.0, "schedule.warmup_epochs must be >= 0"),
+            (list(self.schedule.milestones) == sorted(self.schedule.milestones),
+             "schedule.milestones must be increasing"),
+            (self.train.eval_test_every >= 0, "train.eval_test_every must be >= 0"),
+            (self.train.label_smoothing == 0.0, "train.label_smoothing has no meaning for metric learning; keep 0"),
+            (self.train.grad_clip_norm is None or self.train.grad_clip_norm > 0,
+             "train.grad_clip_norm must be > 0 or null"),
+            (self.train.grad_clip_value is None or self.train.grad_clip_value > 0,
+             "train.grad_clip_value must be > 0 or null"),
+            (self.train.max_steps_per_epoch is None or self.train.max_steps_per_epoch >= 1,
+             "train.max_steps_per_epoch must be >= 1 or null"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        return self
+
+
+AnyConfig = Config | MetricRunConfig
+"""A classification :class:`Config` or a metric-learning :class:`MetricRunConfig`."""
+
+TASKS = ("classification", "metric")
+
+
 # ---------------------------------------------------------------------------------- dict <-> dataclass
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
@@ -333,13 +512,22 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: Mapping[str, Any] | None) -> Config:
-    """Build and validate a :class:`Config` from a nested mapping (missing keys keep their defaults)."""
+def config_from_dict(data: Mapping[str, Any] | None) -> AnyConfig:
+    """Build and validate a config from a nested mapping (missing keys keep their defaults).
+
+    A top-level ``task: metric`` gives a :class:`MetricRunConfig`; no ``task`` (or ``task: classification``)
+    a classification :class:`Config`.
+    """
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"a config must be a mapping of sections ({', '.join(valid_keys(Config))}), got {data!r}")
-    return _build(Config, data).validate()
+    task = data.get("task", "classification")
+    if task not in TASKS:
+        raise ConfigError(f"config key 'task' must be one of {', '.join(repr(t) for t in TASKS)}, got {task!r}")
+    if task == "metric":
+        return _build(MetricRunConfig, data).validate()
+    return _build(Config, {k: v for k, v in data.items() if k != "task"}).validate()
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -406,8 +594,10 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> AnyConfig:
     """Load a YAML config (or the demo defaults when ``path`` is ``None``) and apply ``--set`` overrides.
+
+    Returns a :class:`MetricRunConfig` when the file says ``task: metric``, else a :class:`Config`.
 
     Raises:
         ConfigError: missing/invalid file, unknown key, wrong type or inconsistent values.
@@ -416,7 +606,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return config_from_dict(apply_overrides(data, overrides))
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
+def save_config(cfg: AnyConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
     import os
 

@@ -316,17 +316,21 @@ class Trainer:
             rec = getattr(self, "rec", None)
             if rec is not None:
                 rec.close()
-            # Release DDP (its reducer hooks live on the parameters, so the model and everything holding
-            # parameters go too) and the optimizer before the process group goes away (ecosystem.md §5).
-            self.ddp = None
-            self.optimizer = None
-            self.scheduler = None
-            if self.dist.distributed:
-                self.model = None
-                self.params = None
-                self.train_loader = self.val_loader = self.test_loader = None
+            self._release()
             gc.collect()
             shutdown(self.dist, barrier=ok)
+
+    def _release(self) -> None:
+        """Drop DDP (its reducer hooks live on the parameters, so the model and everything holding parameters
+        go too) and the optimizer before the process group goes away (``ecosystem.md`` §5). Subclasses holding
+        more parameter owners extend it."""
+        self.ddp = None
+        self.optimizer = None
+        self.scheduler = None
+        if self.dist.distributed:
+            self.model = None
+            self.params = None
+            self.train_loader = self.val_loader = self.test_loader = None
 
     # ----------------------------------------------------------------------------------- set-up
     def _setup(self) -> None:
@@ -389,8 +393,15 @@ class Trainer:
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
 
-        # Run directory (created only once data and model are known to work) and resume state. The resume
-        # checkpoint is read on every rank: multi-node runs need the run dir on a shared filesystem.
+        self._open_run()
+        self._wrap_ddp(model)
+
+    def _open_run(self) -> None:
+        """Run directory (created only once data and model are known to work), recorder and resume state.
+
+        The resume checkpoint is read on every rank: multi-node runs need the run dir on a shared filesystem.
+        """
+        cfg, dist_info, t = self.cfg, self.dist, self.cfg.train
         self.state: dict[str, Any] | None = None
         if self.resume is not None:
             path = find_checkpoint(self.resume, "last.pt")
@@ -417,10 +428,13 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         if self.state is not None:
             self._load_state(self.state)
-        if dist_info.distributed:
+
+    def _wrap_ddp(self, module: nn.Module) -> None:
+        """Wrap ``module`` (what the training step calls) in DDP when the run is distributed."""
+        if self.dist.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids,
-                                                           find_unused_parameters=t.find_unused_parameters)
+            self.ddp = nn.parallel.DistributedDataParallel(module, device_ids=ids,
+                                                           find_unused_parameters=self.cfg.train.find_unused_parameters)
 
     def _load_state(self, state: dict[str, Any]) -> None:
         try:
@@ -682,6 +696,10 @@ def train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = 
     """
     if cfg is None:
         cfg = resume_config(resume) if resume is not None else Config()
+    if getattr(cfg, "task", "classification") == "metric":  # metric learning (lorentzcv.train.metric)
+        from .metric import MetricTrainer
+
+        return MetricTrainer(cfg, resume=resume, stream=stream).run()
     return Trainer(cfg, resume=resume, stream=stream).run()
 
 
@@ -691,10 +709,16 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike[str], *, data_root: str | 
                         overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Evaluate a checkpoint (file or run directory, ``best.pt`` preferred there) on a split of its dataset.
 
-    Returns ``{"checkpoint", "dataset", "split", "loss", "acc", "n", "epoch"}``.
+    Returns ``{"checkpoint", "dataset", "split", "loss", "acc", "n", "epoch"}``; for a metric-learning checkpoint
+    (``task: metric``) the retrieval metrics instead (:func:`lorentzcv.train.metric.evaluate_metric_checkpoint`).
     """
     path = find_checkpoint(checkpoint, "best.pt")
     state = load_checkpoint(path, map_location="cpu")
+    if state["config"].get("task") == "metric":  # Recall@K / MAP@R (lorentzcv.train.metric)
+        from .metric import evaluate_metric_state
+
+        return evaluate_metric_state(path, state, data_root=data_root, split=split, device=device,
+                                     batch_size=batch_size, overrides=overrides)
     cfg = config_from_dict(apply_overrides(state["config"], overrides))
     if data_root is not None:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))

@@ -414,3 +414,45 @@ def test_float32_close_to_float64_reference(cls, shape, variant, rescale, traini
     want = [y_r.detach(), xs_r.grad, ref.beta.grad, ref.gamma.grad, ref_m.k.grad]
     for name, g32, g64 in zip(["y", "x", "beta", "gamma", "k"], got, want):
         torch.testing.assert_close(g32.double(), g64, rtol=2e-4, atol=2e-4 * float(g64.abs().max()), msg=name)
+
+
+@pytest.mark.parametrize("k0", [0.0625, 16.0])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_extreme_curvature_matches_reference(k0, variant):
+    """Near the default curvature bounds (0.05, 20): fused path = literal formula (float64), finite in float32."""
+    out = {}
+    for impl in ("fused", "reference"):
+        m = Lorentz(k=k0, learnable=True).double()
+        layer = _make(LorentzBatchNorm2d, m, variant, impl=impl, rescale=True)
+        xs = lmath.space(_points((3, 1 + C, 2, 2), k0, scale=k0 ** 0.5), dim=1).requires_grad_()
+        y = layer(lmath.add_time(xs, m.k, dim=1))  # on the manifold of the current k (k-gradient along it)
+        y.square().sum().backward()
+        out[impl] = (y.detach(), xs.grad, layer.gamma.grad, m.k.grad)
+    torch.testing.assert_close(out["fused"], out["reference"], rtol=1e-8, atol=1e-9)
+    m = Lorentz(k=k0, learnable=True)
+    layer = LorentzBatchNorm2d(m, C, variant=variant)
+    x = _points((3, 1 + C, 4, 4), k0, scale=3 * k0 ** 0.5, dtype=torch.float32).requires_grad_()
+    y = layer(x)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all() and torch.isfinite(m.k.grad)
+    assert _on_manifold_err(y.detach(), m.k.detach()) < 1e-5
+
+
+@pytest.mark.parametrize("radius,spread", [(2.0, 0.03), (5.0, 0.03), (5.0, 0.3)])
+def test_float32_accuracy_far_from_origin(radius, spread):
+    """A tight batch far from the origin (where ``arcosh(-<μ,x>_L/k)`` loses half the digits): the float32 fast
+    path is as accurate as the literal formula in float32 (whose kernels use the squared chord)."""
+    torch.manual_seed(0)
+    k = torch.tensor(1.0, dtype=torch.float64)
+    center = torch.randn(C, dtype=torch.float64)
+    v = radius * center / center.norm()
+    v = v[None, :, None, None] + spread * torch.randn(4, C, 3, 3, dtype=torch.float64)
+    x64 = lmath.expmap0(torch.cat([torch.zeros(4, 1, 3, 3, dtype=torch.float64), v], 1), k, dim=1)
+    out = {}
+    for dtype, impl in ((torch.float64, "reference"), (torch.float32, "fused"), (torch.float32, "reference")):
+        layer = LorentzBatchNorm2d(Lorentz(k=1.0).to(dtype), C, impl=impl).to(dtype)
+        out[dtype, impl] = layer(lmath.projx(x64.to(dtype), k.to(dtype), dim=1)).double()
+    truth = out[torch.float64, "reference"]
+    err_fused = (out[torch.float32, "fused"] - truth).abs().max().item()
+    err_literal = (out[torch.float32, "reference"] - truth).abs().max().item()
+    assert err_fused <= 3 * err_literal + 1e-6, (err_fused, err_literal)

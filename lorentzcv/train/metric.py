@@ -1,0 +1,853 @@
+r"""Metric-learning training (HIER, LHIER, Proxy-Anchor) through the training engine (spec §7, issue #5).
+
+>>> from lorentzcv.train import load_config, train
+>>> cfg = load_config("configs/metric/table1/cub_r50_512_lhier.yaml", ["data.root=~/data"])
+>>> summary = train(cfg)                   # or: lorentzcv train CONFIG --set data.root=~/data
+
+A YAML with ``task: metric`` at the top is a :class:`~lorentzcv.train.config.MetricRunConfig`, and
+:class:`MetricTrainer` runs it with the classification engine's machinery (:class:`~lorentzcv.train.Trainer`:
+run directory, ``config.yaml``, ``metrics.jsonl``/``.csv``, TensorBoard, atomic ``weights_only`` checkpoints,
+exact resume, the non-finite guard, AMP, DDP under ``torchrun``, the summary table). What differs, following
+HIER's protocol (spec §7.3):
+
+- **Data.** A class-disjoint metric dataset; batches from :class:`~lorentzcv.data.ClassBalancedBatchSampler`
+  (``metric.images_per_class`` images of each drawn class; under DDP every rank draws from the same global
+  batch, ``set_epoch`` each epoch).
+- **Model.** :func:`~lorentzcv.models.embedding.create_embedding_model`: backbone + Euclidean / Poincaré /
+  Lorentz head. **Objective** :class:`~lorentzcv.metric.HierarchicalObjective`: Proxy-Anchor plus
+  :class:`~lorentzcv.metric.HIERLoss` (Poincaré head) or :class:`~lorentzcv.metric.LHIERLoss` (Lorentz head,
+  sharing the head's manifold, so one learnable ``k``: init 10 = HIER's ``c = 0.1``).
+- **Parameter groups** (:func:`metric_param_groups`): :func:`lorentzcv.optim.param_groups` over one container
+  of model and objective (by type: ``decay``/``no_decay``/``manifold``/``curvature``; the shared ``k`` once),
+  each split by the module that owns the parameter (identity, never names) into roles with lr multipliers:
+  ``backbone`` ×1, ``head`` (the head's Linear, HIER's "last layer") ×``fc_lr_scale``, ``lcas`` ×50,
+  ``proxies`` (Proxy-Anchor) ×1e4; the ``curvature`` group keeps ``optim.curvature_lr``. HIER's lr is for a
+  global batch of 180 and scaled by ``batch/180`` (``metric.lr_reference_batch``).
+- **Schedule.** ``schedule`` as for classification (HIER's step decay = ``multistep`` with milestones every
+  N epochs; ViTs ``constant``), and ``metric.warmup_epochs`` with the backbone's lr at 0 (HIER's warm-up).
+- **Step.** Under DDP the embeddings of all ranks are gathered with a gradient-carrying all-gather
+  (:func:`gather_with_grad`) and every rank evaluates the loss on the whole global batch (mining and the
+  Gumbel noise use a generator seeded by ``(seed, epoch)``, the same on every rank), so the averaged DDP
+  gradient is the exact gradient of the global-batch loss. Gradients are clamped element-wise to
+  ``±train.grad_clip_value`` (HIER: 10). ``train.amp="fp16"`` is float16 autocast with a GradScaler on CUDA and
+  bfloat16 on CPU; the hyperbolic parts are float32 islands.
+- **Evaluation** every ``train.eval_test_every`` epochs and after the last (spec §7.4): Recall@K
+  (``metric.recall_ks`` or :data:`~lorentzcv.metric.DATASET_KS`) and MAP@R with the head's distance,
+  leave-one-out on ``test`` (CUB, Cars, SOP) or ``query``→``gallery`` (In-Shop); logged as ``R@1``, …,
+  ``MAP@R``, with the curvature ``K/<manifold>`` and the lr of each role.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    capture_rng_state,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .config import ConfigError, MetricRunConfig, apply_overrides, config_from_dict, config_to_dict
+from .distributed import DistInfo, all_gather_object, all_reduce_sum, params_digest, resolve_device
+from .engine import ShardSampler, Trainer, _subset, curvatures, derive_seed, seed_everything
+from .recorder import format_table
+from .schedule import LRScheduler, schedule_factor
+
+__all__ = [
+    "MetricTrainer",
+    "MetricLearner",
+    "MetricLRScheduler",
+    "create_trainer",
+    "build_metric_datasets",
+    "build_metric_model",
+    "build_objective",
+    "metric_param_groups",
+    "build_metric_optimizer",
+    "gather_with_grad",
+    "compute_embeddings",
+    "evaluate_retrieval",
+    "evaluate_metric_checkpoint",
+    "evaluate_metric_state",
+    "resolve_metric_amp",
+    "retrieval_splits",
+    "recall_ks",
+    "train_num_classes",
+    "ROLES",
+]
+
+#: Parameter roles of a metric run, in the order their groups appear in the optimizer.
+ROLES = ("backbone", "head", "lcas", "proxies", "curvature")
+
+
+# ------------------------------------------------------------------------------------------------ data
+def retrieval_splits(info) -> tuple[str, ...]:
+    """``("query", "gallery")`` for datasets with those splits (In-Shop), else ``("test",)`` (leave-one-out)."""
+    return ("query", "gallery") if {"query", "gallery"} <= set(info.splits) else ("test",)
+
+
+def recall_ks(cfg: MetricRunConfig) -> tuple[int, ...]:
+    """The Recall@K list: ``metric.recall_ks``, else ``DATASET_KS[data.name]``, else ``(1, 2, 4, 8)``."""
+    from ..metric import DATASET_KS
+
+    if cfg.metric.recall_ks is not None:
+        return tuple(int(k) for k in cfg.metric.recall_ks)
+    return tuple(DATASET_KS.get(cfg.data.name, (1, 2, 4, 8)))
+
+
+def train_num_classes(info) -> int | None:
+    """Number of training classes from a metric dataset's :class:`~lorentzcv.data.DatasetInfo` (no data read)."""
+    n = info.num_classes
+    if isinstance(n, int):
+        return n
+    if n is not None and "train" in n:
+        return int(n["train"])
+    return None
+
+
+def _transform_kwargs(cfg: MetricRunConfig, info) -> dict[str, Any]:
+    if info.transform != "metric":  # the demo datasets' own presets take no options
+        return {}
+    return {"backbone_name": cfg.model.backbone, "img_size": cfg.data.img_size or info.img_size}
+
+
+def build_metric_datasets(cfg: MetricRunConfig, splits: Sequence[str] = ("train", "eval"),
+                          augment_train: bool = True) -> dict[str, Any]:
+    """The datasets of a metric run.
+
+    Args:
+        cfg: the run config.
+        splits: ``"train"`` and/or ``"eval"`` (the retrieval splits, :func:`retrieval_splits`).
+        augment_train: ``False`` gives the training split the evaluation transform.
+
+    Returns:
+        ``{"info", "train", "eval": {split: dataset}, "num_classes" (training classes), "in_chans", "img_size"}``.
+    """
+    from ..data import create_dataset, create_transform, get_dataset_info
+
+    d = cfg.data
+    info = get_dataset_info(d.name)
+    if info.task != "metric":
+        raise ConfigError(
+            f"data.name={d.name!r} is a classification dataset; a metric run (task: metric) needs a "
+            "class-disjoint metric dataset: cub, cars, sop, inshop, digits_dml or fashion_mnist_dml"
+        )
+    tfk = _transform_kwargs(cfg, info)
+    common = dict(root=d.root, download=d.download, seed=cfg.train.seed, transform_kwargs=tfk)
+    out: dict[str, Any] = {"info": info, "train": None, "eval": {}}
+    if "train" in splits:
+        tf = "default" if augment_train else create_transform(d.name, "test", **tfk)
+        out["train"] = _subset(create_dataset(d.name, split="train", **{**common, "transform": tf}),
+                               d.train_subset, cfg.train.seed)
+    if "eval" in splits:
+        for s in retrieval_splits(info):
+            out["eval"][s] = _subset(create_dataset(d.name, split=s, **common), d.eval_subset, cfg.train.seed)
+    n = None
+    if out["train"] is not None:
+        base = getattr(out["train"], "dataset", out["train"])
+        n = getattr(base, "num_classes", None)
+    out.update(num_classes=int(n) if n is not None else train_num_classes(info), in_chans=info.in_chans,
+               img_size=d.img_size or info.img_size)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- model, loss
+def build_metric_model(cfg: MetricRunConfig, in_chans: int = 3, img_size: int | None = None,
+                       pretrained: bool | None = None) -> nn.Module:
+    """:func:`~lorentzcv.models.embedding.create_embedding_model` from ``cfg.model``.
+
+    Args:
+        cfg: the run config.
+        in_chans: image channels (from the dataset).
+        img_size: input size, passed to ViT backbones (position embeddings).
+        pretrained: override ``model.pretrained`` (``False`` when the weights come from a checkpoint).
+    """
+    from ..geometry import Lorentz
+    from ..models.embedding import BACKBONE_ALIASES, create_embedding_model
+
+    m = cfg.model
+    head_kwargs: dict[str, Any] = {"layer_norm": m.layer_norm}
+    if m.head == "poincare":
+        head_kwargs.update(c=m.c, clip_r=m.clip_r)
+    elif m.head == "lorentz":
+        head_kwargs.update(manifold=Lorentz(k=m.k_init, learnable=m.learn_k), lift=m.lift, scale=m.lift_scale,
+                           clip_r=m.clip_r)
+    bb_kwargs = dict(m.backbone_kwargs)
+    name = BACKBONE_ALIASES.get(m.backbone, m.backbone)
+    if name != "bninception":
+        bb_kwargs.setdefault("in_chans", in_chans)
+    elif in_chans != 3:
+        raise ConfigError(f"bninception takes 3 input channels, the dataset has {in_chans}")
+    if img_size is not None and any(t in name for t in ("vit", "deit")):
+        bb_kwargs.setdefault("img_size", img_size)
+    use_pretrained = m.pretrained if pretrained is None else pretrained
+    return create_embedding_model(
+        m.backbone, m.head, m.embedding_dim, pretrained=use_pretrained,
+        pretrained_path=m.pretrained_path if use_pretrained else None, head_kwargs=head_kwargs, pool=m.pool,
+        bn_freeze=m.bn_freeze, freeze_patch_embed=m.freeze_patch_embed, **bb_kwargs,
+    )
+
+
+def build_objective(cfg: MetricRunConfig, model: nn.Module, num_classes: int) -> nn.Module:
+    """:class:`~lorentzcv.metric.HierarchicalObjective` for ``cfg.loss`` and the model's head (spec §7.1–7.2).
+
+    ``loss.name="proxy_anchor"``: Proxy-Anchor on the embeddings (Euclidean or Poincaré head).
+    ``loss.name="hier"``: Proxy-Anchor + HIER (Poincaré head, same ``c``/``clip_r``) or LHIER (Lorentz head, on
+    the head's own manifold object, so ``k`` is shared).
+    """
+    from ..metric import HierarchicalObjective, HIERLoss, LHIERLoss, ProxyAnchorLoss
+
+    lo, m = cfg.loss, cfg.model
+    if num_classes is None or num_classes < 2:
+        raise ConfigError(f"metric training needs at least two training classes, got {num_classes}")
+    pa = ProxyAnchorLoss(num_classes, m.embedding_dim, margin=lo.pa_margin, alpha=lo.pa_alpha)
+    hier: nn.Module | None = None
+    common = dict(tau=lo.tau, margin=lo.margin, topk=lo.topk, num_triplets=lo.num_triplets)
+    if lo.name == "hier":
+        if m.head == "poincare":
+            hier = HIERLoss(lo.num_proxies, m.embedding_dim, c=m.c, clip_r=m.clip_r, **common)
+        elif m.head == "lorentz":
+            hier = LHIERLoss(model.manifold, lo.num_proxies, m.embedding_dim, lca_init_radius=lo.lca_init_radius,
+                             **common)
+        else:
+            raise ConfigError("loss.name=hier needs model.head=poincare (HIER) or lorentz (LHIER)")
+    elif m.head == "lorentz":
+        raise ConfigError("loss.name=proxy_anchor with a lorentz head is not supported; use loss.name=hier "
+                          "(LHIER) or model.head=euclidean/poincare")
+    return HierarchicalObjective(pa, hier, hier_weight=lo.hier_weight, pa_weight=lo.pa_weight)
+
+
+# ------------------------------------------------------------------------------------------- optimizer
+def metric_param_groups(model: nn.Module, objective: nn.Module, lr: float, weight_decay: float, *,
+                        fc_lr_scale: float = 1.0, lca_lr_scale: float = 50.0, proxy_lr_scale: float = 1e4,
+                        curvature_lr: float = 1e-4, curvature_weight_decay: float = 0.0,
+                        manifold_lr: float | None = None) -> list[dict]:
+    """HIER's parameter groups (spec §7.3) built on :func:`lorentzcv.optim.param_groups` semantics.
+
+    The type groups of ``param_groups(nn.ModuleList([model, objective]), ...)`` (a parameter shared by both,
+    e.g. LHIER's ``k``, counted once) are split by role, decided by which module holds the parameter:
+
+    ========== ======================================================= =====================
+    role       parameters                                              lr
+    ========== ======================================================= =====================
+    backbone   ``model.backbone``                                      ``lr``
+    head       ``model.head`` (its Linear: HIER's "last layer")        ``lr · fc_lr_scale``
+    lcas       the hierarchical loss (``objective.hier_loss``)         ``lr · lca_lr_scale``
+    proxies    Proxy-Anchor (``objective.pa_loss``)                    ``lr · proxy_lr_scale``
+    curvature  every learnable ``k`` (``"curvature": True``)           ``curvature_lr``
+    ========== ======================================================= =====================
+
+    The manifold group (LHIER's LCAs) starts from ``manifold_lr or lr``. Every group keeps the keys of
+    ``param_groups`` and gets ``"name"`` = ``"<role>.<type>"`` (``"curvature"`` alone), ``"type"``, ``"role"``
+    and ``"lr_scale"``; weight decay per type (Euclidean ``ndim <= 1`` parameters get none; HIER decays all).
+    """
+    from ..optim import param_groups
+
+    container = nn.ModuleList([model, objective])
+    base = param_groups(container, lr, weight_decay, curvature_lr=curvature_lr,
+                        curvature_weight_decay=curvature_weight_decay, manifold_lr=manifold_lr)
+    role_of: dict[int, str] = {}
+    owners = [("backbone", getattr(model, "backbone", model)), ("head", getattr(model, "head", None)),
+              ("proxies", getattr(objective, "pa_loss", None)), ("lcas", getattr(objective, "hier_loss", None))]
+    for role, mod in owners:
+        if mod is not None:
+            for p in mod.parameters():
+                role_of.setdefault(id(p), role)  # a shared parameter belongs to its first owner
+    scale = {"backbone": 1.0, "head": fc_lr_scale, "lcas": lca_lr_scale, "proxies": proxy_lr_scale}
+    out: list[dict] = []
+    for g in base:
+        kind = g["name"]
+        if g.get("curvature"):
+            out.append({**g, "type": kind, "role": "curvature", "lr_scale": 1.0})
+            continue
+        by_role: dict[str, list[torch.Tensor]] = {}
+        for p in g["params"]:
+            by_role.setdefault(role_of.get(id(p), "backbone"), []).append(p)
+        for role in ROLES:
+            if role in by_role:
+                out.append({**g, "params": by_role[role], "name": f"{role}.{kind}", "type": kind, "role": role,
+                            "lr_scale": scale[role], "lr": g["lr"] * scale[role]})
+    order = {r: i for i, r in enumerate(ROLES)}
+    return sorted(out, key=lambda g: order[g["role"]])  # stable: type order kept within a role
+
+
+def build_metric_optimizer(cfg: MetricRunConfig, model: nn.Module, objective: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer of a metric run over :func:`metric_param_groups` (``optim.name``: ``radamw`` for LHIER,
+    ``adamw`` for HIER and Euclidean baselines; ``rsgd``/``sgd`` work too). The lr is first scaled by
+    ``data.batch_size / metric.lr_reference_batch`` when that is set (HIER: 180)."""
+    from ..optim import OPTIMIZERS
+
+    o, mc = cfg.optim, cfg.metric
+    lr = o.lr * (cfg.data.batch_size / mc.lr_reference_batch if mc.lr_reference_batch else 1.0)
+    manifold_lr = None if o.manifold_lr is None else o.manifold_lr * (lr / o.lr if o.lr else 1.0)
+    groups = metric_param_groups(model, objective, lr, o.weight_decay, fc_lr_scale=mc.fc_lr_scale,
+                                 lca_lr_scale=mc.lca_lr_scale, proxy_lr_scale=mc.proxy_lr_scale,
+                                 curvature_lr=o.curvature_lr, curvature_weight_decay=o.curvature_weight_decay,
+                                 manifold_lr=manifold_lr)
+    kw: dict[str, Any] = {}
+    if o.name in ("rsgd", "sgd"):
+        kw.update(momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
+    else:
+        kw.update(betas=tuple(o.betas), eps=o.eps)
+    if o.name in ("rsgd", "radamw"):
+        kw["curvature_mode"] = o.curvature_mode
+    elif any(g["type"] == "manifold" for g in groups):
+        raise ConfigError(f"optim.name={o.name!r} is Euclidean but the model has ManifoldParameters (LHIER's "
+                          "LCAs); use optim.name=radamw")
+    kw.update(o.kwargs)
+    return OPTIMIZERS[o.name](groups, lr=lr, weight_decay=o.weight_decay, **kw)
+
+
+class MetricLRScheduler(LRScheduler):
+    """:class:`~lorentzcv.train.schedule.LRScheduler` plus HIER's warm-up: the ``backbone`` groups have lr 0
+    during the first ``warmup_epochs`` epochs (the other groups follow the schedule)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int, total_epochs: int,
+                 warmup_epochs: int = 0) -> None:
+        self.warmup_steps = int(warmup_epochs) * max(int(steps_per_epoch), 1)
+        super().__init__(optimizer, cfg, steps_per_epoch, total_epochs)
+
+    def factor(self, group: dict[str, Any]) -> float:
+        if group.get("role") == "backbone" and self.last_step < self.warmup_steps:
+            return 0.0
+        return schedule_factor(self.cfg, self.last_step, self.steps_per_epoch, self.total_epochs,
+                               group.get("type", group.get("name")))
+
+
+# ------------------------------------------------------------------------------------- step, gather
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather of equal-shape tensors; backward sums the gradients of all ranks and keeps the local slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        world, rank = dist.get_world_size(), dist.get_rank()
+        ctx.rank, ctx.n = rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    r"""Concatenate ``x`` ``(n, …)`` of every rank (rank order) with a gradient to the local part.
+
+    The backward all-reduces (sums) the incoming gradient, so with every rank evaluating the same loss
+    :math:`L` of the gathered batch, rank ``r`` receives :math:`W\,\partial L/\partial x_r` and DDP's average
+    gives :math:`\partial L/\partial\theta` exactly (the "concat trick" that swaps the local slice into a
+    gradient-free gather gives :math:`\partial L/\partial\theta / W` instead). Works with every backend (one
+    all-gather forward, one all-reduce backward). Identity when not distributed.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+def _gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+class MetricLearner(nn.Module):
+    """``objective(gather(model(images)), gather(labels))``: the module a metric step calls (and DDP wraps).
+
+    Holding the model and the objective in one module lets DDP average the gradients of the objective's
+    parameters (Proxy-Anchor proxies, LCAs) along with the model's.
+
+    Args:
+        model: the embedding model.
+        objective: e.g. :class:`~lorentzcv.metric.HierarchicalObjective`.
+        gather: under DDP, compute the loss on the embeddings of all ranks (:func:`gather_with_grad`).
+    """
+
+    def __init__(self, model: nn.Module, objective: nn.Module, gather: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.gather = gather
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        z = self.model(images)
+        if self.gather and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            z = gather_with_grad(z)
+            labels = _gather_no_grad(labels)
+        return self.objective(z, labels)
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def resolve_metric_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``train.amp`` for a metric run: as :func:`~lorentzcv.train.engine.resolve_amp`, except that ``fp16`` on a
+    CPU becomes bfloat16 autocast (HIER trains with float16 + GradScaler on GPUs; CPUs have no fast float16)."""
+    from .engine import resolve_amp
+
+    if amp == "fp16" and device.type == "cpu":
+        amp = "bf16"
+    return resolve_amp(amp, device)
+
+
+def _gather_rows(x: torch.Tensor, n: int, info: DistInfo | None) -> torch.Tensor:
+    """Reassemble ``n`` rows sharded by :class:`ShardSampler` (rank ``r`` holds rows ``r, r+W, …``)."""
+    if info is None or not info.distributed:
+        return x
+    w = info.world_size
+    m = -(-n // w)
+    pad = x.new_zeros((m - x.shape[0], *x.shape[1:]))
+    parts = [torch.empty((m, *x.shape[1:]), dtype=x.dtype, device=x.device) for _ in range(w)]
+    dist.all_gather(parts, torch.cat([x, pad]).contiguous())
+    return torch.stack(parts, dim=1).reshape(m * w, *x.shape[1:])[:n]
+
+
+@torch.no_grad()
+def compute_embeddings(model: nn.Module, loader: DataLoader, device: torch.device,
+                       amp_dtype: torch.dtype | None = None,
+                       dist_info: DistInfo | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings (float32) and labels of the whole dataset behind ``loader``, in dataset order.
+
+    Under DDP ``loader`` must shard with :class:`~lorentzcv.train.engine.ShardSampler`; every rank returns all rows.
+    """
+    was_training = model.training
+    model.eval()
+    zs, ys = [], []
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            z = model(x)
+        zs.append(z.float())
+        ys.append(torch.as_tensor(y).to(device))
+    model.train(was_training)
+    n = len(loader.dataset)
+    z = torch.cat(zs) if zs else None
+    y = torch.cat(ys) if ys else torch.empty(0, dtype=torch.long, device=device)
+    if dist_info is not None and dist_info.distributed:
+        dim = torch.tensor([float(z.shape[1]) if z is not None else 0.0], device=device)
+        dist.all_reduce(dim, op=dist.ReduceOp.MAX)  # a rank without rows still takes part in the gathers
+        if z is None:
+            z = torch.empty(0, int(dim.item()), device=device)
+        z = _gather_rows(z, n, dist_info)
+        y = _gather_rows(y, n, dist_info)
+    elif z is None:
+        raise ValueError("cannot evaluate an empty dataset")
+    return z, y
+
+
+def evaluate_retrieval(model: nn.Module, loaders: dict[str, DataLoader], device: torch.device,
+                       ks: Sequence[int] = (1, 2, 4, 8), amp_dtype: torch.dtype | None = None,
+                       dist_info: DistInfo | None = None, map_r: bool = True,
+                       chunk_size: int = 5000) -> dict[str, float]:
+    """Recall@K (and MAP@R) with the model's distance (``model.distance()``, spec §7.4).
+
+    ``loaders`` has ``"test"`` (leave-one-out, self-match masked by index) or ``"query"`` and ``"gallery"``
+    (query→gallery, nothing masked), or ``"train"`` (leave-one-out). Returns ``{"R@k": …, "MAP@R": …, "n": …}``.
+    """
+    from ..metric import map_at_r, recall_at_k
+
+    distance = model.distance() if hasattr(model, "distance") else None
+    emb = {s: compute_embeddings(model, ld, device, amp_dtype, dist_info) for s, ld in loaders.items()}
+    if "query" in emb:
+        (q, qy), (g, gy) = emb["query"], emb["gallery"]
+    else:
+        (q, qy), = emb.values()
+        g = gy = None
+    out: dict[str, float] = {f"R@{k}": v for k, v in recall_at_k(q, qy, g, gy, ks=ks, distance=distance,
+                                                                   chunk_size=chunk_size).items()}
+    if map_r:
+        out["MAP@R"] = map_at_r(q, qy, g, gy, distance=distance, chunk_size=chunk_size)
+    out["n"] = int(len(q))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- trainer
+def _fmt_row(row: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}", f"loss {row['train_loss']:.4f}"]
+    if row.get("loss_hier") is not None:
+        parts.append(f"(pa {row['loss_pa']:.4f} hier {row['loss_hier']:.4f})")
+    rec = [(k, v) for k, v in row.items() if k.startswith("R@")]
+    if rec:
+        parts.append(" ".join(f"{k} {100 * v:.2f}%" for k, v in rec))
+    if row.get("MAP@R") is not None:
+        parts.append(f"MAP@R {100 * row['MAP@R']:.2f}%")
+    curv = [(k[2:], v) for k, v in row.items() if k.startswith("K/")]
+    if curv:
+        parts.append("K " + " ".join(f"{n}={v:.4f}" for n, v in curv))
+    parts.append(f"lr {row['lr']:.3g}")
+    parts.append(f"{row['throughput']:.0f} img/s")
+    if row.get("skipped_steps"):
+        parts.append(f"skipped {row['skipped_steps']}")
+    parts.append(f"{row['epoch_time']:.1f}s")
+    return "  ".join(parts)
+
+
+class MetricTrainer(Trainer):
+    """Runs one metric-learning run (module docstring); the engine's :class:`~lorentzcv.train.Trainer` with a
+    metric data pipeline, model + objective, HIER's optimizer groups and a retrieval evaluation.
+
+    Args:
+        cfg: a :class:`~lorentzcv.train.config.MetricRunConfig`.
+        resume: a run directory (or its ``last.pt``) to continue.
+        stream: console stream for log lines.
+    """
+
+    def __init__(self, cfg: MetricRunConfig, resume: str | os.PathLike[str] | None = None,
+                 stream: Any = None) -> None:
+        if not isinstance(cfg, MetricRunConfig):
+            raise ConfigError("MetricTrainer needs a metric config (task: metric); use Trainer for classification")
+        super().__init__(cfg, resume=resume, stream=stream)
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _setup(self) -> None:
+        cfg, dist_info = self.cfg, self.dist
+        t, mc = cfg.train, cfg.metric
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        self.device = dist_info.device
+        self.amp_dtype, use_scaler = resolve_metric_amp(t.amp, self.device)
+
+        # Data: class-balanced batches (the same global draw on every rank), sharded evaluation.
+        seed_everything(t.seed)
+        data = build_metric_datasets(cfg)
+        self.data = data
+        world, rank = dist_info.world_size, dist_info.rank
+        if cfg.data.batch_size % (world * mc.images_per_class):
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} is the global batch and must be divisible by "
+                f"{world} processes x metric.images_per_class={mc.images_per_class}; change it with "
+                "--set data.batch_size=..."
+            )
+        from ..data import ClassBalancedBatchSampler
+
+        bs = cfg.data.batch_size // world
+        ebs = max((cfg.data.eval_batch_size or cfg.data.batch_size) // world, 1)
+        pin = self.device.type == "cuda"
+        self.train_sampler = ClassBalancedBatchSampler(data["train"].targets, bs, mc.images_per_class,
+                                                       num_replicas=world, rank=rank, seed=t.seed)
+        self.loader_gen = torch.Generator()
+        self.train_loader = DataLoader(data["train"], batch_sampler=self.train_sampler,
+                                       num_workers=cfg.data.num_workers, pin_memory=pin, generator=self.loader_gen)
+
+        def eval_loader(ds: Dataset) -> DataLoader:
+            return DataLoader(ds, batch_size=ebs, sampler=ShardSampler(len(ds), rank, world),
+                              num_workers=cfg.data.num_workers, pin_memory=pin)
+
+        self.eval_loaders = {s: eval_loader(ds) for s, ds in data["eval"].items()}
+        self.val_loader = self.test_loader = None
+        self.steps_per_epoch = len(self.train_loader)
+        if t.max_steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, t.max_steps_per_epoch)
+        self.ks = recall_ks(cfg)
+
+        # Model, objective (shared manifold), optimizer over one container (same seed on every rank).
+        seed_everything(t.seed)
+        model = build_metric_model(cfg, data["in_chans"], data["img_size"]).to(self.device)
+        if t.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        objective = build_objective(cfg, model, data["num_classes"]).to(self.device)
+        self.model, self.objective = model, objective
+        self.learner = MetricLearner(model, objective, gather=mc.gather_embeddings)
+        self.loss_gen = torch.Generator(device=self.device)
+        self.optimizer = build_metric_optimizer(cfg, model, objective)
+        self.scheduler = MetricLRScheduler(self.optimizer, cfg.schedule, self.steps_per_epoch, t.epochs,
+                                           warmup_epochs=mc.warmup_epochs)
+        self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+
+        self._open_run()
+        self._wrap_ddp(self.learner)
+
+    def _release(self) -> None:
+        super()._release()
+        if self.dist.distributed:
+            self.learner = self.objective = None
+            self.eval_loaders = {}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        super()._load_state(state)
+        try:
+            self.objective.load_state_dict(state["objective"])
+        except (KeyError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"checkpoint in '{self.run_dir}' has no matching objective state ({str(exc).strip()[:160]}); "
+                "resume with the same code and config"
+            ) from None
+
+    def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        d = self.data
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "global_step": self.scheduler.last_step,
+            "model": self.model.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": capture_rng_state(),
+            "config": config_to_dict(self.cfg),
+            "history": self.history,
+            "best": None,
+            "meta": {"task": "metric", "num_classes": d["num_classes"], "in_chans": d["in_chans"],
+                     "img_size": d["img_size"], "world_size": self.dist.world_size,
+                     "torch": str(torch.__version__)},
+        }
+
+    # ------------------------------------------------------------------------------------- loop
+    def _run(self) -> dict[str, Any]:
+        self._setup()
+        cfg, t = self.cfg, self.cfg.train
+        rec = self.rec
+        n_params = sum(p.numel() for p in self.learner.parameters())
+        rec.log(f"run: {self.run_dir}" if self.state is None
+                else f"resuming {self.run_dir} after epoch {self.start_epoch}")
+        m = cfg.model
+        evals = ", ".join(f"{len(ds)} {s}" for s, ds in self.data["eval"].items())
+        rec.log(
+            f"metric: {m.backbone} + {m.head} head (D={m.embedding_dim}), loss {cfg.loss.name} "
+            f"({n_params / 1e6:.3g}M params) | data {cfg.data.name}: {len(self.data['train'])} train "
+            f"({self.data['num_classes']} classes), {evals} | optim {cfg.optim.name} lr {cfg.optim.lr:g} "
+            f"| {cfg.schedule.name} | {t.epochs} epochs | device {self.device}"
+            + (f" x{self.dist.world_size} ({self.dist.backend})" if self.dist.distributed else "")
+            + (f" | amp {self.amp_dtype}" if self.amp_dtype is not None else "")
+        )
+        t_start = time.perf_counter()
+        for epoch in range(self.start_epoch, t.epochs):
+            row = self._train_epoch(epoch)
+            last = epoch + 1 == t.epochs
+            if last or (t.eval_test_every and (epoch + 1) % t.eval_test_every == 0):
+                r = self._evaluate()
+                row.update({k: v for k, v in r.items() if k != "n"})
+            row.update(self._lrs())
+            row.update({f"K/{n}": k for n, k in curvatures(self.model).items()})
+            self.history.append(row)
+            rec.add(row)
+            rec.log(_fmt_row(row, t.epochs))
+            if self.dist.is_main and cfg.output.checkpoints:
+                save_checkpoint(self._checkpoint_state(epoch + 1), self.run_dir / "last.pt")
+        return self._finish(time.perf_counter() - t_start)
+
+    def _lrs(self) -> dict[str, float]:
+        groups = self.optimizer.param_groups
+        out = {"lr": float(groups[0]["lr"])}
+        for g in groups:
+            key = f"lr/{g.get('role', g.get('name'))}"
+            out.setdefault(key, float(g["lr"]))
+        return out
+
+    def _evaluate(self) -> dict[str, float]:
+        mc = self.cfg.metric
+        return evaluate_retrieval(self.model, self.eval_loaders, self.device, self.ks, self.amp_dtype, self.dist,
+                                  map_r=mc.map_at_r, chunk_size=mc.eval_chunk_size)
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        t, device = self.cfg.train, self.device
+        learner = self.ddp if self.ddp is not None else self.learner
+        learner.train()
+        self._reseed_epoch(epoch)
+        hier = getattr(self.objective, "hier_loss", None)
+        if hier is not None:  # mining and Gumbel noise: the same stream on every rank, a function of the epoch
+            self.loss_gen.manual_seed(derive_seed(self.cfg.train.seed, epoch, 2))
+            hier.generator = self.loss_gen
+        opt, sched, scaler = self.optimizer, self.scheduler, self.scaler
+        stats = torch.zeros(4, dtype=torch.float64, device=device)  # loss, pa, hier (sums over steps), images
+        steps = torch.zeros(1, dtype=torch.float64, device=device)
+        skipped = 0
+        bar = self._progress(epoch)
+        autocast = (torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else contextlib.nullcontext())
+        t0 = time.perf_counter()
+        for step, (x, y) in enumerate(self.train_loader):
+            if step >= self.steps_per_epoch:
+                break
+            x = x.to(device, non_blocking=True)
+            if t.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with autocast:
+                loss = learner(x, y)
+            loss = loss.float()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
+            grads = [p.grad for p in self.params if p.grad is not None]
+            gnorm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
+            bad = (~torch.isfinite(gnorm)) | (~torch.isfinite(loss.detach()))
+            if self.dist.distributed:
+                flag = bad.to(torch.float32).reshape(1)
+                all_reduce_sum(flag, self.dist)
+                bad = flag[0] > 0
+            if bool(bad):
+                skipped += 1
+                if skipped <= 3:
+                    self.rec.log(f"warning: non-finite loss/gradient at epoch {epoch + 1} step {step + 1} "
+                                 f"(loss {loss.item():.4g}, grad norm {gnorm.item():.4g}); step skipped")
+            else:
+                if t.grad_clip_norm is not None:
+                    torch.nn.utils.clip_grads_with_norm_(self.params, t.grad_clip_norm, gnorm)
+                if t.grad_clip_value is not None:  # HIER: every gradient element clamped to [-10, 10]
+                    torch.nn.utils.clip_grad_value_(self.params, t.grad_clip_value)
+                if scaler is not None:
+                    scaler.step(opt)
+                else:
+                    opt.step()
+                with torch.no_grad():
+                    last = self.objective.last
+                    stats[0] += loss.detach().double()
+                    stats[1] += last["pa"].double()
+                    stats[2] += last["hier"].double() if "hier" in last else 0.0
+                    stats[3] += y.numel()
+                    steps += 1
+            if scaler is not None:
+                scaler.update()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0 or step + 1 == self.steps_per_epoch:
+                    bar.set_postfix(loss=f"{stats[0].item() / max(steps.item(), 1):.3f}")
+        if bar is not None:
+            bar.close()
+        skipped_t = torch.tensor([float(skipped)], device=device)
+        # Every rank computed the same loss (gathered batch) unless gather_embeddings=false: average over ranks.
+        all_reduce_sum(stats, self.dist)
+        all_reduce_sum(steps, self.dist)
+        all_reduce_sum(skipped_t, self.dist)
+        elapsed = time.perf_counter() - t0
+        loss_sum, pa_sum, hier_sum, n = stats.tolist()
+        k = steps.item()
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / k if k else math.nan,
+            "loss_pa": pa_sum / k if k else math.nan,
+        }
+        if hier is not None:
+            row["loss_hier"] = hier_sum / k if k else math.nan
+        row.update(throughput=n / elapsed if elapsed > 0 else 0.0,
+                   skipped_steps=int(skipped_t.item() / self.dist.world_size), epoch_time=elapsed)
+        return row
+
+    # ----------------------------------------------------------------------------------- finish
+    def _finish(self, train_time: float) -> dict[str, Any]:
+        cfg = self.cfg
+        last = self.history[-1]
+        summary: dict[str, Any] = {
+            "run_dir": str(self.run_dir),
+            "task": "metric",
+            "model": f"{cfg.model.backbone}+{cfg.model.head}",
+            "loss": cfg.loss.name,
+            "dataset": cfg.data.name,
+            "epochs": cfg.train.epochs,
+            "recall": {k: last.get(f"R@{k}") for k in self.ks},
+            "map_at_r": last.get("MAP@R"),
+            "train_loss": last.get("train_loss"),
+            "curvatures": curvatures(self.model),
+            "skipped_steps": int(sum(r.get("skipped_steps", 0) for r in self.history)),
+            "train_time": train_time,
+            "world_size": self.dist.world_size,
+        }
+        if self.dist.distributed:
+            digests = all_gather_object(params_digest(self.learner), self.dist)
+            summary["ddp"] = {"param_digests": digests, "params_identical": len(set(digests)) == 1}
+        self.rec.write_json("summary.json", summary)
+        self.rec.log(self._summary_table(summary))
+        return summary
+
+    def _summary_table(self, s: dict[str, Any]) -> str:
+        rows = [("model", s["model"]), ("loss", s["loss"]), ("dataset", s["dataset"]),
+                ("epochs", str(s["epochs"]))]
+        for k, v in s["recall"].items():
+            rows.append((f"Recall@{k}", "-" if v is None else f"{100 * v:.2f} %"))
+        if s["map_at_r"] is not None:
+            rows.append(("MAP@R", f"{100 * s['map_at_r']:.2f} %"))
+        for name, k in s["curvatures"].items():
+            rows.append((f"curvature K {name}", f"{k:.4f}"))
+        if s["skipped_steps"]:
+            rows.append(("skipped steps", str(s["skipped_steps"])))
+        if "ddp" in s:
+            rows.append(("DDP ranks in sync", str(s["ddp"]["params_identical"])))
+        rows += [("train time", f"{s['train_time']:.1f} s"), ("run directory", s["run_dir"])]
+        return format_table(rows, title="lorentzcv train: summary")
+
+
+def create_trainer(cfg, resume: str | os.PathLike[str] | None = None, stream: Any = None) -> Trainer:
+    """:class:`MetricTrainer` for a metric config (``task: metric``), else the classification ``Trainer``."""
+    if isinstance(cfg, MetricRunConfig):
+        return MetricTrainer(cfg, resume=resume, stream=stream)
+    return Trainer(cfg, resume=resume, stream=stream)
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def evaluate_metric_state(path, state: dict[str, Any], *, data_root: str | None = None, split: str = "test",
+                          device: str = "auto", batch_size: int | None = None,
+                          overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """:func:`evaluate_metric_checkpoint` on an already loaded checkpoint ``state`` (read from ``path``)."""
+    cfg = config_from_dict(apply_overrides(state["config"], overrides))
+    if not isinstance(cfg, MetricRunConfig):
+        raise CheckpointError(f"'{path}' is not a metric-learning checkpoint")
+    if data_root is not None:
+        cfg = replace(cfg, data=replace(cfg.data, root=data_root))
+    if split not in ("test", "train"):
+        raise ConfigError(f"a metric run is evaluated on 'test' (its retrieval splits) or 'train', not {split!r}")
+    dev = resolve_device(device)
+    data = build_metric_datasets(cfg, splits=("train",) if split == "train" else ("eval",), augment_train=False)
+    meta = state.get("meta", {})
+    torch.manual_seed(0)
+    model = build_metric_model(cfg, meta.get("in_chans", data["in_chans"]), meta.get("img_size", data["img_size"]),
+                               pretrained=False)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint '{path}' does not match the model of its config ({str(exc).strip().splitlines()[0][:160]})"
+        ) from None
+    model.to(dev)
+    amp_dtype, _ = resolve_metric_amp(cfg.train.amp, dev)
+    bs = batch_size or cfg.data.eval_batch_size or cfg.data.batch_size
+    sets = {"train": data["train"]} if split == "train" else data["eval"]
+    loaders = {s: DataLoader(ds, batch_size=bs, shuffle=False, num_workers=cfg.data.num_workers)
+               for s, ds in sets.items()}
+    ks = recall_ks(cfg)
+    r = evaluate_retrieval(model, loaders, dev, ks, amp_dtype, map_r=cfg.metric.map_at_r,
+                           chunk_size=cfg.metric.eval_chunk_size)
+    return {"checkpoint": str(path), "task": "metric", "dataset": cfg.data.name, "split": split,
+            "epoch": int(state["epoch"]), "recall": {k: r[f"R@{k}"] for k in ks}, "map_at_r": r.get("MAP@R"),
+            "n": r["n"], "protocol": "query->gallery" if "query" in loaders else "leave-one-out",
+            "curvatures": curvatures(model)}
+
+
+def evaluate_metric_checkpoint(checkpoint: str | os.PathLike[str], *, data_root: str | None = None,
+                               split: str = "test", device: str = "auto", batch_size: int | None = None,
+                               overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Recall@K / MAP@R of a metric-learning checkpoint (a file or a run directory's ``last.pt``).
+
+    ``split="test"``: the dataset's retrieval protocol (leave-one-out on ``test``; In-Shop ``query``→``gallery``);
+    ``split="train"``: leave-one-out on the training split with the evaluation transform. The backbone is built
+    without pretrained weights (they come from the checkpoint). Also reached through
+    :func:`lorentzcv.train.evaluate_checkpoint` and ``lorentzcv eval``.
+
+    Returns:
+        ``{"checkpoint", "task", "dataset", "split", "epoch", "recall": {K: value}, "map_at_r", "n", "protocol",
+        "curvatures"}``.
+    """
+    path = find_checkpoint(checkpoint, "last.pt")
+    return evaluate_metric_state(path, load_checkpoint(path, map_location="cpu"), data_root=data_root,
+                                 split=split, device=device, batch_size=batch_size, overrides=overrides)
