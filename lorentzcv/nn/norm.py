@@ -587,7 +587,7 @@ def _fused_forward(
     for xc, nc, pc in zip(xs.split(step), n2[:, 0].split(step), p1.split(step)):
         delta = xc - mu_s
         torch.linalg.vecdot(delta, delta, dim=1, out=nc)
-        torch.matmul(beta_row, delta, out=pc)
+        torch.bmm(beta_row.expand(len(xc), -1, -1), delta, out=pc)
     A, Bp, D, var, sv = _pixel_forward(x3[:, :1] - c["mu_t"], n2, p1, c, running_var, variant=variant, eps=eps,
                                        rescale=rescale is not None, dtype=x3.dtype)
     y3 = x3.new_empty(Bn, C1, N)
@@ -659,16 +659,18 @@ class _LorentzBNFunction(torch.autograd.Function):
         BD = torch.cat([Bp - A, D], 1)  # ∂y_s/∂μ_s = B' - A (through Δ_s), ∂y_s/∂β_s = D
         gA = x3.new_empty(Bn, 1, N)
         gBD = x3.new_empty(Bn, 2, N)
-        gV = torch.zeros_like(V)
         step = _chunk(x3)
+        gVb = V.new_zeros(min(step, Bn), C1 - 1, 2)  # per-sample-slot accumulator of Σ_n G [B' - A; D]ᵀ
         blocks = list(zip(*(t.split(step) for t in (gy[:, 1:], y3[:, 1:], w, xs))))
         for (gyc, yc, wc, xc), gac, gbdc, bdc in zip(blocks, gA[:, 0].split(step), gBD.split(step),
                                                      BD.split(step)):
             # phase 1, cache-blocked: G = ∂L/∂y_s (through y_s and y_0) and its reductions
+            cs = len(gyc)
             G = torch.addcmul(gyc, yc, wc)
             torch.linalg.vecdot(G, xc - mu_s, dim=1, out=gac)
-            torch.matmul(Vt, G, out=gbdc)
-            gV += torch.bmm(G, bdc.transpose(1, 2)).sum(0)
+            torch.bmm(Vt.expand(cs, -1, -1), G, out=gbdc)
+            gVb[:cs].baddbmm_(G, bdc.transpose(1, 2))
+        gV = gVb.sum(0)
         gxt, gn2, gp1, gc = _pixel_backward(gA, gBD[:, :1], gBD[:, 1:], c, sv, variant=variant, rescale=rescale,
                                             training=ctx.training)
         # n2 = ‖x_s - μ_s‖², p1 = β_s·(x_s - μ_s): ∂/∂μ_s = -2 ∂L/∂n2 Δ_s - ∂L/∂p1 β_s, ∂/∂β_s = ∂L/∂p1 Δ_s

@@ -497,9 +497,17 @@ def valid_keys(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+def _build(cls: type, data: Mapping[str, Any], prefix: str = "", base: Any = None) -> Any:
+    """``cls`` from ``data``; keys not in ``data`` keep the values of ``base`` (default ``cls()``).
+
+    A nested section given in part starts from the *parent's* default for that section (its
+    ``default_factory``), so e.g. a metric run's ``optim`` section keeps the metric defaults for the keys it
+    does not set, rather than those of a bare ``OptimConfig()``.
+    """
     hints = typing.get_type_hints(cls)
     names = valid_keys(cls)
+    if base is None:
+        base = cls()
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
@@ -508,8 +516,12 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
             hint = f"did you mean '{prefix + '.' if prefix else ''}{close[0]}'? " if close else ""
             where = f"section '{prefix}'" if prefix else "the top level"
             raise ConfigError(f"unknown config key '{path}'; {hint}valid keys in {where}: {', '.join(names)}")
-        kwargs[key] = _coerce(value, hints[key], path)
-    return cls(**kwargs)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+            kwargs[key] = _build(tp, value, path, base=getattr(base, key))
+        else:
+            kwargs[key] = _coerce(value, tp, path)
+    return dataclasses.replace(base, **kwargs)
 
 
 def config_from_dict(data: Mapping[str, Any] | None) -> AnyConfig:

@@ -1,0 +1,394 @@
+"""Small-scale classification evidence for the paper's claims (issue #4 item 7), on offline data.
+
+Runs a fixed list of trainings through the public API (``lorentzcv.train.load_config`` + ``train``), several
+seeds each, and writes every run's summary and per-epoch history plus the aggregated tables (mean ± sample
+std over seeds) to one JSON file (default ``docs/data/classification_results.json``). ``docs/results.md``
+reports them; ``scripts/plot_classification.py`` draws the figures from the same JSON.
+
+Experiments (all on scikit-learn's 8×8 digits, 1,258 train / 539 test images; last-epoch test accuracy,
+no selection on test):
+
+1. ``models``    Euclidean / hybrid / HCNN / HECNN+ ResNet (same width 16, layers [1, 1, 1, 1], 10 epochs).
+2. ``curvature`` curvature-aware vs naive curvature learning, curvature lr 0.05 (demo) and 0.5 (10×).
+3. ``bf16``      maximum distance rescaling on/off under bfloat16 autocast, with float32 controls
+                 (width 8, 5 epochs: bf16 autocast is ~10× slower than float32 on a CPU without bf16 units).
+4. ``optim``     RiemannianSGD (lr 0.1, momentum 0.9, Nesterov) vs RiemannianAdamW (lr 2e-3, wd 1e-2,
+                 curvature lr 0.01).
+5. ``trajectory`` learned curvatures K = -1/k per epoch of HECNN+ (from the ``models`` runs).
+6. ``convergence`` epochs to converge with and without curvature learning (``model.learn_k``).
+
+Usage::
+
+    python scripts/classification_results.py            # everything, 3 seeds (~15 min on 2 CPU cores)
+    python scripts/classification_results.py --quick    # smoke test: 1 seed, 2 epochs, separate output
+    python scripts/classification_results.py --only models,curvature --seeds 1 2 3 4 5
+
+Finished runs are cached in the JSON under ``runs/<variant>/seed<N>`` together with the exact overrides they
+ran with; a re-run skips every run whose overrides are unchanged (``--force`` reruns them). The JSON is
+rewritten after each run, so an interrupted invocation resumes where it stopped. Every run uses one
+intra-op thread (``train.threads=1``) and the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "docs" / "data" / "classification_results.json"
+DEFAULT_RUNS = REPO / "runs" / "classification_results"
+QUICK_OUT = REPO / "runs" / "classification_results_quick" / "results.json"
+QUICK_RUNS = REPO / "runs" / "classification_results_quick"
+
+SEEDS = (1, 2, 3)
+QUICK_SEEDS = (1,)
+
+#: Applied to every run first (pins the demo protocol so a change of the demo defaults does not change it).
+BASE_OVERRIDES: list[str] = [
+    "data.name=digits", "data.batch_size=128", "data.val_fraction=0.0",
+    "model.name=hecnn_resnet18", "model.width=16", "model.layers=[1, 1, 1, 1]",
+    "optim.name=rsgd", "optim.lr=0.1", "optim.weight_decay=5e-4", "optim.momentum=0.9", "optim.nesterov=true",
+    "optim.curvature_lr=0.05", "optim.curvature_mode=aware",
+    "schedule.name=cosine", "schedule.warmup_epochs=1.0",
+    "train.epochs=10", "train.amp=none", "train.threads=1", "train.device=cpu",
+    "output.checkpoints=false", "output.tensorboard=false", "output.progress=false",
+]
+#: Extra overrides of the ``bf16`` experiment's suite (applied after the base ones).
+BF16_SUITE: list[str] = ["model.width=8", "train.epochs=5"]
+#: Applied last in ``--quick`` mode (tests monkeypatch this to shrink runs further).
+QUICK_OVERRIDES: list[str] = ["train.epochs=2"]
+
+#: "Converged" thresholds of the ``convergence`` experiment (see :func:`convergence_epochs`).
+LOSS_THRESHOLD = 0.05
+ACC_FRACTION = 0.99
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One training configuration (run once per seed)."""
+
+    name: str
+    overrides: tuple[str, ...]
+    suite: tuple[str, ...] = ()  # suite overrides applied between the base and the variant's own
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A table: rows are ``(label, variant name)``."""
+
+    name: str
+    title: str
+    rows: tuple[tuple[str, str], ...]
+
+
+BF16 = tuple(BF16_SUITE)
+HECNN = "hecnn"
+VARIANTS: dict[str, Variant] = {v.name: v for v in [
+    Variant("resnet18", ("model.name=resnet18",)),
+    Variant("hybrid", ("model.name=hybrid_resnet18",)),
+    Variant("hcnn", ("model.name=hcnn_resnet18",)),
+    Variant(HECNN, ()),  # HECNN+, curvature-aware RSGD, learned k, float32: shared by experiments 1, 2, 4, 5, 6
+    Variant("hecnn_naive", ("optim.curvature_mode=naive",)),
+    Variant("hecnn_clr0.5", ("optim.curvature_lr=0.5",)),
+    Variant("hecnn_clr0.5_naive", ("optim.curvature_lr=0.5", "optim.curvature_mode=naive")),
+    Variant("hecnn_radamw", ("optim.name=radamw", "optim.lr=2e-3", "optim.weight_decay=1e-2",
+                             "optim.curvature_lr=0.01")),
+    Variant("hecnn_fixed_k", ("model.learn_k=false",)),
+    Variant("bf16_rescale", ("train.amp=bf16", "model.rescale=true"), BF16),
+    Variant("bf16_norescale", ("train.amp=bf16", "model.rescale=false"), BF16),
+    Variant("fp32_rescale", ("train.amp=none", "model.rescale=true"), BF16),
+    Variant("fp32_norescale", ("train.amp=none", "model.rescale=false"), BF16),
+]}
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
+    Experiment("models", "Euclidean vs hybrid vs HCNN vs HECNN+ (width 16, layers [1,1,1,1], 10 epochs)",
+               (("ResNet (Euclidean)", "resnet18"), ("Hybrid (Euclidean encoder, Lorentz MLR)", "hybrid"),
+                ("HCNN (unfold conv, fixed K=-1, no rescaling)", "hcnn"), ("HECNN+", HECNN))),
+    Experiment("curvature", "Curvature-aware vs naive curvature learning (HECNN+, RSGD)",
+               (("aware, curvature lr 0.05", HECNN), ("naive, curvature lr 0.05", "hecnn_naive"),
+                ("aware, curvature lr 0.5", "hecnn_clr0.5"), ("naive, curvature lr 0.5", "hecnn_clr0.5_naive"))),
+    Experiment("bf16", "Maximum distance rescaling under bfloat16 autocast (HECNN+, width 8, 5 epochs)",
+               (("bf16, rescaling", "bf16_rescale"), ("bf16, no rescaling", "bf16_norescale"),
+                ("fp32, rescaling", "fp32_rescale"), ("fp32, no rescaling", "fp32_norescale"))),
+    Experiment("optim", "RiemannianSGD vs RiemannianAdamW (HECNN+)",
+               (("RSGD lr 0.1, mom. 0.9 Nesterov, wd 5e-4, curv. lr 0.05", HECNN),
+                ("RAdamW lr 2e-3, wd 1e-2, curv. lr 0.01", "hecnn_radamw"))),
+    Experiment("trajectory", "Learned curvature per epoch (HECNN+)", (("HECNN+", HECNN),)),
+    Experiment("convergence", "Epochs to converge with vs without curvature learning (HECNN+)",
+               (("learned k (learn_k=true)", HECNN), ("fixed K=-1 (learn_k=false)", "hecnn_fixed_k"))),
+]}
+
+_HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "skipped_steps", "epoch_time")
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def run_overrides(variant: Variant, seed: int, quick: bool, extra: Sequence[str] = ()) -> list[str]:
+    """Every ``--set`` override of one run, in the order applied (later ones win)."""
+    out = [*BASE_OVERRIDES, *variant.suite, *variant.overrides, f"train.seed={seed}"]
+    if quick:
+        out += QUICK_OVERRIDES
+    return out + list(extra)
+
+
+def _finite(v: Any) -> bool:
+    return not (isinstance(v, float) and not math.isfinite(v))
+
+
+def run_one(overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """Train once; return the cached record (summary, history, wall time)."""
+    import io
+
+    from lorentzcv.train import load_config, train
+
+    if run_dir.exists():  # a stale directory of an interrupted run: start afresh
+        shutil.rmtree(run_dir)
+    cfg = load_config(None, [*overrides, f"output.dir={run_dir}"])
+    t0 = time.perf_counter()
+    log = io.StringIO()
+    summary = train(cfg, stream=log)
+    wall = time.perf_counter() - t0
+    history = []
+    with open(Path(summary["run_dir"]) / "metrics.jsonl") as f:
+        for line in f:
+            row = json.loads(line)
+            history.append({k: v for k, v in row.items() if k in _HISTORY_KEYS or k.startswith("K/")})
+    nonfinite = any(not _finite(v) for r in history for v in r.values())
+    return {
+        "overrides": overrides,
+        "status": "ok",
+        "test_acc": summary["test_acc"],
+        "test_loss": summary["test_loss"],
+        "train_acc": summary["train_acc"],
+        "train_loss": history[-1]["train_loss"],
+        "curvatures": summary["curvatures"],
+        "skipped_steps": summary["skipped_steps"],
+        "nonfinite_metrics": nonfinite,
+        "train_time": summary["train_time"],
+        "wall_time": wall,
+        "run_dir": os.path.relpath(summary["run_dir"], REPO),
+        "history": history,
+    }
+
+
+# ----------------------------------------------------------------------------------------- statistics
+def mean_std(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "std", "n"}`` with the sample standard deviation (0 for one value); NaNs propagate."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0}
+    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return {"mean": statistics.fmean(vals), "std": std, "n": len(vals)}
+
+
+def convergence_epochs(history: Sequence[dict[str, Any]], loss_threshold: float = LOSS_THRESHOLD,
+                       acc_fraction: float = ACC_FRACTION) -> dict[str, int | None]:
+    """Epochs to converge of one run (1-based; ``None`` if never reached).
+
+    - ``epochs_to_loss``: the first epoch whose mean training loss is ``<= loss_threshold``.
+    - ``epochs_to_acc``: the first epoch whose test accuracy is ``>= acc_fraction`` × the run's
+      *last-epoch* test accuracy (a measurement of speed, not a selection: the reported accuracy stays the
+      last epoch's).
+    """
+    to_loss = next((r["epoch"] for r in history if r["train_loss"] <= loss_threshold), None)
+    final = history[-1].get("test_acc")
+    to_acc = None
+    if final is not None:
+        to_acc = next((r["epoch"] for r in history if r.get("test_acc") is not None
+                       and r["test_acc"] >= acc_fraction * final), None)
+    return {"epochs_to_loss": to_loss, "epochs_to_acc": to_acc}
+
+
+def aggregate_variant(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± std over the seeds of one variant."""
+    out: dict[str, Any] = {
+        "seeds": len(records),
+        "test_acc": mean_std([r["test_acc"] for r in records]),
+        "train_loss": mean_std([r["train_loss"] for r in records]),
+        "skipped_steps": int(sum(r["skipped_steps"] for r in records)),
+        "nonfinite_runs": int(sum(bool(r["nonfinite_metrics"]) for r in records)),
+        "epoch_time": mean_std([statistics.fmean(h["epoch_time"] for h in r["history"]) for r in records]),
+        "train_time": mean_std([r["train_time"] for r in records]),
+    }
+    names = sorted({n for r in records for n in r["curvatures"]})
+    out["curvatures"] = {n: mean_std([r["curvatures"][n] for r in records if n in r["curvatures"]])
+                         for n in names}
+    conv = [convergence_epochs(r["history"]) for r in records]
+    out["epochs_to_loss"] = mean_std([c["epochs_to_loss"] for c in conv])
+    out["epochs_to_loss_reached"] = sum(c["epochs_to_loss"] is not None for c in conv)
+    out["epochs_to_acc"] = mean_std([c["epochs_to_acc"] for c in conv])
+    # the loss spike: the largest increase of the training loss from one epoch to the next
+    out["max_loss_increase"] = mean_std([
+        max([0.0] + [b["train_loss"] - a["train_loss"] for a, b in zip(r["history"], r["history"][1:])])
+        for r in records])
+    return out
+
+
+def trajectory(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per manifold: the per-epoch curvature of every seed and its mean ± std."""
+    names = sorted({k[2:] for r in records for h in r["history"] for k in h if k.startswith("K/")})
+    out: dict[str, Any] = {}
+    for n in names:
+        per_seed = [[h.get(f"K/{n}") for h in r["history"]] for r in records]
+        epochs = len(per_seed[0]) if per_seed else 0
+        out[n] = {"per_seed": per_seed,
+                  "mean_std": [mean_std([s[e] for s in per_seed if e < len(s)]) for e in range(epochs)]}
+    return out
+
+
+def build_tables(results: dict[str, Any], experiments: Sequence[str], seeds: Sequence[int]) -> dict[str, Any]:
+    tables: dict[str, Any] = {}
+    for ename in experiments:
+        exp = EXPERIMENTS[ename]
+        rows = []
+        for label, vname in exp.rows:
+            recs = [results["runs"][f"{vname}/seed{s}"] for s in seeds
+                    if results["runs"].get(f"{vname}/seed{s}", {}).get("status") == "ok"]
+            if not recs:
+                continue
+            row = {"label": label, "variant": vname, **aggregate_variant(recs)}
+            if ename == "trajectory":
+                row["trajectory"] = trajectory(recs)
+            rows.append(row)
+        tables[ename] = {"title": exp.title, "rows": rows}
+    return tables
+
+
+# --------------------------------------------------------------------------------------------- output
+def _pm(ms: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
+    if ms["mean"] is None:
+        return "–"
+    return f"{scale * ms['mean']:.{digits}f} ± {scale * ms['std']:.{digits}f}"
+
+
+def markdown_tables(tables: dict[str, Any]) -> str:
+    """The tables as Markdown (what ``docs/results.md`` shows)."""
+    out = []
+    for ename, t in tables.items():
+        out.append(f"### {ename}: {t['title']}\n")
+        if ename == "convergence":
+            out.append(f"| variant | seeds | test acc. (%) | epochs to train loss ≤ {LOSS_THRESHOLD} "
+                       f"| epochs to {ACC_FRACTION:.0%} of final test acc. | final K |")
+            out.append("|---|---|---|---|---|---|")
+        else:
+            out.append("| variant | seeds | test acc. (%) | final train loss | final K (per manifold) "
+                       "| skipped steps | max loss increase | s/epoch |")
+            out.append("|---|---|---|---|---|---|---|---|")
+        for r in t["rows"]:
+            ks = "; ".join(f"{n.replace('_manifold', '')} {_pm(ms, digits=3)}" for n, ms in r["curvatures"].items())
+            ks = ks or "–"
+            if ename == "convergence":
+                reached = f" ({r['epochs_to_loss_reached']}/{r['seeds']} reached)" \
+                    if r["epochs_to_loss_reached"] < r["seeds"] else ""
+                out.append(f"| {r['label']} | {r['seeds']} | {_pm(r['test_acc'], 100)} | "
+                           f"{_pm(r['epochs_to_loss'], digits=1)}{reached} | {_pm(r['epochs_to_acc'], digits=1)} "
+                           f"| {ks} |")
+            else:
+                nf = f" ({r['nonfinite_runs']} runs with NaN)" if r["nonfinite_runs"] else ""
+                out.append(f"| {r['label']} | {r['seeds']} | {_pm(r['test_acc'], 100)} | "
+                           f"{_pm(r['train_loss'], digits=4)} | {ks} | {r['skipped_steps']}{nf} | "
+                           f"{_pm(r['max_loss_increase'], digits=3)} | {_pm(r['epoch_time'], digits=1)} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _meta(args: argparse.Namespace, seeds: Sequence[int]) -> dict[str, Any]:
+    import torch
+
+    return {
+        "command": "python scripts/classification_results.py" + (" --quick" if args.quick else ""),
+        "quick": args.quick,
+        "seeds": list(seeds),
+        "base_overrides": BASE_OVERRIDES,
+        "bf16_suite_overrides": BF16_SUITE,
+        "quick_overrides": QUICK_OVERRIDES if args.quick else [],
+        "extra_overrides": list(args.set),
+        "convergence": {"loss_threshold": LOSS_THRESHOLD, "acc_fraction": ACC_FRACTION},
+        "initial_curvature": -1.0,  # every model here starts at k = 1 (K = -1)
+        "selection": "none: last-epoch test accuracy is reported (data.val_fraction=0)",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "threads_per_run": 1,
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 2 epochs, separate output files")
+    p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {DEFAULT_OUT.relative_to(REPO)}; "
+                   f"--quick: {QUICK_OUT.relative_to(REPO)})")
+    p.add_argument("--runs-dir", type=Path, default=None, help="where the run directories go "
+                   f"(default {DEFAULT_RUNS.relative_to(REPO)})")
+    p.add_argument("--only", default=None, help=f"comma-separated experiments among {', '.join(EXPERIMENTS)}")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help=f"seeds (default {list(SEEDS)})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config override applied to every run (part of the cache key)")
+    p.add_argument("--force", action="store_true", help="rerun cached runs")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    runs_dir = args.runs_dir or (QUICK_RUNS if args.quick else DEFAULT_RUNS)
+    seeds = tuple(args.seeds or (QUICK_SEEDS if args.quick else SEEDS))
+    experiments = list(EXPERIMENTS) if args.only is None else [e.strip() for e in args.only.split(",") if e.strip()]
+    unknown = [e for e in experiments if e not in EXPERIMENTS]
+    if unknown:
+        raise SystemExit(f"unknown experiment(s) {unknown}; choose among {', '.join(EXPERIMENTS)}")
+
+    results: dict[str, Any] = {"runs": {}}
+    if out.exists():
+        results = json.loads(out.read_text())
+        results.setdefault("runs", {})
+    variants = list(dict.fromkeys(v for e in experiments for _, v in EXPERIMENTS[e].rows))
+    todo = [(v, s) for v in variants for s in seeds]
+    t_all = time.perf_counter()
+    for i, (vname, seed) in enumerate(todo, 1):
+        key = f"{vname}/seed{seed}"
+        overrides = run_overrides(VARIANTS[vname], seed, args.quick, args.set)
+        cached = results["runs"].get(key)
+        if not args.force and cached and cached.get("status") == "ok" and cached.get("overrides") == overrides:
+            print(f"[{i}/{len(todo)}] {key}: cached (test acc {100 * cached['test_acc']:.2f} %)", flush=True)
+            continue
+        print(f"[{i}/{len(todo)}] {key}: training ...", end=" ", flush=True)
+        rec = run_one(overrides, runs_dir / vname / f"seed{seed}")
+        results["runs"][key] = rec
+        ks = ", ".join(f"{n} {k:.3f}" for n, k in rec["curvatures"].items())
+        print(f"test acc {100 * rec['test_acc']:.2f} %, K [{ks}], skipped {rec['skipped_steps']}, "
+              f"{rec['wall_time']:.1f} s", flush=True)
+        results["meta"] = _meta(args, seeds)
+        _write_json(out, results)
+    results["meta"] = _meta(args, seeds)
+    results["tables"] = build_tables(results, list(EXPERIMENTS), seeds)  # rows without runs are left out
+    _write_json(out, results)
+    print(f"\n{markdown_tables(results['tables'])}")
+    print(f"wrote {out} ({time.perf_counter() - t_all:.0f} s this invocation)", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()

@@ -1,0 +1,98 @@
+"""The report scripts (``scripts/classification_results.py``, ``scripts/plot_classification.py``): a tiny
+``--quick`` run of every experiment, the cache (a re-run trains nothing), the tables and the figures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_scripts_{name}", REPO / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def results_mod():
+    return _load("classification_results")
+
+
+def test_mean_std_and_convergence(results_mod):
+    ms = results_mod.mean_std([0.9, 0.95, 1.0])
+    assert ms["n"] == 3 and math.isclose(ms["mean"], 0.95) and math.isclose(ms["std"], 0.05)
+    assert results_mod.mean_std([0.5]) == {"mean": 0.5, "std": 0.0, "n": 1}
+    assert results_mod.mean_std([None]) == {"mean": None, "std": None, "n": 0}
+    hist = [{"epoch": 1, "train_loss": 1.0, "test_acc": 0.5}, {"epoch": 2, "train_loss": 0.2, "test_acc": 0.96},
+            {"epoch": 3, "train_loss": 0.04, "test_acc": 0.95}, {"epoch": 4, "train_loss": 0.01, "test_acc": 0.97}]
+    # 99 % of the last-epoch accuracy 0.97 is 0.9603: first reached at epoch 4 (0.96 at epoch 2 is just below)
+    assert results_mod.convergence_epochs(hist, 0.05, 0.99) == {"epochs_to_loss": 3, "epochs_to_acc": 4}
+    assert results_mod.convergence_epochs(hist, 0.001, 0.98) == {"epochs_to_loss": None, "epochs_to_acc": 2}
+
+
+def test_overrides_order(results_mod):
+    v = results_mod.VARIANTS["bf16_norescale"]
+    ov = results_mod.run_overrides(v, 7, quick=True, extra=["train.epochs=1"])
+    assert ov[: len(results_mod.BASE_OVERRIDES)] == results_mod.BASE_OVERRIDES
+    assert ov.index("model.width=8") < ov.index("train.amp=bf16") < ov.index("train.seed=7")
+    assert ov[-1] == "train.epochs=1"
+    from lorentzcv.train import load_config
+
+    cfg = load_config(None, ov)
+    assert (cfg.train.amp, cfg.model.rescale, cfg.model.width, cfg.train.epochs, cfg.train.seed) == \
+        ("bf16", False, 8, 1, 7)
+
+
+def test_quick_run_cache_and_plots(results_mod, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(results_mod, "QUICK_OVERRIDES", [
+        "train.epochs=1", "data.train_subset=48", "data.eval_subset=32", "data.batch_size=16",
+        "train.max_steps_per_epoch=2", "model.width=4"])
+    out, runs = tmp_path / "res.json", tmp_path / "runs"
+    argv = ["--quick", "--out", str(out), "--runs-dir", str(runs)]
+    res = results_mod.main(argv)
+    n_variants = len(results_mod.VARIANTS)
+    assert len(res["runs"]) == n_variants and all(k.endswith("/seed1") for k in res["runs"])
+    saved = json.loads(out.read_text())
+    assert set(saved["tables"]) == set(results_mod.EXPERIMENTS)
+    rec = saved["runs"]["hecnn/seed1"]
+    assert rec["status"] == "ok" and len(rec["history"]) == 1 and 0.0 <= rec["test_acc"] <= 1.0
+    assert set(rec["curvatures"]) == {"encoder_manifold", "decoder_manifold"}
+    assert "K/encoder_manifold" in rec["history"][0]
+    assert saved["runs"]["bf16_norescale/seed1"]["overrides"][-6:] == results_mod.QUICK_OVERRIDES
+    assert saved["runs"]["resnet18/seed1"]["curvatures"] == {}
+    traj = saved["tables"]["trajectory"]["rows"][0]["trajectory"]
+    assert set(traj) == {"encoder_manifold", "decoder_manifold"}
+    assert "| HECNN+ |" in capsys.readouterr().out
+
+    # a re-run trains nothing (every run is cached with unchanged overrides) ...
+    def boom(*a, **k):
+        raise AssertionError("cached run was retrained")
+
+    monkeypatch.setattr(results_mod, "run_one", boom)
+    res2 = results_mod.main(argv)
+    assert res2["runs"] == res["runs"]
+    # ... but a changed override does retrain
+    with pytest.raises(AssertionError, match="retrained"):
+        results_mod.main([*argv, "--only", "models", "--set", "optim.lr=0.05"])
+
+    plot = _load("plot_classification")
+    written = plot.main(["--results", str(out), "--out", str(tmp_path / "img")])
+    assert {p.name for p in written} == {"curvature_trajectory.png", "accuracy_curves.png"}
+    assert all(p.stat().st_size > 10_000 for p in written)
