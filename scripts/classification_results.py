@@ -277,6 +277,18 @@ def markdown_tables(tables: dict[str, Any]) -> str:
     out = []
     for ename, t in tables.items():
         out.append(f"### {ename}: {t['title']}\n")
+        if ename == "trajectory":
+            for r in t["rows"]:
+                traj = r["trajectory"]
+                names = list(traj)
+                out.append("| epoch | " + " | ".join(f"K {n.replace('_manifold', '')}" for n in names) + " |")
+                out.append("|---" * (len(names) + 1) + "|")
+                out.append("| 0 (init) | " + " | ".join("-1" for _ in names) + " |")
+                for e in range(len(traj[names[0]]["mean_std"]) if names else 0):
+                    cells = [_pm(traj[n]["mean_std"][e], digits=3) for n in names]
+                    out.append(f"| {e + 1} | " + " | ".join(cells) + " |")
+            out.append("")
+            continue
         if ename == "convergence":
             out.append(f"| variant | seeds | test acc. (%) | epochs to train loss ≤ {LOSS_THRESHOLD} "
                        f"| epochs to {ACC_FRACTION:.0%} of final test acc. | final K |")

@@ -60,25 +60,34 @@ def test_overrides_order(results_mod):
         ("bf16", False, 8, 1, 7)
 
 
-def test_quick_run_cache_and_plots(results_mod, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(results_mod, "QUICK_OVERRIDES", [
-        "train.epochs=1", "data.train_subset=48", "data.eval_subset=32", "data.batch_size=16",
-        "train.max_steps_per_epoch=2", "model.width=4"])
-    out, runs = tmp_path / "res.json", tmp_path / "runs"
-    argv = ["--quick", "--out", str(out), "--runs-dir", str(runs)]
-    res = results_mod.main(argv)
-    n_variants = len(results_mod.VARIANTS)
-    assert len(res["runs"]) == n_variants and all(k.endswith("/seed1") for k in res["runs"])
-    saved = json.loads(out.read_text())
-    assert set(saved["tables"]) == set(results_mod.EXPERIMENTS)
-    rec = saved["runs"]["hecnn/seed1"]
+TINY = ["train.epochs=1", "data.train_subset=48", "data.eval_subset=32", "data.batch_size=16",
+        "train.max_steps_per_epoch=2", "model.width=4"]
+
+
+def _check_run(rec, manifolds):
     assert rec["status"] == "ok" and len(rec["history"]) == 1 and 0.0 <= rec["test_acc"] <= 1.0
-    assert set(rec["curvatures"]) == {"encoder_manifold", "decoder_manifold"}
-    assert "K/encoder_manifold" in rec["history"][0]
-    assert saved["runs"]["bf16_norescale/seed1"]["overrides"][-6:] == results_mod.QUICK_OVERRIDES
-    assert saved["runs"]["resnet18/seed1"]["curvatures"] == {}
+    assert rec["overrides"][-len(TINY):] == TINY
+    assert set(rec["curvatures"]) == set(manifolds)
+    assert all(f"K/{m}" in rec["history"][0] for m in manifolds)
+
+
+def test_quick_run_cache_and_plots(results_mod, tmp_path, monkeypatch, capsys):
+    """Two variants (the ``optim`` experiment), the cache, and both figures."""
+    monkeypatch.setattr(results_mod, "QUICK_OVERRIDES", TINY)
+    out, runs = tmp_path / "res.json", tmp_path / "runs"
+    argv = ["--quick", "--only", "optim", "--out", str(out), "--runs-dir", str(runs)]
+    res = results_mod.main(argv)
+    assert sorted(res["runs"]) == ["hecnn/seed1", "hecnn_radamw/seed1"]
+    saved = json.loads(out.read_text())
+    assert saved["runs"] == res["runs"] and saved["meta"]["quick"] and saved["meta"]["seeds"] == [1]
+    for key in res["runs"]:
+        _check_run(saved["runs"][key], ["encoder_manifold", "decoder_manifold"])
+    assert "optim.name=radamw" in saved["runs"]["hecnn_radamw/seed1"]["overrides"]
+    # tables of every experiment that has runs (hecnn also feeds models, curvature, trajectory, convergence)
+    rows = {e: [r["variant"] for r in t["rows"]] for e, t in saved["tables"].items()}
+    assert rows["optim"] == ["hecnn", "hecnn_radamw"] and rows["models"] == ["hecnn"] and rows["bf16"] == []
     traj = saved["tables"]["trajectory"]["rows"][0]["trajectory"]
-    assert set(traj) == {"encoder_manifold", "decoder_manifold"}
+    assert len(traj["encoder_manifold"]["per_seed"][0]) == 1
     assert "| HECNN+ |" in capsys.readouterr().out
 
     # a re-run trains nothing (every run is cached with unchanged overrides) ...
@@ -90,9 +99,25 @@ def test_quick_run_cache_and_plots(results_mod, tmp_path, monkeypatch, capsys):
     assert res2["runs"] == res["runs"]
     # ... but a changed override does retrain
     with pytest.raises(AssertionError, match="retrained"):
-        results_mod.main([*argv, "--only", "models", "--set", "optim.lr=0.05"])
+        results_mod.main([*argv, "--set", "optim.lr=0.05"])
 
     plot = _load("plot_classification")
     written = plot.main(["--results", str(out), "--out", str(tmp_path / "img")])
     assert {p.name for p in written} == {"curvature_trajectory.png", "accuracy_curves.png"}
     assert all(p.stat().st_size > 10_000 for p in written)
+
+
+@pytest.mark.slow
+def test_quick_run_every_experiment(results_mod, tmp_path, monkeypatch):
+    """Every variant once (13 tiny runs, ~15-40 s), then the figures."""
+    monkeypatch.setattr(results_mod, "QUICK_OVERRIDES", TINY)
+    out = tmp_path / "res.json"
+    res = results_mod.main(["--quick", "--out", str(out), "--runs-dir", str(tmp_path / "runs")])
+    assert sorted(res["runs"]) == sorted(f"{v}/seed1" for v in results_mod.VARIANTS)
+    _check_run(res["runs"]["resnet18/seed1"], [])
+    _check_run(res["runs"]["hybrid/seed1"], ["decoder_manifold"])
+    _check_run(res["runs"]["hcnn/seed1"], ["manifold"])
+    _check_run(res["runs"]["bf16_norescale/seed1"], ["encoder_manifold", "decoder_manifold"])
+    assert all(t["rows"] for t in res["tables"].values())
+    plot = _load("plot_classification")
+    assert len(plot.main(["--results", str(out), "--out", str(tmp_path / "img")])) == 2

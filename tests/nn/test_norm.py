@@ -456,3 +456,18 @@ def test_float32_accuracy_far_from_origin(radius, spread):
     err_fused = (out[torch.float32, "fused"] - truth).abs().max().item()
     err_literal = (out[torch.float32, "reference"] - truth).abs().max().item()
     assert err_fused <= 3 * err_literal + 1e-6, (err_fused, err_literal)
+
+
+def test_cache_blocking_does_not_change_results(monkeypatch):
+    """Whole-batch passes (the multi-threaded default) and small cache blocks give the same values/gradients."""
+    out = []
+    for elems in (20, None):
+        monkeypatch.setattr(norm_mod, "_CHUNK_ELEMS", elems if elems is not None else 1 << 40)
+        monkeypatch.setattr(norm_mod, "_CHUNK_ELEMS_MT", elems)
+        m = Lorentz(k=0.75, learnable=True).double()
+        layer = _make(LorentzBatchNorm2d, m, "rhl")
+        x = _points((5, 1 + C, 3, 2), 0.75).requires_grad_()
+        y = layer(x)
+        (y * torch.arange(y.numel(), dtype=y.dtype).reshape(y.shape).sin()).sum().backward()
+        out.append((y.detach(), x.grad, layer.beta.grad, layer.gamma.grad, m.k.grad))
+    torch.testing.assert_close(out[0], out[1], rtol=1e-12, atol=1e-12)
