@@ -26,8 +26,14 @@ Memory ("peak extra memory" beyond the model, its optimizer state and the batch)
   sampled every 0.5 ms in a fresh subprocess per model (noisier; allocator-dependent).
 - CUDA: ``torch.cuda.max_memory_allocated()`` during the call minus the allocation before it.
 
+Timers: every entry has the wall-clock median (``wall_ms``/``wall_ratio``, and ``wall_ratio_min`` of the
+fastest repeats) and the process-CPU-time median (``cpu_ms``/``cpu_ratio``); ``time_ms``/``time_ratio`` and the
+targets use ``--timer`` (``wall`` by default). On a machine shared with other jobs, wall-clock ratios swing by
+±30% with the load; ``--threads 1 --timer cpu`` measures the work itself (CPU time of the single compute thread).
+
 ``--amp`` adds a pass under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA), ratios to the Euclidean
-model under the same autocast. ``--paper`` uses the paper's batch 80. ``--profile NAME`` adds the
+model under the same autocast (``--amp-only`` skips the float32 pass). On CPUs without native bfloat16 (e.g.
+AVX2) every bfloat16 convolution takes a slow path (≈20× slower than float32), so use a small ``--batch``. ``--paper`` uses the paper's batch 80. ``--profile NAME`` adds the
 ``torch.profiler`` top ops (self time) of one training step of model ``NAME`` to the JSON.
 
 Usage::
@@ -36,6 +42,7 @@ Usage::
     python benchmarks/compute.py --amp --rss           # + bfloat16 autocast pass, + RSS peaks
     python benchmarks/compute.py --device cuda --amp   # on a GPU
     python benchmarks/compute.py --only layers --paper
+    python benchmarks/compute.py --threads 1 --timer cpu --rss   # on a shared machine
 
 The reference figures (CPU, float32, batch 32, 64 channels, 32×32, forward+backward, same-run ratios) are in
 ``REFERENCE`` and echoed in the JSON.
@@ -147,33 +154,46 @@ def _extra_memory(device: torch.device, run: Callable[[], None], saved: SavedByt
     return saved.bytes
 
 
-def interleaved(steps: dict[str, Step], repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
-    """Seconds per call of every step (one entry per repeat), the steps interleaved within each repeat."""
+def interleaved(
+    steps: dict[str, Step], repeats: int, warmup: int, device: torch.device
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and process-CPU seconds per call of every step (one entry per repeat), interleaved per repeat."""
     for _ in range(warmup):
         for fn in steps.values():
             fn()
     _sync(device)
-    times: dict[str, list[float]] = {n: [] for n in steps}
+    wall: dict[str, list[float]] = {n: [] for n in steps}
+    cpu: dict[str, list[float]] = {n: [] for n in steps}
     for r in range(repeats):
         order = list(steps) if r % 2 == 0 else list(reversed(steps))  # alternate the order too
         for n in order:
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             steps[n]()
             _sync(device)
-            times[n].append(time.perf_counter() - t0)
-    return times
+            wall[n].append(time.perf_counter() - t0)
+            cpu[n].append(time.process_time() - c0)
+    return wall, cpu
 
 
-def _summary(samples: dict[str, list[float]], mem: dict[str, int], base: str, mem_key: str) -> dict[str, dict]:
-    times = {n: statistics.median(v) for n, v in samples.items()}
+def _summary(
+    samples: tuple[dict[str, list[float]], dict[str, list[float]]], mem: dict[str, int], base: str, mem_key: str,
+    timer: str,
+) -> dict[str, dict]:
+    wall, cpu = samples
+    wall_med = {n: statistics.median(v) for n, v in wall.items()}
+    cpu_med = {n: statistics.median(v) for n, v in cpu.items()}
+    times = cpu_med if timer == "cpu" else wall_med
     out = {}
     for n in times:
         out[n] = {
             "time_ms": round(times[n] * 1e3, 3),
             "time_ratio": round(times[n] / times[base], 3),
-            "time_ms_min": round(min(samples[n]) * 1e3, 3),
-            "time_ratio_min": round(min(samples[n]) / min(samples[base]), 3),
+            "wall_ms": round(wall_med[n] * 1e3, 3),
+            "wall_ratio": round(wall_med[n] / wall_med[base], 3),
+            "wall_ratio_min": round(min(wall[n]) / min(wall[base]), 3),
+            "cpu_ms": round(cpu_med[n] * 1e3, 3),
+            "cpu_ratio": round(cpu_med[n] / cpu_med[base], 3),
             mem_key: round(mem[n] / 2**20, 2),
             "mem_ratio": round(mem[n] / mem[base], 3) if mem[base] else None,
         }
@@ -234,7 +254,8 @@ def bench_layers(args: argparse.Namespace, device: torch.device, amp: bool) -> d
 
             mem[name] = _extra_memory(device, steps[name] if device.type == "cuda" else fwd, saved)
         times = interleaved(steps, args.layer_repeats, args.warmup, device)
-        out[suite] = _summary(times, mem, base, "act_mem_mb" if device.type == "cpu" else "peak_extra_mb")
+        out[suite] = _summary(times, mem, base, "act_mem_mb" if device.type == "cpu" else "peak_extra_mb",
+                              args.timer)
     return out
 
 
@@ -294,7 +315,8 @@ def bench_models(args: argparse.Namespace, device: torch.device, amp: bool) -> d
         base = "resnet" + depth
         if base not in group:
             continue
-        res = _summary({n: times[n] for n in group}, {n: mem[n] for n in group}, base, mem_key)
+        res = _summary(tuple({n: t[n] for n in group} for t in times), {n: mem[n] for n in group}, base, mem_key,
+                       args.timer)
         for n in group:
             res[n].update(info[n])
         out.update(res)
@@ -407,6 +429,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layer-repeats", type=int, default=10)
     p.add_argument("--model-repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--timer", choices=["wall", "cpu"], default="wall",
+                   help="what time_ms/time_ratio (and the targets) use: wall clock (default) or the process CPU "
+                   "time, which is robust to other processes on a shared machine (use with --threads 1)")
     p.add_argument("--rss", action="store_true", help="CPU: also RSS peaks in a subprocess per model")
     p.add_argument("--profile", nargs="*", default=None, metavar="MODEL",
                    help="add torch.profiler top ops of these models' training step")
@@ -426,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
         "config": {"device": str(device), "batch": args.batch, "channels": args.channels, "size": args.size,
                    "num_classes": args.num_classes, "threads": torch.get_num_threads() if device.type == "cpu"
                    else None, "layer_repeats": args.layer_repeats, "model_repeats": args.model_repeats,
-                   "warmup": args.warmup, "statistic": "median, contenders interleaved"},
+                   "warmup": args.warmup, "timer": args.timer, "statistic": "median, contenders interleaved"},
         "env": {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
                 "processor": platform.processor() or None,
                 "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None},

@@ -322,6 +322,21 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def code_version() -> dict[str, Any]:
+    """The git commit of the checkout and whether ``lorentzcv/`` differs from it (results depend on both)."""
+    import subprocess
+
+    def git(*cmd: str) -> str | None:
+        try:
+            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    status = git("status", "--porcelain", "--", "lorentzcv")
+    return {"commit": git("rev-parse", "HEAD"), "library_modified": None if status is None else bool(status)}
+
+
 def _meta(args: argparse.Namespace, seeds: Sequence[int]) -> dict[str, Any]:
     import torch
 
@@ -375,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if out.exists():
         results = json.loads(out.read_text())
         results.setdefault("runs", {})
+    code = code_version()  # taken once: this process keeps the library it imported first
     variants = list(dict.fromkeys(v for e in experiments for _, v in EXPERIMENTS[e].rows))
     todo = [(v, s) for v in variants for s in seeds]
     t_all = time.perf_counter()
@@ -387,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             continue
         print(f"[{i}/{len(todo)}] {key}: training ...", end=" ", flush=True)
         rec = run_one(overrides, runs_dir / vname / f"seed{seed}")
+        rec["code"] = code
         results["runs"][key] = rec
         ks = ", ".join(f"{n} {k:.3f}" for n, k in rec["curvatures"].items())
         print(f"test acc {100 * rec['test_acc']:.2f} %, K [{ks}], skipped {rec['skipped_steps']}, "

@@ -1,0 +1,365 @@
+"""Small-scale metric-learning evidence (issue #5 item 7): Euclidean vs HIER vs LHIER on offline data.
+
+Trains the three demo configs ``configs/metric/demo/fashion_mnist_dml_{euclidean,hier,lhier}.yaml`` (a small CNN
+on class-disjoint Fashion-MNIST: train on T-shirt/trouser/pullover/dress/coat, retrieve sandal/shirt/sneaker/
+bag/ankle boot; 4,000 training and 2,000 test images, 16-d embeddings, 8 epochs) for several seeds through the
+public API (``lorentzcv.train.load_config`` + ``train``), and reports the last-epoch test Recall@K and MAP@R as
+mean ± sample std over seeds (no selection on the test set). Then it draws the learned embeddings and LCA
+proxies in the Poincaré disk (``docs/img/metric_poincare.png``):
+
+- **left/middle**: HIER and LHIER retrained with 2-d embeddings (``--set model.embedding_dim=2``; seed 0), so the
+  disk shows the learned geometry exactly (LHIER: the Lorentz points of H² mapped to the Poincaré disk of
+  the learned curvature; HIER: its ball points). Both disks are drawn with unit radius (coordinates / √k).
+- **right**: the 16-d LHIER run of the first seed, its Poincaré-ball coordinates projected orthogonally onto
+  their first two (uncentred) principal directions, a 2-d *view* of a 16-d embedding (distances are not
+  preserved; the points stay inside the disk).
+
+Outputs: ``docs/data/metric_results.json`` (every run's summary and history), ``docs/img/metric_poincare.png``
+and ``docs/results_metric.md`` (commands, seeds, table, figure).
+
+Usage::
+
+    python scripts/metric_results.py                 # 3 seeds x 3 methods + 2 picture runs (~17 min, 2 CPU cores)
+    python scripts/metric_results.py --seeds 0 1 2 3 4
+    python scripts/metric_results.py --quick         # smoke test: 1 seed, 1 epoch, tiny subsets, separate output
+
+Finished runs are cached in the JSON with the exact overrides they ran with; a re-run skips them (``--force``
+reruns). Every run uses one intra-op thread and the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "configs" / "metric" / "demo"
+DEFAULT_OUT = REPO / "docs" / "data" / "metric_results.json"
+DEFAULT_RUNS = REPO / "runs" / "metric_results"
+DEFAULT_PICTURE = REPO / "docs" / "img" / "metric_poincare.png"
+DEFAULT_DOC = REPO / "docs" / "results_metric.md"
+QUICK_DIR = REPO / "runs" / "metric_results_quick"
+
+METHODS = ("euclidean", "hier", "lhier")
+LABELS = {"euclidean": "Euclidean (Proxy-Anchor)", "hier": "HIER (Poincaré ball)", "lhier": "LHIER (Lorentz, ours)"}
+SEEDS = (0, 1, 2)
+BASE_OVERRIDES = ["train.device=cpu", "train.threads=1", "output.progress=false", "output.tensorboard=false"]
+QUICK_OVERRIDES = ["train.epochs=1", "data.train_subset=256", "data.eval_subset=200", "train.max_steps_per_epoch=3"]
+FASHION_TEST_CLASSES = {5: "sandal", 6: "shirt", 7: "sneaker", 8: "bag", 9: "ankle boot"}
+
+
+def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
+    """``{"mean", "std" (sample, 0 for one value), "n"}`` of the non-missing values."""
+    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
+    if not v:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+
+
+def run_overrides(method: str, seed: int, run_dir: Path, quick: bool, extra: Sequence[str] = ()) -> list[str]:
+    return [*BASE_OVERRIDES, f"train.seed={seed}", f"output.dir={run_dir}", *(QUICK_OVERRIDES if quick else []),
+            *extra]
+
+
+def train_one(method: str, seed: int, run_dir: Path, quick: bool, extra: Sequence[str], cache: dict,
+              key: str, force: bool) -> dict[str, Any]:
+    """Train (or reuse from the cache) one run; returns its record."""
+    from lorentzcv.train import load_config, train
+
+    config = DEMO / f"fashion_mnist_dml_{method}.yaml"
+    overrides = run_overrides(method, seed, run_dir, quick, extra)
+    old = cache.get(key)
+    if old and old.get("overrides") == overrides and old.get("status") == "ok" and not force:
+        print(f"  {key}: cached (R@1 {100 * old['recall']['1']:.2f} %)", flush=True)
+        return old
+    cfg = load_config(config, overrides)
+    t0 = time.perf_counter()
+    s = train(cfg, stream=io.StringIO())
+    wall = time.perf_counter() - t0
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rec = {"status": "ok", "method": method, "seed": seed, "config": str(config.relative_to(REPO)),
+           "overrides": overrides, "recall": {str(k): v for k, v in s["recall"].items()},
+           "map_at_r": s["map_at_r"], "curvatures": s["curvatures"], "train_time": s["train_time"],
+           "wall_time": wall, "run_dir": str(run_dir), "history": history}
+    k_text = "".join(f", K {v:.4f}" for v in s["curvatures"].values())
+    print(f"  {key}: R@1 {100 * s['recall'][1]:.2f} %  MAP@R {100 * s['map_at_r']:.2f} %{k_text}  ({wall:.0f} s)",
+          flush=True)
+    return rec
+
+
+def aggregate(runs: dict[str, dict], seeds: Sequence[int], ks: Sequence[str] = ("1", "2", "4", "8")) -> dict:
+    table = {}
+    for m in METHODS:
+        recs = [runs.get(f"{m}/seed{s}") for s in seeds]
+        recs = [r for r in recs if r and r.get("status") == "ok"]
+        row = {f"R@{k}": mean_std([r["recall"][k] for r in recs]) for k in ks}
+        row["MAP@R"] = mean_std([r["map_at_r"] for r in recs])
+        curv = [next(iter(r["curvatures"].values())) for r in recs if r["curvatures"]]
+        row["K"] = mean_std(curv) if curv else None
+        row["time"] = mean_std([r["wall_time"] for r in recs])
+        table[m] = row
+    return table
+
+
+# ----------------------------------------------------------------------------------------------- picture
+def _embeddings(run_dir: Path):
+    """Test embeddings, labels, LCAs and the head's distance parameters of a finished run (ball coordinates
+    scaled to the unit disk)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from lorentzcv.geometry import math as lmath
+    from lorentzcv.train import config_from_dict, load_checkpoint
+    from lorentzcv.train.metric import build_metric_datasets, build_metric_model, compute_embeddings
+
+    state = load_checkpoint(run_dir / "last.pt")
+    cfg = config_from_dict(state["config"])
+    data = build_metric_datasets(cfg, splits=("eval",))
+    model = build_metric_model(cfg, data["in_chans"], data["img_size"], pretrained=False)
+    model.load_state_dict(state["model"])
+    (ds,) = data["eval"].values()
+    z, y = compute_embeddings(model, DataLoader(ds, batch_size=512), torch.device("cpu"))
+    lcas = state["objective"]["hier_loss.lcas"].float()
+    if cfg.model.head == "lorentz":
+        k = state["model"]["head.manifold.k"].float()
+        ball = lmath.to_poincare(z, k) / k.sqrt()
+        lcas = lmath.to_poincare(lmath.projx(lcas, k), k) / k.sqrt()
+        curv = -1.0 / float(k)
+    else:  # HIER: ToPoincare of its Euclidean LCA parameters, ball of radius 1/sqrt(c)
+        from lorentzcv.metric.poincare import ToPoincare
+
+        c = cfg.model.c
+        ball = z * math.sqrt(c)
+        lcas = ToPoincare(c=c, clip_r=cfg.model.clip_r)(lcas) * math.sqrt(c)
+        curv = -c
+    return ball.detach().numpy(), y.numpy(), lcas.detach().numpy(), curv
+
+
+def _project(points, lcas):
+    """Orthogonal projection onto the first two uncentred principal directions of the points."""
+    import numpy as np
+
+    _, _, vt = np.linalg.svd(points, full_matrices=False)
+    basis = vt[:2].T
+    return points @ basis, lcas @ basis
+
+
+def draw_picture(panels: list[tuple[str, Path, bool]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.4))
+    axes = np.atleast_1d(axes)
+    colors = plt.get_cmap("tab10")
+    for ax, (title, run_dir, project) in zip(axes, panels):
+        pts, y, lcas, curv = _embeddings(run_dir)
+        if project:
+            pts, lcas = _project(pts, lcas)
+        ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="0.3", lw=1.0))
+        for i, c in enumerate(sorted(set(y.tolist()))):
+            sel = y == c
+            ax.scatter(pts[sel, 0], pts[sel, 1], s=4, alpha=0.5, color=colors(i),
+                       label=FASHION_TEST_CLASSES.get(int(c), str(c)))
+        ax.scatter(lcas[:, 0], lcas[:, 1], marker="x", s=22, color="k", lw=1.0, label="LCA proxies")
+        ax.set_title(f"{title}\nK = {curv:.4f}", fontsize=10)
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].legend(loc="lower left", fontsize=7, markerscale=2, framealpha=0.8)
+    fig.suptitle("Fashion-MNIST test classes (unseen in training) and LCA proxies in the Poincaré disk "
+                 "(unit radius = coordinates / √k)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------- report
+def _pm(ms: dict | None, scale: float = 100.0, digits: int = 2) -> str:
+    if not ms or ms["mean"] is None:
+        return "-"
+    return f"{scale * ms['mean']:.{digits}f} ± {scale * ms['std']:.{digits}f}"
+
+
+def markdown(res: dict, picture_rel: str | None) -> str:
+    seeds = res["seeds"]
+    t = res["table"]
+    lines = [
+        "## Metric learning: Euclidean vs HIER vs LHIER (offline demo)",
+        "",
+        "Small-scale evidence for LHIER (issue #5, spec §7) on offline data: a small CNN (`convnet_small`, width 16)",
+        "trained from scratch on **class-disjoint Fashion-MNIST** (`fashion_mnist_dml`: train on T-shirt, trouser,",
+        "pullover, dress, coat; retrieve the unseen sandal, shirt, sneaker, bag, ankle boot), a seeded subset of",
+        "4,000 training and 2,000 test images, 16-d embeddings, batch 64 (2 images per class), 8 epochs, lr 1e-3,",
+        "Proxy-Anchor proxies ×100, 64 LCAs ×50 (20 triplets per anchor), element-wise gradient clamp 10, fp32 on",
+        "the CPU. The three configs differ only in the head, the loss and the optimizer:",
+        "",
+        "- **Euclidean**: L2-normalised embeddings, Proxy-Anchor only, AdamW",
+        "  (`configs/metric/demo/fashion_mnist_dml_euclidean.yaml`);",
+        "- **HIER**: Poincaré ball of curvature −0.1 (`ToPoincare`, clip 2.3), Proxy-Anchor + 0.5·HIER, AdamW",
+        "  (`fashion_mnist_dml_hier.yaml`);",
+        "- **LHIER**: Lorentz model with a learnable curvature (k₀ = 10, K₀ = −0.1, curvature lr 1e-2), maximum",
+        "  distance rescaling + exp₀, LCAs as `ManifoldParameter`s, Proxy-Anchor + 0.5·LHIER, Riemannian AdamW",
+        "  with the curvature-aware step (`fashion_mnist_dml_lhier.yaml`).",
+        "",
+        f"Last-epoch test retrieval (leave-one-out over the 2,000 test images), mean ± sample std over seeds "
+        f"{', '.join(map(str, seeds))} (%):",
+        "",
+        "| method | R@1 | R@2 | R@4 | R@8 | MAP@R | learned K | time / run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in METHODS:
+        row = t[m]
+        k = "-" if not row["K"] else f"{row['K']['mean']:.4f} ± {row['K']['std']:.4f}"
+        time_s = "-" if row["time"]["mean"] is None else f"{row['time']['mean']:.0f} s"
+        lines.append(f"| {LABELS[m]} | {_pm(row['R@1'])} | {_pm(row['R@2'])} | {_pm(row['R@4'])} | "
+                     f"{_pm(row['R@8'])} | {_pm(row['MAP@R'])} | {k} | {time_s} |")
+    lines += ["", "Per seed (R@1 / MAP@R, %):", "", "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+              "|---|" + "---|" * len(seeds)]
+    for m in METHODS:
+        cells = []
+        for s in seeds:
+            r = res["runs"].get(f"{m}/seed{s}")
+            cells.append("-" if not r else f"{100 * r['recall']['1']:.2f} / {100 * r['map_at_r']:.2f}")
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    lines += ["", "**Reading.** " + res.get("reading", ""), ""]
+    if picture_rel:
+        lines += [
+            f"![Learned embeddings and LCA proxies in the Poincaré disk]({picture_rel})",
+            "",
+            "Left and middle: HIER and LHIER retrained with **2-d** embeddings (seed 0, otherwise the same configs),",
+            "so the disk shows the learned geometry exactly (LHIER's points of H² mapped to the Poincaré disk of the",
+            "learned curvature). Right: the 16-d LHIER run of the first seed, its Poincaré-ball coordinates projected",
+            "onto their first two (uncentred) principal directions — a 2-d view, not an isometry. Crosses: the LCA",
+            "proxies. All disks are scaled to unit radius (coordinates / √k).",
+            "",
+        ]
+    lines += [
+        "Reproduce (≈17 min on 2 CPU cores, one thread per run; runs are cached in",
+        "`docs/data/metric_results.json`):",
+        "",
+        "```bash",
+        f"python scripts/metric_results.py --seeds {' '.join(map(str, seeds))}",
+        "lorentzcv train configs/metric/demo/fashion_mnist_dml_lhier.yaml     # one run, with its log",
+        "```",
+        "",
+        f"Environment: {res['env']['python']} · torch {res['env']['torch']} · {res['env']['platform']} · "
+        f"{res['env']['date']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def reading(table: dict) -> str:
+    """A plain statement of what the numbers show (differences vs the spread), written from the table."""
+    r1 = {m: table[m]["R@1"] for m in METHODS}
+    mp = {m: table[m]["MAP@R"] for m in METHODS}
+    if any(v["mean"] is None for v in r1.values()):
+        return "Incomplete runs."
+
+    def cmp(a: str, b: str, d: dict, name: str) -> str:
+        diff = 100 * (d[a]["mean"] - d[b]["mean"])
+        spread = 100 * max(d[a]["std"], d[b]["std"])
+        verdict = "within one std of each other" if abs(diff) <= spread else (
+            "higher" if diff > 0 else "lower")
+        return f"{name} of {LABELS[a].split(' (')[0]} vs {LABELS[b].split(' (')[0]}: {diff:+.2f} points ({verdict})"
+
+    parts = [cmp("lhier", "hier", r1, "R@1"), cmp("lhier", "euclidean", r1, "R@1"),
+             cmp("lhier", "hier", mp, "MAP@R"), cmp("lhier", "euclidean", mp, "MAP@R")]
+    return ("; ".join(parts) + ". With 3 seeds of a short from-scratch run these are small-sample estimates; "
+            "they say whether LHIER trains as well as HIER under the same protocol, not that it reproduces the "
+            "paper's Table 1 (which uses ImageNet-pretrained backbones on CUB/Cars/SOP/In-Shop).")
+
+
+def _env() -> dict[str, str]:
+    import torch
+
+    return {"python": f"Python {platform.python_version()}", "torch": torch.__version__,
+            "platform": platform.machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 short epoch, separate outputs")
+    p.add_argument("--force", action="store_true", help="rerun cached runs")
+    p.add_argument("--no-picture", action="store_true", help="skip the 2-d runs and the figure")
+    p.add_argument("--out", type=Path, default=None, help="results JSON")
+    p.add_argument("--runs-dir", type=Path, default=None, help="where the run directories go")
+    p.add_argument("--picture", type=Path, default=None)
+    p.add_argument("--doc", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    quick = args.quick
+    seeds = args.seeds[:1] if quick else args.seeds
+    out = args.out or (QUICK_DIR / "results.json" if quick else DEFAULT_OUT)
+    runs_dir = args.runs_dir or (QUICK_DIR / "runs" if quick else DEFAULT_RUNS)
+    picture = args.picture or (QUICK_DIR / "metric_poincare.png" if quick else DEFAULT_PICTURE)
+    doc = args.doc or (QUICK_DIR / "results_metric.md" if quick else DEFAULT_DOC)
+
+    res: dict[str, Any] = {"runs": {}}
+    if out.is_file():
+        res = json.loads(out.read_text())
+    res.update(seeds=seeds, quick=quick, env=_env())
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1) + "\n")
+
+    t0 = time.perf_counter()
+    for seed in seeds:
+        for m in METHODS:
+            key = f"{m}/seed{seed}"
+            print(f"[{time.perf_counter() - t0:6.0f} s] {key}", flush=True)
+            res["runs"][key] = train_one(m, seed, runs_dir / m / f"seed{seed}", quick, [], res["runs"], key,
+                                         args.force)
+            save()
+    res["table"] = aggregate(res["runs"], seeds)
+    res["reading"] = reading(res["table"])
+    save()
+
+    picture_rel = None
+    if not args.no_picture:
+        panels = []
+        for m in ("hier", "lhier"):
+            key = f"{m}_2d/seed{seeds[0]}"
+            print(f"[{time.perf_counter() - t0:6.0f} s] {key} (picture)", flush=True)
+            res["runs"][key] = train_one(m, seeds[0], runs_dir / f"{m}_2d" / f"seed{seeds[0]}", quick,
+                                         ["model.embedding_dim=2"], res["runs"], key, args.force)
+            save()
+            panels.append((f"{LABELS[m]}, 2-d embeddings", runs_dir / f"{m}_2d" / f"seed{seeds[0]}", False))
+        panels.append((f"{LABELS['lhier']}, 16-d (2 principal directions)",
+                       runs_dir / "lhier" / f"seed{seeds[0]}", True))
+        draw_picture(panels, picture)
+        try:
+            picture_rel = str(picture.relative_to(doc.parent)) if picture.is_relative_to(doc.parent) else str(picture)
+        except ValueError:
+            picture_rel = str(picture)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(markdown(res, picture_rel))
+    print(markdown(res, picture_rel))
+    print(f"total {time.perf_counter() - t0:.0f} s; results: {out}; report: {doc}"
+          + (f"; figure: {picture}" if picture_rel else ""))
+    return res
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
