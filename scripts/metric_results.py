@@ -183,7 +183,7 @@ def draw_picture(panels: list[tuple[str, Path, bool]], path: Path) -> None:
     axes[0].legend(loc="lower left", fontsize=7, markerscale=2, framealpha=0.8)
     fig.suptitle("Fashion-MNIST test classes (unseen in training) and LCA proxies in the Poincaré disk "
                  "(unit radius = coordinates / √k)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

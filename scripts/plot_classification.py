@@ -5,8 +5,9 @@ Writes (default into ``docs/img/``):
 - ``curvature_trajectory.png``: learned curvature K = -1/k per epoch of HECNN+ (encoder and decoder manifold,
   every seed; epoch 0 is the initial K = -1), and the mean trajectories of curvature-aware vs naive learning
   at curvature lr 0.05 and 0.5.
-- ``accuracy_curves.png``: test accuracy per epoch (mean ± std over seeds) of the four models, and the training
-  loss per epoch of the bf16 / rescaling runs (every seed).
+- ``accuracy_curves.png``: test accuracy per epoch (mean ± std over seeds) of the four models, test accuracy
+  per epoch of HECNN+ with learned vs fixed curvature (every seed), and the training loss per epoch of the
+  bf16 / rescaling runs (every seed).
 
 Per-epoch values come from each run's cached history in the JSON; when a run has none, its
 ``metrics.jsonl`` (``run_dir`` in the JSON) is read instead.
@@ -31,6 +32,7 @@ DEFAULT_OUT = REPO / "docs" / "img"
 MODEL_ROWS = (("resnet18", "ResNet (Euclidean)"), ("hybrid", "Hybrid"), ("hcnn", "HCNN"), ("hecnn", "HECNN+"))
 CURV_ROWS = (("hecnn", "aware, lr_k 0.05", "C0", "-"), ("hecnn_naive", "naive, lr_k 0.05", "C0", ":"),
              ("hecnn_clr0.5", "aware, lr_k 0.5", "C3", "-"), ("hecnn_clr0.5_naive", "naive, lr_k 0.5", "C3", ":"))
+CONV_ROWS = (("hecnn", "learned K (learn_k=true)", "C0"), ("hecnn_fixed_k", "fixed K = -1 (learn_k=false)", "C3"))
 BF16_ROWS = (("bf16_rescale", "bf16, rescaling", "C0", "-"), ("bf16_norescale", "bf16, no rescaling", "C3", "-"),
              ("fp32_rescale", "fp32, rescaling", "C0", ":"), ("fp32_norescale", "fp32, no rescaling", "C3", ":"))
 
@@ -58,6 +60,11 @@ def _series(runs: Sequence[dict[str, Any]], key: str) -> list[list[float]]:
     return [[float("nan") if h.get(key) is None else h[key] for h in history(r)] for r in runs]
 
 
+def _legend(ax, **kw) -> None:
+    if ax.get_legend_handles_labels()[0]:  # a panel may be empty when only some experiments have run
+        ax.legend(**kw)
+
+
 def _mean_std(series: list[list[float]]):
     import numpy as np
 
@@ -68,6 +75,7 @@ def _mean_std(series: list[list[float]]):
 
 def plot_curvature(results: dict[str, Any], path: Path) -> bool:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     runs = runs_of(results, "hecnn")
     if not runs:
@@ -79,14 +87,13 @@ def plot_curvature(results: dict[str, Any], path: Path) -> bool:
     names = sorted({k[2:] for r in runs for h in history(r) for k in h if k.startswith("K/")})
     for name in names:
         color, label = styles.get(name, ("C2", name))
-        for i, (r, s) in enumerate(zip(runs, _series(runs, f"K/{name}"))):
-            seed = next((o.split("=", 1)[1] for o in reversed(r.get("overrides", [])) if o.startswith("train.seed=")),
-                        str(i + 1))
+        for i, s in enumerate(_series(runs, f"K/{name}")):
             ax.plot(range(len(s) + 1), [k0, *s], color=color, alpha=0.8, marker="o", ms=3,
-                    label=f"{label} (seed {seed})" if i == 0 else None)
+                    label=f"{label} ({len(runs)} seeds)" if i == 0 else None)
     ax.axhline(-0.6, color="gray", ls="--", lw=1, label="paper: encoders drift to about −0.6")
     ax.set(xlabel="epoch", ylabel="curvature K = −1/k", title="HECNN+ learned curvature (every seed)")
-    ax.legend(fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _legend(ax, fontsize=8)
     ax = axes[1]
     for variant, label, color, ls in CURV_ROWS:
         vr = runs_of(results, variant)
@@ -99,7 +106,7 @@ def plot_curvature(results: dict[str, Any], path: Path) -> bool:
             ax.plot([0, *ep], [k0, *m], color=color, ls=ls, marker=marker, ms=3,
                     label=f"{label}, {name.split('_')[0]}")
     ax.set(xlabel="epoch", ylabel="curvature K (mean over seeds)", title="curvature-aware vs naive learning")
-    ax.legend(fontsize=7, ncol=2)
+    _legend(ax, fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -109,8 +116,9 @@ def plot_curvature(results: dict[str, Any], path: Path) -> bool:
 
 def plot_accuracy(results: dict[str, Any], path: Path) -> bool:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     drawn = False
     ax = axes[0]
     for variant, label in MODEL_ROWS:
@@ -121,18 +129,29 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> bool:
         ax.plot(ep, 100 * m, marker="o", ms=3, label=f"{label} (n={len(vr)})")
         ax.fill_between(ep, 100 * (m - sd), 100 * (m + sd), alpha=0.2)
         drawn = True
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="digits, mean ± std over seeds", ylim=(50, 100))
-    ax.legend(fontsize=8)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="models: test accuracy, mean ± std", ylim=(50, 100))
+    _legend(ax, fontsize=8)
     ax = axes[1]
+    for variant, label, color in CONV_ROWS:
+        vr = runs_of(results, variant)
+        for i, s in enumerate(_series(vr, "test_acc")):
+            ax.plot(range(1, len(s) + 1), [100 * v for v in s], color=color, marker="o", ms=3, alpha=0.8,
+                    label=label if i == 0 else None)
+            drawn = True
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="HECNN+: learned vs fixed curvature, every seed",
+           ylim=(0, 100))
+    _legend(ax, fontsize=8)
+    ax = axes[2]
     for variant, label, color, ls in BF16_ROWS:
         vr = runs_of(results, variant)
         for i, s in enumerate(_series(vr, "train_loss")):
             ax.plot(range(1, len(s) + 1), s, color=color, ls=ls, marker="o", ms=3, alpha=0.8,
                     label=label if i == 0 else None)
             drawn = True
-    ax.set(xlabel="epoch", ylabel="training loss", yscale="log",
-           title="HECNN+ (width 8): rescaling under bf16 autocast, every seed")
-    ax.legend(fontsize=8)
+    ax.set(xlabel="epoch", ylabel="training loss", yscale="log", title="HECNN+ (width 8): bf16 / rescaling, every seed")
+    _legend(ax, fontsize=8)
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

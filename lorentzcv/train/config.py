@@ -321,11 +321,17 @@ def _metric_train() -> TrainConfig:
     return TrainConfig(epochs=10, grad_clip_value=10.0)
 
 
+def _metric_loss() -> LossConfig:
+    return LossConfig(num_proxies=64, num_triplets=20)  # demo: HIER's 512 LCAs x 50 triplets are slow on a CPU
+
+
 @dataclass
 class MetricRunConfig:
     """A metric-learning run (``task: metric``): HIER / LHIER / Proxy-Anchor through the training engine.
 
-    ``MetricRunConfig()`` is the offline digits demo with LHIER. ``train.grad_clip_value`` clamps every
+    ``MetricRunConfig()`` (``lorentzcv train --set task=metric``) is an offline LHIER demo on ``digits_dml`` with
+    64 LCAs; ``configs/metric/table1/`` spell out HIER's protocol, ``configs/metric/demo/`` the Fashion-MNIST
+    demos. ``train.grad_clip_value`` clamps every
     gradient element (HIER: 10), ``train.eval_test_every`` is HIER's ``--eval_freq``; ``train.amp="fp16"``
     runs float16 autocast + GradScaler on CUDA and bfloat16 on CPU (no fp16 kernels there).
     """
@@ -333,7 +339,7 @@ class MetricRunConfig:
     task: Literal["metric"] = "metric"
     model: MetricModelConfig = field(default_factory=MetricModelConfig)
     data: MetricDataConfig = field(default_factory=MetricDataConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossConfig = field(default_factory=_metric_loss)
     metric: MetricConfig = field(default_factory=MetricConfig)
     optim: OptimConfig = field(default_factory=_metric_optim)
     schedule: ScheduleConfig = field(default_factory=_metric_schedule)
