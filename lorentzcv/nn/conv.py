@@ -99,8 +99,9 @@ class LorentzConv2d(nn.Module):
 
     # How the conv reads x_s: "view" (x[:, 1:]; the conv keeps a view of x for its backward and makes it dense
     # in forward and again in backward) or "copy" (one dense copy, kept for the backward: +1 input-sized
-    # activation, but 10-15% faster on CPU in tests/nn/bench_conv.py); "auto" = "copy" on CPU, "view"
-    # elsewhere (no measurable difference on CUDA, where memory is dearer). Results are identical.
+    # activation, but 10-15% faster on CPU for the conv alone in tests/nn/bench_conv.py); "auto" = "view" everywhere:
+    # in a whole ResNet-18 step the copy cost 0.4x of the Euclidean activation memory for no measurable time
+    # gain (BENCHMARKS.md). Results are identical.
     _input_mode = "auto"
 
     def __init__(
@@ -217,7 +218,7 @@ class LorentzConv2d(nn.Module):
         dtype = computation_dtype(x)
         mode = self._input_mode
         if mode == "auto":
-            mode = "copy" if x.device.type == "cpu" else "view"
+            mode = "view"  # "copy" was ~10% faster on CPU for the conv alone but saves an input-sized copy
         xin = _SpaceChannels.apply(x) if mode == "copy" else lmath.space(x, dim=1)
         ys = F.conv2d(xin, self.conv_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
         cfg = self.manifold.rescale_config if self.rescale else None

@@ -463,12 +463,54 @@ def _config(manifold, rescale: bool | RescaleConfig | None) -> RescaleConfig | N
     return cfg if cfg.enabled else None
 
 
+class _LorentzReLU(torch.autograd.Function):
+    """Fused ``lift(relu(x_s))`` that saves only its output: the ReLU mask is ``out_s > 0`` and the lift's
+    time-only backward needs ``out`` alone, so one activation-sized tensor is kept instead of two."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
+        out = _lift_fast_forward(torch.relu(lmath.space(x, dim=dim)), k, dim, None, 1.0)
+        ctx.save_for_backward(out, k)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):
+        out, k = ctx.saved_tensors
+        dim = ctx.dim
+        n_s = out.size(dim) - 1
+        out_s, g_s = out.narrow(dim, 1, n_s), g.narrow(dim, 1, n_s)
+        h = g.narrow(dim, 0, 1) / out.narrow(dim, 0, 1)  # time-only lift: g_ys = g_s + out_s·g_t/t
+        g_x = g_k = None
+        if ctx.needs_input_grad[0]:
+            g_x = torch.zeros_like(out)
+            gx_s = g_x.narrow(dim, 1, n_s)
+            torch.addcmul(g_s, out_s, h, out=gx_s)
+            gx_s.mul_(out_s > 0)
+        if ctx.needs_input_grad[1]:
+            g_k = (0.5 * h).sum_to_size(k.shape)
+        return g_x, g_k, None
+
+
+def _is_relu(act: Callable) -> bool:
+    return act in (torch.relu, torch.nn.functional.relu) or (
+        type(act) is torch.nn.ReLU and not act.inplace)
+
+
 def lorentz_activation(x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor], k: torch.Tensor | float, *,
                        dim: int = 1) -> torch.Tensor:
     r"""Space activation (§5.6): :math:`y = (\sqrt{\|\sigma(x_s)\|^2 + k},\ \sigma(x_s))`.
 
-    ``act`` runs in the input dtype (it is Euclidean); the time is computed in float32.
+    ``act`` runs in the input dtype (it is Euclidean); the time is computed in float32. ReLU takes a fused
+    path that keeps only the output for backward (half the activation memory of ``relu`` then ``lift``).
     """
+    if _is_relu(act) and _OPTS["fast"] and x.dtype not in (torch.float16, torch.bfloat16):
+        kk = _prep_k(k, x, dim)
+        if torch.is_grad_enabled() and (x.requires_grad or kk.requires_grad):
+            return _LorentzReLU.apply(x, kk, dim)
+        with torch.no_grad():
+            return _lift_fast_forward(torch.relu(lmath.space(x, dim=dim)), kk, dim, None, 1.0)
     ys = act(lmath.space(x, dim=dim))
     return lift(ys, k, dim=dim)
 

@@ -319,3 +319,28 @@ def test_manifold_swap_separate_curvatures():
     torch.testing.assert_close(y, ref)
     y.sum().backward()
     assert enc.k.grad.abs() > 0 and dec.k.grad.abs() > 0
+
+
+def test_fused_relu_keeps_one_activation_and_matches_unfused() -> None:
+    """LorentzReLU saves only its output for backward and has the gradients of relu-then-lift."""
+    from lorentzcv.nn import LorentzReLU
+    from lorentzcv.nn import functional as LF
+
+    man = Lorentz(k=0.7, learnable=True).double()
+    x = man.expmap0(torch.randn(2, 9, 5, 5, dtype=torch.float64), dim=1).detach().requires_grad_()
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = LorentzReLU(man)(x)
+    big = [t for t in saved if t.numel() >= y.numel()]
+    assert len(big) == 1 and big[0].shape == y.shape
+    g = torch.randn_like(y)
+    gx, gk = torch.autograd.grad(y, [x, man.k], g)
+    LF._OPTS["fast"] = False
+    try:
+        y2 = LorentzReLU(man)(x)
+        gx2, gk2 = torch.autograd.grad(y2, [x, man.k], g)
+    finally:
+        LF._OPTS["fast"] = True
+    torch.testing.assert_close(y, y2)
+    torch.testing.assert_close(gx[:, 1:], gx2[:, 1:])
+    torch.testing.assert_close(gk, gk2)
