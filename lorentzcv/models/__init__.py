@@ -6,13 +6,21 @@
 >>> model = create_model("hecnn_resnet18", num_classes=10, img_size=32, width=8)
 >>> sorted(model.manifolds())
 ['decoder_manifold', 'encoder_manifold']
+
+Metric-learning embedding models (backbone + Euclidean/Poincaré/Lorentz head, ``spec/method.md`` §7) are built
+with :func:`create_embedding_model` (:mod:`.embedding`); they are kept out of the classifier registry because
+they return embeddings, not logits.
 """
 
-from . import resnet
+from . import embedding, resnet
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
+from .embedding import (
+    EmbeddingModel, EuclideanHead, LorentzHead, PoincareHead, create_backbone, create_embedding_model,
+)
 from .resnet import ResNet, euclidean_factories, lorentz_factories
 
 __all__ = [
     "create_model", "list_models", "register_model", "is_model", "model_entrypoint", "ResNet",
-    "euclidean_factories", "lorentz_factories", "resnet",
+    "euclidean_factories", "lorentz_factories", "resnet", "embedding", "EmbeddingModel", "EuclideanHead",
+    "LorentzHead", "PoincareHead", "create_backbone", "create_embedding_model",
 ]

@@ -4,6 +4,10 @@ r"""Metric-learning training (HIER, LHIER, Proxy-Anchor) through the training en
 >>> cfg = load_config("configs/metric/table1/cub_r50_512_lhier.yaml", ["data.root=~/data"])
 >>> summary = train(cfg)                   # or: lorentzcv train CONFIG --set data.root=~/data
 
+Offline: ``lorentzcv train configs/metric/demo/fashion_mnist_dml_lhier.yaml`` (Fashion-MNIST, ~1 min on a CPU) or
+``lorentzcv train --set task=metric`` (:class:`~lorentzcv.train.config.MetricRunConfig` defaults: digits).
+Evaluate a run with ``lorentzcv eval RUN_DIR`` (Recall@K and MAP@R on the test protocol).
+
 A YAML with ``task: metric`` at the top is a :class:`~lorentzcv.train.config.MetricRunConfig`, and
 :class:`MetricTrainer` runs it with the classification engine's machinery (:class:`~lorentzcv.train.Trainer`:
 run directory, ``config.yaml``, ``metrics.jsonl``/``.csv``, TensorBoard, atomic ``weights_only`` checkpoints,
