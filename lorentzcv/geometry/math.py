@@ -81,7 +81,7 @@ def tanhc(t: torch.Tensor) -> torch.Tensor:
     return torch.where(small, 1 - t * t / 3, torch.tanh(safe) / safe)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def max_rapidity(dtype: torch.dtype) -> float:
     r"""Largest rapidity :math:`\theta` for which :math:`\sinh(\theta)^2` is finite in ``dtype``.
 

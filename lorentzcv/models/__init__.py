@@ -15,7 +15,12 @@ they return embeddings, not logits.
 from . import embedding, resnet
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
 from .embedding import (
-    EmbeddingModel, EuclideanHead, LorentzHead, PoincareHead, create_backbone, create_embedding_model,
+    EmbeddingModel,
+    EuclideanHead,
+    LorentzHead,
+    PoincareHead,
+    create_backbone,
+    create_embedding_model,
 )
 from .resnet import ResNet, euclidean_factories, lorentz_factories
 
