@@ -203,7 +203,7 @@ def draw_picture(panels: list[tuple[str, Path, bool]], path: Path) -> None:
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
-                ax.legend(loc="lower left", fontsize=7, markerscale=3, framealpha=0.8)
+                ax.legend(loc="upper left", fontsize=7, markerscale=3, framealpha=0.8)
     fig.suptitle("Class-disjoint Fashion-MNIST embeddings and LCA proxies in the Poincaré disk "
                  "(unit radius = coordinates / √k)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.96))

@@ -35,6 +35,7 @@ from lorentzcv.train.metric import (
     evaluate_retrieval,
 )
 
+from ..data import fixtures as fx
 from .conftest import DEVICE
 
 
@@ -160,6 +161,32 @@ def test_lhier_checkpoint_eval_matches_training_and_cli(lhier_runs, capsys):
     assert out["recall"]["1"] == pytest.approx(r["recall"][1])
     assert cli_main(["eval", str(lhier_runs["full"]), "--device", DEVICE]) == 0
     assert "R@1" in capsys.readouterr().out
+
+
+def test_inshop_is_evaluated_query_to_gallery(tmp_path):
+    """In-Shop's real layout: Recall@K of query against gallery, nothing masked (spec §7.4, design §4.9)."""
+    from lorentzcv.metric import recall_at_k
+    from lorentzcv.train import config_from_dict
+
+    root = fx.write_inshop(tmp_path / "data", n_train_items=4, n_test_items=4, n_per_item=3, gallery_only_items=1)
+    cfg = load_config(None, [*tiny(root), *MODES["lhier"], "data.name=inshop", "data.batch_size=8", "train.epochs=1",
+                             "metric.recall_ks=[1, 10, 20, 30]", f"output.dir={tmp_path / 'run'}"])
+    s = _run(cfg)
+    r = evaluate_checkpoint(tmp_path / "run")
+    assert r["protocol"] == "query->gallery" and r["n"] == 3  # one query image for each of 3 items
+    assert r["recall"][1] == pytest.approx(s["recall"][1]) and r["recall"][30] == 1.0
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    model = build_metric_model(config_from_dict(state["config"]), 3, 16, pretrained=False)
+    model.load_state_dict(state["model"])
+    data = build_metric_datasets(cfg, splits=("eval",))
+    (q, qy), (g, gy) = [evaluate_embeddings(model, data["eval"][split]) for split in ("query", "gallery")]
+    assert recall_at_k(q, qy, g, gy, ks=(1,), distance=model.distance())[1] == pytest.approx(r["recall"][1])
+
+
+def evaluate_embeddings(model, ds):
+    from lorentzcv.train.metric import compute_embeddings
+
+    return compute_embeddings(model, DataLoader(ds, batch_size=64), torch.device(DEVICE))
 
 
 # -------------------------------------------------------------------------------------- protocol pieces
