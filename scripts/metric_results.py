@@ -15,7 +15,8 @@ proxies in the Poincaré disk (``docs/img/metric_poincare.png``):
   preserved; the points stay inside the disk).
 
 Outputs: ``docs/data/metric_results.json`` (every run's summary and history), ``docs/img/metric_poincare.png``
-and ``docs/results_metric.md`` (commands, seeds, table, figure).
+and ``docs/results_metric.md`` (commands, seeds, table, figure; the committed copy of that section is the
+"Metric learning" part of ``docs/results.md``).
 
 Usage::
 

@@ -558,6 +558,39 @@ class Trainer:
                     file=sys.stderr, leave=False, ncols=min(size.columns, 120), nrows=max(size.lines, 2),
                     unit="it")
 
+
+    def _guarded_step(self, loss: torch.Tensor, opt, scaler, epoch: int, step: int, skipped: int) -> bool:
+        """Backward (scaled under fp16), NaN/Inf guard, clipping and the optimizer step; False if skipped.
+
+        The skip decision is all-reduced so every rank skips together; the first three skips are logged.
+        """
+        t = self.cfg.train
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        grads = [p.grad for p in self.params if p.grad is not None]
+        gnorm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
+        bad = (~torch.isfinite(gnorm)) | (~torch.isfinite(loss.detach()))
+        if self.dist.distributed:
+            flag = bad.to(torch.float32).reshape(1)
+            all_reduce_sum(flag, self.dist)
+            bad = flag[0] > 0
+        if bool(bad):
+            if skipped < 3:
+                self.rec.log(f"warning: non-finite loss/gradient at epoch {epoch + 1} step {step + 1} "
+                             f"(loss {loss.item():.4g}, grad norm {gnorm.item():.4g}); step skipped")
+            return False
+        if t.grad_clip_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(self.params, t.grad_clip_norm, gnorm)
+        if t.grad_clip_value is not None:  # HIER: every gradient element clamped to [-v, v]
+            torch.nn.utils.clip_grad_value_(self.params, t.grad_clip_value)
+        if scaler is not None:
+            scaler.step(opt)
+        else:
+            opt.step()
+        return True
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         t, device = self.cfg.train, self.device
         model = self.ddp if self.ddp is not None else self.model
@@ -580,32 +613,9 @@ class Trainer:
             with autocast:
                 out = model(x)
             loss = self.criterion(out.float(), y)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            grads = [p.grad for p in self.params if p.grad is not None]
-            gnorm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
-            bad = (~torch.isfinite(gnorm)) | (~torch.isfinite(loss.detach()))
-            if self.dist.distributed:
-                flag = bad.to(torch.float32).reshape(1)
-                all_reduce_sum(flag, self.dist)
-                bad = flag[0] > 0
-            if bool(bad):
+            if not self._guarded_step(loss, opt, scaler, epoch, step, skipped):
                 skipped += 1
-                if skipped <= 3:
-                    self.rec.log(f"warning: non-finite loss/gradient at epoch {epoch + 1} step {step + 1} "
-                                 f"(loss {loss.item():.4g}, grad norm {gnorm.item():.4g}); step skipped")
             else:
-                if t.grad_clip_norm is not None:
-                    torch.nn.utils.clip_grads_with_norm_(self.params, t.grad_clip_norm, gnorm)
-                if t.grad_clip_value is not None:
-                    torch.nn.utils.clip_grad_value_(self.params, t.grad_clip_value)
-                if scaler is not None:
-                    scaler.step(opt)
-                else:
-                    opt.step()
                 with torch.no_grad():
                     stats[0] += loss.detach().double() * y.numel()
                     stats[1] += (out.detach().argmax(1) == y).sum()

@@ -687,32 +687,9 @@ class MetricTrainer(Trainer):
             with autocast:
                 loss = learner(x, y)
             loss = loss.float()
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            grads = [p.grad for p in self.params if p.grad is not None]
-            gnorm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
-            bad = (~torch.isfinite(gnorm)) | (~torch.isfinite(loss.detach()))
-            if self.dist.distributed:
-                flag = bad.to(torch.float32).reshape(1)
-                all_reduce_sum(flag, self.dist)
-                bad = flag[0] > 0
-            if bool(bad):
+            if not self._guarded_step(loss, opt, scaler, epoch, step, skipped):
                 skipped += 1
-                if skipped <= 3:
-                    self.rec.log(f"warning: non-finite loss/gradient at epoch {epoch + 1} step {step + 1} "
-                                 f"(loss {loss.item():.4g}, grad norm {gnorm.item():.4g}); step skipped")
             else:
-                if t.grad_clip_norm is not None:
-                    torch.nn.utils.clip_grads_with_norm_(self.params, t.grad_clip_norm, gnorm)
-                if t.grad_clip_value is not None:  # HIER: every gradient element clamped to [-10, 10]
-                    torch.nn.utils.clip_grad_value_(self.params, t.grad_clip_value)
-                if scaler is not None:
-                    scaler.step(opt)
-                else:
-                    opt.step()
                 with torch.no_grad():
                     last = self.objective.last
                     stats[0] += loss.detach().double()
