@@ -333,15 +333,20 @@ class Trainer:
             self.train_loader = self.val_loader = self.test_loader = None
 
     # ----------------------------------------------------------------------------------- set-up
-    def _setup(self) -> None:
-        cfg, dist_info = self.cfg, self.dist
-        t = cfg.train
+    def _init_runtime(self) -> None:
+        """Threads, determinism and the device, shared by the classification and metric trainers."""
+        t = self.cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-        self.device = dist_info.device
+        self.device = self.dist.device
+
+    def _setup(self) -> None:
+        cfg, dist_info = self.cfg, self.dist
+        t = cfg.train
+        self._init_runtime()
         self.amp_dtype, use_scaler = resolve_amp(t.amp, self.device)
 
         # Data.

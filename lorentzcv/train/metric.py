@@ -518,12 +518,7 @@ class MetricTrainer(Trainer):
     def _setup(self) -> None:
         cfg, dist_info = self.cfg, self.dist
         t, mc = cfg.train, cfg.metric
-        if t.threads:
-            torch.set_num_threads(t.threads)
-        if t.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-        self.device = dist_info.device
+        self._init_runtime()
         self.amp_dtype, use_scaler = resolve_metric_amp(t.amp, self.device)
 
         # Data: class-balanced batches (the same global draw on every rank), sharded evaluation.
