@@ -564,6 +564,17 @@ class Trainer:
                     unit="it")
 
 
+    def _train_batches(self):
+        """``(step, images, labels)`` of one epoch on the device (``steps_per_epoch`` at most)."""
+        device = self.device
+        for step, (x, y) in enumerate(self.train_loader):
+            if step >= self.steps_per_epoch:
+                break
+            x = x.to(device, non_blocking=True)
+            if self.cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield step, x, y.to(device, non_blocking=True)
+
     def _guarded_step(self, loss: torch.Tensor, opt, scaler, epoch: int, step: int, skipped: int) -> bool:
         """Backward (scaled under fp16), NaN/Inf guard, clipping and the optimizer step; False if skipped.
 
@@ -596,8 +607,9 @@ class Trainer:
         else:
             opt.step()
         return True
+
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
-        t, device = self.cfg.train, self.device
+        device = self.device
         model = self.ddp if self.ddp is not None else self.model
         model.train()
         self._reseed_epoch(epoch)
@@ -608,13 +620,7 @@ class Trainer:
         autocast = (torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else contextlib.nullcontext())
         t0 = time.perf_counter()
-        for step, (x, y) in enumerate(self.train_loader):
-            if step >= self.steps_per_epoch:
-                break
-            x = x.to(device, non_blocking=True)
-            if t.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
+        for step, x, y in self._train_batches():
             with autocast:
                 out = model(x)
             loss = self.criterion(out.float(), y)

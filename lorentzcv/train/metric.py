@@ -67,7 +67,7 @@ from .checkpoint import (
 from .config import ConfigError, MetricRunConfig, apply_overrides, config_from_dict, config_to_dict
 from .distributed import DistInfo, all_gather_object, all_reduce_sum, params_digest, resolve_device
 from .engine import ShardSampler, Trainer, _subset, curvatures, derive_seed, seed_everything
-from .recorder import format_table
+from .recorder import format_epoch_tail, format_table
 from .schedule import LRScheduler, schedule_factor
 
 __all__ = [
@@ -487,15 +487,7 @@ def _fmt_row(row: dict[str, Any], epochs: int) -> str:
         parts.append(" ".join(f"{k} {100 * v:.2f}%" for k, v in rec))
     if row.get("MAP@R") is not None:
         parts.append(f"MAP@R {100 * row['MAP@R']:.2f}%")
-    curv = [(k[2:], v) for k, v in row.items() if k.startswith("K/")]
-    if curv:
-        parts.append("K " + " ".join(f"{n}={v:.4f}" for n, v in curv))
-    parts.append(f"lr {row['lr']:.3g}")
-    parts.append(f"{row['throughput']:.0f} img/s")
-    if row.get("skipped_steps"):
-        parts.append(f"skipped {row['skipped_steps']}")
-    parts.append(f"{row['epoch_time']:.1f}s")
-    return "  ".join(parts)
+    return format_epoch_tail(parts, row, curvature_digits=4)
 
 
 class MetricTrainer(Trainer):
@@ -656,7 +648,7 @@ class MetricTrainer(Trainer):
                                   map_r=mc.map_at_r, chunk_size=mc.eval_chunk_size)
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
-        t, device = self.cfg.train, self.device
+        device = self.device
         learner = self.ddp if self.ddp is not None else self.learner
         learner.train()
         self._reseed_epoch(epoch)
@@ -672,13 +664,7 @@ class MetricTrainer(Trainer):
         autocast = (torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else contextlib.nullcontext())
         t0 = time.perf_counter()
-        for step, (x, y) in enumerate(self.train_loader):
-            if step >= self.steps_per_epoch:
-                break
-            x = x.to(device, non_blocking=True)
-            if t.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
+        for step, x, y in self._train_batches():
             with autocast:
                 loss = learner(x, y)
             loss = loss.float()

@@ -62,9 +62,14 @@ def format_metrics_line(row: dict[str, Any], epochs: int) -> str:
         parts.append(f"val {100 * row['val_acc']:.2f}%")
     if row.get("test_acc") is not None:
         parts.append(f"test {100 * row['test_acc']:.2f}%")
+    return format_epoch_tail(parts, row, curvature_digits=3)
+
+
+def format_epoch_tail(parts: list[str], row: dict[str, Any], curvature_digits: int = 3) -> str:
+    """Finish an epoch line: curvatures ``K/<manifold>``, lr, throughput, skipped steps and epoch time."""
     curv = [(k[2:], v) for k, v in row.items() if k.startswith("K/")]
     if curv:
-        parts.append("K " + " ".join(f"{n}={v:.3f}" for n, v in curv))
+        parts.append("K " + " ".join(f"{n}={v:.{curvature_digits}f}" for n, v in curv))
     parts.append(f"lr {row['lr']:.3g}")
     parts.append(f"{row['throughput']:.0f} img/s")
     if row.get("skipped_steps"):
