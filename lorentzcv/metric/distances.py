@@ -55,7 +55,40 @@ def _minkowski_gram(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return q @ r_flip.transpose(0, 1)
 
 
-class LorentzDistance(BaseDistance):
+class _HyperbolicDistance(BaseDistance):
+    """Shared PML plumbing: float32 island, Gram accumulation in ``self.dtype``, exact zero self-distances.
+
+    Subclasses implement ``_mat(q, r)`` (all pairs) and ``_pairwise(q, r)`` (row-wise) on prepared inputs.
+    """
+
+    dtype: torch.dtype
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.dtype) if x.dtype != torch.float64 else x
+
+    def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor | None) -> torch.Tensor:
+        """All-pairs distances ``(Q, R)`` (``ref_emb=None`` means ``query_emb``)."""
+        ref_emb = query_emb if ref_emb is None else ref_emb
+        out_dtype = upcast(query_emb).dtype
+        with no_autocast(query_emb):
+            q = self._prep(query_emb)
+            r = q if ref_emb is query_emb else self._prep(ref_emb)
+            return _zero_diag_if_self(self._mat(q, r), query_emb, ref_emb).to(out_dtype)
+
+    def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        """Row-wise distances ``d(query_i, ref_i)``, shape ``(N,)``."""
+        out_dtype = upcast(query_emb).dtype
+        with no_autocast(query_emb):
+            return self._pairwise(self._prep(query_emb), self._prep(ref_emb)).to(out_dtype)
+
+    def _mat(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _pairwise(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LorentzDistance(_HyperbolicDistance):
     r"""Geodesic distance on the Lorentz model :math:`\mathbb{H}_k` (``k > 0``, curvature ``K = -1/k``).
 
     .. math:: d(x, y) = \sqrt{k}\,\operatorname{arcosh}\big(-\langle x, y\rangle_L / k\big)
@@ -84,26 +117,12 @@ class LorentzDistance(BaseDistance):
     def extra_repr(self) -> str:
         return f"k={float(self._manifold.k):.4g}, dtype={self.dtype}"
 
-    def _prep(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.dtype) if x.dtype != torch.float64 else x
+    def _mat(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        k = self._manifold.k.to(q.dtype)
+        return k.sqrt() * lmath.arcosh(-_minkowski_gram(q, r) / k)
 
-    def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor | None) -> torch.Tensor:
-        """All-pairs distances ``(Q, R)`` (``ref_emb=None`` means ``query_emb``)."""
-        ref_emb = query_emb if ref_emb is None else ref_emb
-        out_dtype = upcast(query_emb).dtype
-        with no_autocast(query_emb):
-            q = self._prep(query_emb)
-            r = q if ref_emb is query_emb else self._prep(ref_emb)
-            k = self._manifold.k.to(q.dtype)
-            d = k.sqrt() * lmath.arcosh(-_minkowski_gram(q, r) / k)
-            return _zero_diag_if_self(d, query_emb, ref_emb).to(out_dtype)
-
-    def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
-        """Row-wise distances ``d(query_i, ref_i)``, shape ``(N,)``."""
-        out_dtype = upcast(query_emb).dtype
-        with no_autocast(query_emb):
-            q, r = self._prep(query_emb), self._prep(ref_emb)
-            return lmath.dist(q, r, self._manifold.k.to(q.dtype)).to(out_dtype)
+    def _pairwise(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return lmath.dist(q, r, self._manifold.k.to(q.dtype))
 
     @torch.no_grad()
     def ranking_scores(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
@@ -116,7 +135,7 @@ class LorentzDistance(BaseDistance):
             return -_minkowski_gram(upcast(query_emb), upcast(ref_emb).to(upcast(query_emb).dtype))
 
 
-class PoincareDistance(BaseDistance):
+class PoincareDistance(_HyperbolicDistance):
     r"""Geodesic distance on HIER's Poincaré ball of curvature ``-c`` (``spec/method.md`` §7.1).
 
     .. math::
@@ -144,24 +163,11 @@ class PoincareDistance(BaseDistance):
     def extra_repr(self) -> str:
         return f"c={self.c}, dtype={self.dtype}"
 
-    def _prep(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.dtype) if x.dtype != torch.float64 else x
+    def _mat(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return poincare_dist_matrix(q, r, self.c)
 
-    def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor | None) -> torch.Tensor:
-        """All-pairs distances ``(Q, R)`` (``ref_emb=None`` means ``query_emb``)."""
-        ref_emb = query_emb if ref_emb is None else ref_emb
-        out_dtype = upcast(query_emb).dtype
-        with no_autocast(query_emb):
-            q = self._prep(query_emb)
-            r = q if ref_emb is query_emb else self._prep(ref_emb)
-            d = poincare_dist_matrix(q, r, self.c)
-            return _zero_diag_if_self(d, query_emb, ref_emb).to(out_dtype)
-
-    def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
-        """Row-wise distances ``d_c(query_i, ref_i)``, shape ``(N,)``."""
-        out_dtype = upcast(query_emb).dtype
-        with no_autocast(query_emb):
-            return poincare_dist(self._prep(query_emb), self._prep(ref_emb), self.c).to(out_dtype)
+    def _pairwise(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return poincare_dist(q, r, self.c)
 
     @torch.no_grad()
     def ranking_scores(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
