@@ -10,8 +10,9 @@ no selection on test):
 
 1. ``models``    Euclidean / hybrid / HCNN / HECNN+ ResNet (same width 16, layers [1, 1, 1, 1], 10 epochs).
 2. ``curvature`` curvature-aware vs naive curvature learning, curvature lr 0.05 (demo) and 0.5 (10×).
-3. ``bf16``      maximum distance rescaling on/off under bfloat16 autocast, with float32 controls
-                 (width 8, 5 epochs: bf16 autocast is ~10× slower than float32 on a CPU without bf16 units).
+3. ``precision`` maximum distance rescaling on/off under bfloat16 and float16 autocast (float16 with a
+                 GradScaler, on the CPU: no GPU here), with float32 controls (width 8, 5 epochs: 16-bit
+                 autocast is 5-10× slower than float32 on a CPU without bf16/fp16 units).
 4. ``optim``     RiemannianSGD (lr 0.1, momentum 0.9, Nesterov) vs RiemannianAdamW (lr 2e-3, wd 1e-2,
                  curvature lr 0.01).
 5. ``trajectory`` learned curvatures K = -1/k per epoch of HECNN+ (from the ``models`` runs).
@@ -65,8 +66,8 @@ BASE_OVERRIDES: list[str] = [
     "train.epochs=10", "train.amp=none", "train.threads=1", "train.device=cpu",
     "output.checkpoints=false", "output.tensorboard=false", "output.progress=false",
 ]
-#: Extra overrides of the ``bf16`` experiment's suite (applied after the base ones).
-BF16_SUITE: list[str] = ["model.width=8", "train.epochs=5"]
+#: Extra overrides of the ``precision`` experiment's suite (applied after the base ones).
+PRECISION_SUITE: list[str] = ["model.width=8", "train.epochs=5"]
 #: Applied last in ``--quick`` mode (tests monkeypatch this to shrink runs further).
 QUICK_OVERRIDES: list[str] = ["train.epochs=2"]
 
@@ -93,7 +94,7 @@ class Experiment:
     rows: tuple[tuple[str, str], ...]
 
 
-BF16 = tuple(BF16_SUITE)
+PRECISION = tuple(PRECISION_SUITE)
 HECNN = "hecnn"
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("resnet18", ("model.name=resnet18",)),
@@ -106,10 +107,12 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("hecnn_radamw", ("optim.name=radamw", "optim.lr=2e-3", "optim.weight_decay=1e-2",
                              "optim.curvature_lr=0.01")),
     Variant("hecnn_fixed_k", ("model.learn_k=false",)),
-    Variant("bf16_rescale", ("train.amp=bf16", "model.rescale=true"), BF16),
-    Variant("bf16_norescale", ("train.amp=bf16", "model.rescale=false"), BF16),
-    Variant("fp32_rescale", ("train.amp=none", "model.rescale=true"), BF16),
-    Variant("fp32_norescale", ("train.amp=none", "model.rescale=false"), BF16),
+    Variant("bf16_rescale", ("train.amp=bf16", "model.rescale=true"), PRECISION),
+    Variant("bf16_norescale", ("train.amp=bf16", "model.rescale=false"), PRECISION),
+    Variant("fp16_rescale", ("train.amp=fp16", "model.rescale=true"), PRECISION),
+    Variant("fp16_norescale", ("train.amp=fp16", "model.rescale=false"), PRECISION),
+    Variant("fp32_rescale", ("train.amp=none", "model.rescale=true"), PRECISION),
+    Variant("fp32_norescale", ("train.amp=none", "model.rescale=false"), PRECISION),
 ]}
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
@@ -119,8 +122,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("curvature", "Curvature-aware vs naive curvature learning (HECNN+, RSGD)",
                (("aware, curvature lr 0.05", HECNN), ("naive, curvature lr 0.05", "hecnn_naive"),
                 ("aware, curvature lr 0.5", "hecnn_clr0.5"), ("naive, curvature lr 0.5", "hecnn_clr0.5_naive"))),
-    Experiment("bf16", "Maximum distance rescaling under bfloat16 autocast (HECNN+, width 8, 5 epochs)",
+    Experiment("precision", "Maximum distance rescaling under 16-bit autocast (HECNN+, width 8, 5 epochs)",
                (("bf16, rescaling", "bf16_rescale"), ("bf16, no rescaling", "bf16_norescale"),
+                ("fp16 + GradScaler, rescaling", "fp16_rescale"), ("fp16 + GradScaler, no rescaling", "fp16_norescale"),
                 ("fp32, rescaling", "fp32_rescale"), ("fp32, no rescaling", "fp32_norescale"))),
     Experiment("optim", "RiemannianSGD vs RiemannianAdamW (HECNN+)",
                (("RSGD lr 0.1, mom. 0.9 Nesterov, wd 5e-4, curv. lr 0.05", HECNN),
@@ -345,7 +349,7 @@ def _meta(args: argparse.Namespace, seeds: Sequence[int]) -> dict[str, Any]:
         "quick": args.quick,
         "seeds": list(seeds),
         "base_overrides": BASE_OVERRIDES,
-        "bf16_suite_overrides": BF16_SUITE,
+        "precision_suite_overrides": PRECISION_SUITE,
         "quick_overrides": QUICK_OVERRIDES if args.quick else [],
         "extra_overrides": list(args.set),
         "convergence": {"loss_threshold": LOSS_THRESHOLD, "acc_fraction": ACC_FRACTION},

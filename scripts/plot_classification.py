@@ -7,7 +7,7 @@ Writes (default into ``docs/img/``):
   at curvature lr 0.05 and 0.5.
 - ``accuracy_curves.png``: test accuracy per epoch (mean ± std over seeds) of the four models, test accuracy
   per epoch of HECNN+ with learned vs fixed curvature (every seed), and the training loss per epoch of the
-  bf16 / rescaling runs (every seed).
+  bf16 / fp16 / fp32 runs with and without rescaling (every seed).
 
 Per-epoch values come from each run's cached history in the JSON; when a run has none, its
 ``metrics.jsonl`` (``run_dir`` in the JSON) is read instead.
@@ -33,8 +33,10 @@ MODEL_ROWS = (("resnet18", "ResNet (Euclidean)"), ("hybrid", "Hybrid"), ("hcnn",
 CURV_ROWS = (("hecnn", "aware, lr_k 0.05", "C0", "-"), ("hecnn_naive", "naive, lr_k 0.05", "C0", ":"),
              ("hecnn_clr0.5", "aware, lr_k 0.5", "C3", "-"), ("hecnn_clr0.5_naive", "naive, lr_k 0.5", "C3", ":"))
 CONV_ROWS = (("hecnn", "learned K (learn_k=true)", "C0"), ("hecnn_fixed_k", "fixed K = -1 (learn_k=false)", "C3"))
-BF16_ROWS = (("bf16_rescale", "bf16, rescaling", "C0", "-"), ("bf16_norescale", "bf16, no rescaling", "C3", "-"),
-             ("fp32_rescale", "fp32, rescaling", "C0", ":"), ("fp32_norescale", "fp32, no rescaling", "C3", ":"))
+PRECISION_ROWS = (("bf16_rescale", "bf16, rescaling", "C0", "-"), ("bf16_norescale", "bf16, no rescaling", "C3", "-"),
+                  ("fp16_rescale", "fp16, rescaling", "C0", "--"),
+                  ("fp16_norescale", "fp16, no rescaling", "C3", "--"),
+                  ("fp32_rescale", "fp32, rescaling", "C0", ":"), ("fp32_norescale", "fp32, no rescaling", "C3", ":"))
 
 
 def history(rec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -142,13 +144,13 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> bool:
            ylim=(0, 100))
     _legend(ax, fontsize=8)
     ax = axes[2]
-    for variant, label, color, ls in BF16_ROWS:
+    for variant, label, color, ls in PRECISION_ROWS:
         vr = runs_of(results, variant)
         for i, s in enumerate(_series(vr, "train_loss")):
             ax.plot(range(1, len(s) + 1), s, color=color, ls=ls, marker="o", ms=3, alpha=0.8,
                     label=label if i == 0 else None)
             drawn = True
-    ax.set(xlabel="epoch", ylabel="training loss", yscale="log", title="HECNN+ (width 8): bf16 / rescaling, every seed")
+    ax.set(xlabel="epoch", ylabel="training loss", yscale="log", title="HECNN+ (width 8): 16-bit / rescaling, every seed")
     _legend(ax, fontsize=8)
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

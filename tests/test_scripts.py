@@ -85,7 +85,7 @@ def test_quick_run_cache_and_plots(results_mod, tmp_path, monkeypatch, capsys):
     assert "optim.name=radamw" in saved["runs"]["hecnn_radamw/seed1"]["overrides"]
     # tables of every experiment that has runs (hecnn also feeds models, curvature, trajectory, convergence)
     rows = {e: [r["variant"] for r in t["rows"]] for e, t in saved["tables"].items()}
-    assert rows["optim"] == ["hecnn", "hecnn_radamw"] and rows["models"] == ["hecnn"] and rows["bf16"] == []
+    assert rows["optim"] == ["hecnn", "hecnn_radamw"] and rows["models"] == ["hecnn"] and rows["precision"] == []
     traj = saved["tables"]["trajectory"]["rows"][0]["trajectory"]
     assert len(traj["encoder_manifold"]["per_seed"][0]) == 1
     assert "| HECNN+ |" in capsys.readouterr().out

@@ -28,9 +28,9 @@ The combined objective :math:`L = L_{PA} + 0.5\,L_{HIER}` is :class:`Hierarchica
 
 Randomness: both losses take an optional ``torch.Generator`` (constructor or ``forward``). The stream is
 consumed in this order: term 1 — ``rand(A₁, t)`` (positive picks), ``rand(A₁, t)`` (negative picks),
-``Exponential(1)`` noise ``(T₁, P)`` for :math:`e_{ij}` then ``(T₁, P)`` for :math:`e_{ijk}`; then term 2 the same
+uniform noise ``rand(T₁, P)`` for :math:`e_{ij}` then ``rand(T₁, P)`` for :math:`e_{ijk}`; then term 2 the same
 (``A`` anchors, ``T = A·t`` triplets). A pick ``u`` selects element ``⌊u·n⌋`` of the anchor's candidates in
-increasing index order; the Gumbel noise is :math:`-\log E`.
+increasing index order; the Gumbel noise is :math:`-\log(-\log \max(U, \text{tiny}))`.
 
 Numerics: float32 islands under autocast (half embeddings are upcast); distances use float64 Gram matrices
 (:mod:`lorentzcv.metric.distances`).
@@ -64,9 +64,14 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
 
 
 def _gumbel(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """Gumbel(0, 1) noise :math:`-\\log(-\\log U)`, ``U ~ Uniform[tiny, 1)``, computed in place.
+
+    The same law as ``F.gumbel_softmax``'s :math:`-\\log E`, ``E ~ Exponential(1)``, but ~4× faster on a CPU, where
+    ``exponential_`` dominated the loss at 512 LCAs (a ``(25600, 512)`` draw per step).
+    """
     dev = like.device if generator is None else generator.device
-    e = torch.empty(shape, dtype=like.dtype, device=dev).exponential_(generator=generator)
-    return -e.clamp_min(torch.finfo(like.dtype).tiny).log().to(like.device)
+    u = torch.rand(shape, dtype=like.dtype, device=dev, generator=generator)
+    return u.clamp_min_(torch.finfo(like.dtype).tiny).log_().neg_().log_().neg_().to(like.device)
 
 
 def _pick(mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -137,10 +142,11 @@ def hierarchical_triplet_loss(
     m_ij = torch.maximum(di, dj)
     e_ij, idx_ij = gumbel_hard(-m_ij / tau, g_ij)
     e_ijk, idx_ijk = gumbel_hard(-torch.maximum(dk, m_ij) / tau, g_ijk)
+    delta = e_ij - e_ijk  # d(x, e_ij) - d(x, e_ijk) = <D_x, e_ij - e_ijk>: one (T, P) product per point
     loss = (
-        torch.relu((di * e_ij).sum(1) - (di * e_ijk).sum(1) + margin)
-        + torch.relu((dj * e_ij).sum(1) - (dj * e_ijk).sum(1) + margin)
-        + torch.relu((dk * e_ijk).sum(1) - (dk * e_ij).sum(1) + margin)
+        torch.relu(torch.linalg.vecdot(di, delta) + margin)
+        + torch.relu(torch.linalg.vecdot(dj, delta) + margin)
+        + torch.relu(margin - torch.linalg.vecdot(dk, delta))
     )
     return (loss * (idx_ij != idx_ijk).to(loss.dtype)).mean()
 

@@ -258,6 +258,9 @@ class MetricDataConfig:
 
     Retrieval is evaluated on ``query``→``gallery`` when the dataset has those splits (In-Shop), else
     leave-one-out on ``test`` (spec §7.4). ``batch_size`` is the global batch (split over DDP processes).
+    ``val_fraction > 0`` holds whole training classes out (which ones depends on ``train.seed``) as a
+    class-disjoint validation split, evaluated leave-one-out next to the test protocol and used for model
+    selection (``best.pt``, by validation Recall@1); never select on the test split.
     """
 
     name: str = "digits_dml"
@@ -268,7 +271,8 @@ class MetricDataConfig:
     eval_batch_size: int | None = None  # None: batch_size
     num_workers: int = 0
     train_subset: int | None = None  # use only this many training images (seeded random subset)
-    eval_subset: int | None = None  # use only this many images of each evaluation split
+    eval_subset: int | None = None  # use only this many images of each evaluation split (and of val)
+    val_fraction: float = 0.0  # > 0: hold out this fraction of the training *classes* (class-disjoint val)
 
 
 @dataclass
@@ -333,7 +337,7 @@ class MetricRunConfig:
     64 LCAs; ``configs/metric/table1/`` spell out HIER's protocol, ``configs/metric/demo/`` the Fashion-MNIST
     demos. ``train.grad_clip_value`` clamps every
     gradient element (HIER: 10), ``train.eval_test_every`` is HIER's ``--eval_freq``; ``train.amp="fp16"``
-    runs float16 autocast + GradScaler on CUDA and bfloat16 on CPU (no fp16 kernels there).
+    runs float16 autocast + GradScaler (HIER's setting on GPUs; on a CPU it works but is slow, prefer ``bf16``).
     """
 
     task: Literal["metric"] = "metric"
@@ -358,6 +362,7 @@ class MetricRunConfig:
              "holding at least two classes"),
             (d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1 or null"),
             (d.num_workers >= 0, "data.num_workers must be >= 0"),
+            (0.0 <= d.val_fraction < 1.0, "data.val_fraction must be in [0, 1) (a fraction of the training classes)"),
             (self.optim.lr >= 0.0, "optim.lr must be >= 0"),
             (len(self.optim.betas) == 2, "optim.betas must have two entries, e.g. [0.9, 0.999]"),
             (min(m.fc_lr_scale, m.lca_lr_scale, m.proxy_lr_scale) >= 0, "metric.*_lr_scale must be >= 0"),

@@ -595,8 +595,13 @@ class Trainer:
             bad = flag[0] > 0
         if bool(bad):
             if skipped < 3:
-                self.rec.log(f"warning: non-finite loss/gradient at epoch {epoch + 1} step {step + 1} "
-                             f"(loss {loss.item():.4g}, grad norm {gnorm.item():.4g}); step skipped")
+                where = f"at epoch {epoch + 1} step {step + 1}"
+                if scaler is not None and torch.isfinite(loss.detach()):  # the usual start-up back-off of fp16
+                    self.rec.log(f"float16 gradient overflow {where} at loss scale {scaler.get_scale():g}; step "
+                                 "skipped, the GradScaler halves the scale")
+                else:
+                    self.rec.log(f"warning: non-finite loss/gradient {where} (loss {loss.item():.4g}, grad norm "
+                                 f"{gnorm.item():.4g}); step skipped")
             return False
         if t.grad_clip_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(self.params, t.grad_clip_norm, gnorm)

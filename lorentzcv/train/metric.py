@@ -33,12 +33,17 @@ HIER's protocol (spec §7.3):
   (:func:`gather_with_grad`) and every rank evaluates the loss on the whole global batch (mining and the
   Gumbel noise use a generator seeded by ``(seed, epoch)``, the same on every rank), so the averaged DDP
   gradient is the exact gradient of the global-batch loss. Gradients are clamped element-wise to
-  ``±train.grad_clip_value`` (HIER: 10). ``train.amp="fp16"`` is float16 autocast with a GradScaler on CUDA and
-  bfloat16 on CPU; the hyperbolic parts are float32 islands.
+  ``±train.grad_clip_value`` (HIER: 10). ``train.amp="fp16"`` is float16 autocast with a GradScaler (HIER's
+  GPU setting; it also runs, slowly, on a CPU), ``bf16`` bfloat16 autocast; the hyperbolic parts are float32
+  islands.
 - **Evaluation** every ``train.eval_test_every`` epochs and after the last (spec §7.4): Recall@K
   (``metric.recall_ks`` or :data:`~lorentzcv.metric.DATASET_KS`) and MAP@R with the head's distance,
   leave-one-out on ``test`` (CUB, Cars, SOP) or ``query``→``gallery`` (In-Shop); logged as ``R@1``, …,
   ``MAP@R``, with the curvature ``K/<manifold>`` and the lr of each role.
+- **Model selection** only on a class-disjoint validation split: ``data.val_fraction > 0`` holds whole
+  training classes out, evaluated leave-one-out on the same epochs (``val_R@1``, …, ``val_MAP@R``); the epoch
+  with the best validation Recall@1 is saved as ``best.pt`` and its test figures are reported next to the
+  last epoch's (``summary["best"]``).
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ from .checkpoint import (
 )
 from .config import ConfigError, MetricRunConfig, apply_overrides, config_from_dict, config_to_dict
 from .distributed import DistInfo, all_gather_object, all_reduce_sum, params_digest, resolve_device
-from .engine import ShardSampler, Trainer, _subset, curvatures, derive_seed, seed_everything
+from .engine import ShardSampler, Trainer, _subset, curvatures, derive_seed, resolve_amp, seed_everything
 from .recorder import format_epoch_tail, format_table
 from .schedule import LRScheduler, schedule_factor
 
@@ -85,7 +90,6 @@ __all__ = [
     "evaluate_retrieval",
     "evaluate_metric_checkpoint",
     "evaluate_metric_state",
-    "resolve_metric_amp",
     "retrieval_splits",
     "recall_ks",
     "train_num_classes",
@@ -127,17 +131,19 @@ def _transform_kwargs(cfg: MetricRunConfig, info) -> dict[str, Any]:
     return {"backbone_name": cfg.model.backbone, "img_size": cfg.data.img_size or info.img_size}
 
 
-def build_metric_datasets(cfg: MetricRunConfig, splits: Sequence[str] = ("train", "eval"),
+def build_metric_datasets(cfg: MetricRunConfig, splits: Sequence[str] = ("train", "val", "eval"),
                           augment_train: bool = True) -> dict[str, Any]:
     """The datasets of a metric run.
 
     Args:
         cfg: the run config.
-        splits: ``"train"`` and/or ``"eval"`` (the retrieval splits, :func:`retrieval_splits`).
+        splits: any of ``"train"``, ``"val"`` (the classes ``data.val_fraction`` holds out of train; ``None``
+            when it is 0) and ``"eval"`` (the retrieval splits, :func:`retrieval_splits`).
         augment_train: ``False`` gives the training split the evaluation transform.
 
     Returns:
-        ``{"info", "train", "eval": {split: dataset}, "num_classes" (training classes), "in_chans", "img_size"}``.
+        ``{"info", "train", "val", "eval": {split: dataset}, "num_classes" (training classes), "in_chans",
+        "img_size"}``.
     """
     from ..data import create_dataset, create_transform, get_dataset_info
 
@@ -150,11 +156,14 @@ def build_metric_datasets(cfg: MetricRunConfig, splits: Sequence[str] = ("train"
         )
     tfk = _transform_kwargs(cfg, info)
     common = dict(root=d.root, download=d.download, seed=cfg.train.seed, transform_kwargs=tfk)
-    out: dict[str, Any] = {"info": info, "train": None, "eval": {}}
+    out: dict[str, Any] = {"info": info, "train": None, "val": None, "eval": {}}
     if "train" in splits:
         tf = "default" if augment_train else create_transform(d.name, "test", **tfk)
-        out["train"] = _subset(create_dataset(d.name, split="train", **{**common, "transform": tf}),
-                               d.train_subset, cfg.train.seed)
+        out["train"] = _subset(create_dataset(d.name, split="train", val_fraction=d.val_fraction,
+                                              **{**common, "transform": tf}), d.train_subset, cfg.train.seed)
+    if "val" in splits and d.val_fraction > 0:
+        out["val"] = _subset(create_dataset(d.name, split="val", val_fraction=d.val_fraction, **common),
+                             d.eval_subset, cfg.train.seed)
     if "eval" in splits:
         for s in retrieval_splits(info):
             out["eval"][s] = _subset(create_dataset(d.name, split=s, **common), d.eval_subset, cfg.train.seed)
@@ -396,16 +405,6 @@ class MetricLearner(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-def resolve_metric_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """``train.amp`` for a metric run: as :func:`~lorentzcv.train.engine.resolve_amp`, except that ``fp16`` on a
-    CPU becomes bfloat16 autocast (HIER trains with float16 + GradScaler on GPUs; CPUs have no fast float16)."""
-    from .engine import resolve_amp
-
-    if amp == "fp16" and device.type == "cpu":
-        amp = "bf16"
-    return resolve_amp(amp, device)
-
-
 def _gather_rows(x: torch.Tensor, n: int, info: DistInfo | None) -> torch.Tensor:
     """Reassemble ``n`` rows sharded by :class:`ShardSampler` (rank ``r`` holds rows ``r, r+W, …``)."""
     if info is None or not info.distributed:
@@ -487,6 +486,8 @@ def _fmt_row(row: dict[str, Any], epochs: int) -> str:
         parts.append(" ".join(f"{k} {100 * v:.2f}%" for k, v in rec))
     if row.get("MAP@R") is not None:
         parts.append(f"MAP@R {100 * row['MAP@R']:.2f}%")
+    if row.get("val_R@1") is not None:
+        parts.append(f"val R@1 {100 * row['val_R@1']:.2f}%")
     return format_epoch_tail(parts, row, curvature_digits=4)
 
 
@@ -511,7 +512,7 @@ class MetricTrainer(Trainer):
         cfg, dist_info = self.cfg, self.dist
         t, mc = cfg.train, cfg.metric
         self._init_runtime()
-        self.amp_dtype, use_scaler = resolve_metric_amp(t.amp, self.device)
+        self.amp_dtype, use_scaler = resolve_amp(t.amp, self.device)
 
         # Data: class-balanced batches (the same global draw on every rank), sharded evaluation.
         seed_everything(t.seed)
@@ -540,6 +541,7 @@ class MetricTrainer(Trainer):
                               num_workers=cfg.data.num_workers, pin_memory=pin)
 
         self.eval_loaders = {s: eval_loader(ds) for s, ds in data["eval"].items()}
+        self.val_loaders = {"val": eval_loader(data["val"])} if data["val"] is not None else {}
         self.val_loader = self.test_loader = None
         self.steps_per_epoch = len(self.train_loader)
         if t.max_steps_per_epoch is not None:
@@ -568,7 +570,7 @@ class MetricTrainer(Trainer):
         super()._release()
         if self.dist.distributed:
             self.learner = self.objective = None
-            self.eval_loaders = {}
+            self.eval_loaders = self.val_loaders = {}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         super()._load_state(state)
@@ -610,6 +612,8 @@ class MetricTrainer(Trainer):
                 else f"resuming {self.run_dir} after epoch {self.start_epoch}")
         m = cfg.model
         evals = ", ".join(f"{len(ds)} {s}" for s, ds in self.data["eval"].items())
+        if self.data["val"] is not None:
+            evals += f", {len(self.data['val'])} val ({len(set(self.data['val'].targets))} held-out classes)"
         rec.log(
             f"metric: {m.backbone} + {m.head} head (D={m.embedding_dim}), loss {cfg.loss.name} "
             f"({n_params / 1e6:.3g}M params) | data {cfg.data.name}: {len(self.data['train'])} train "
@@ -623,15 +627,24 @@ class MetricTrainer(Trainer):
             row = self._train_epoch(epoch)
             last = epoch + 1 == t.epochs
             if last or (t.eval_test_every and (epoch + 1) % t.eval_test_every == 0):
-                r = self._evaluate()
+                r = self._evaluate(self.eval_loaders)
                 row.update({k: v for k, v in r.items() if k != "n"})
+                if self.val_loaders:
+                    r = self._evaluate(self.val_loaders)
+                    row.update({f"val_{k}": v for k, v in r.items() if k != "n"})
             row.update(self._lrs())
             row.update({f"K/{n}": k for n, k in curvatures(self.model).items()})
             self.history.append(row)
+            improved = "val_R@1" in row and (self.best is None or row["val_R@1"] > self.best["val_R@1"])
+            if improved:
+                self.best = {"val_R@1": row["val_R@1"], "epoch": epoch + 1}
             rec.add(row)
             rec.log(_fmt_row(row, t.epochs))
             if self.dist.is_main and cfg.output.checkpoints:
-                save_checkpoint(self._checkpoint_state(epoch + 1), self.run_dir / "last.pt")
+                state = self._checkpoint_state(epoch + 1)
+                save_checkpoint(state, self.run_dir / "last.pt")
+                if improved:
+                    save_checkpoint(state, self.run_dir / "best.pt")
         return self._finish(time.perf_counter() - t_start)
 
     def _lrs(self) -> dict[str, float]:
@@ -642,9 +655,9 @@ class MetricTrainer(Trainer):
             out.setdefault(key, float(g["lr"]))
         return out
 
-    def _evaluate(self) -> dict[str, float]:
+    def _evaluate(self, loaders: dict[str, DataLoader]) -> dict[str, float]:
         mc = self.cfg.metric
-        return evaluate_retrieval(self.model, self.eval_loaders, self.device, self.ks, self.amp_dtype, self.dist,
+        return evaluate_retrieval(self.model, loaders, self.device, self.ks, self.amp_dtype, self.dist,
                                   map_r=mc.map_at_r, chunk_size=mc.eval_chunk_size)
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -726,6 +739,13 @@ class MetricTrainer(Trainer):
             "train_time": train_time,
             "world_size": self.dist.world_size,
         }
+        if self.val_loaders:
+            summary["val_recall"] = {k: last.get(f"val_R@{k}") for k in self.ks}
+            summary["val_map_at_r"] = last.get("val_MAP@R")
+        if self.best is not None:  # test figures of the best-validation epoch (evaluated on the same epochs)
+            row = self.history[self.best["epoch"] - 1]
+            summary["best"] = {"epoch": self.best["epoch"], "val_recall_1": self.best["val_R@1"],
+                               "recall": {k: row.get(f"R@{k}") for k in self.ks}, "map_at_r": row.get("MAP@R")}
         if self.dist.distributed:
             digests = all_gather_object(params_digest(self.learner), self.dist)
             summary["ddp"] = {"param_digests": digests, "params_identical": len(set(digests)) == 1}
@@ -740,6 +760,10 @@ class MetricTrainer(Trainer):
             rows.append((f"Recall@{k}", "-" if v is None else f"{100 * v:.2f} %"))
         if s["map_at_r"] is not None:
             rows.append(("MAP@R", f"{100 * s['map_at_r']:.2f} %"))
+        if "best" in s:
+            b = s["best"]
+            rows += [("best val Recall@1", f"{100 * b['val_recall_1']:.2f} % (epoch {b['epoch']})"),
+                     (f"test Recall@{self.ks[0]} of best", f"{100 * b['recall'][self.ks[0]]:.2f} %")]
         for name, k in s["curvatures"].items():
             rows.append((f"curvature K {name}", f"{k:.4f}"))
         if s["skipped_steps"]:
@@ -767,10 +791,12 @@ def evaluate_metric_state(path, state: dict[str, Any], *, data_root: str | None 
         raise CheckpointError(f"'{path}' is not a metric-learning checkpoint")
     if data_root is not None:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
-    if split not in ("test", "train"):
-        raise ConfigError(f"a metric run is evaluated on 'test' (its retrieval splits) or 'train', not {split!r}")
+    if split not in ("test", "train", "val"):
+        raise ConfigError(f"a metric run is evaluated on 'test' (its retrieval splits), 'val' or 'train', not {split!r}")
+    if split == "val" and cfg.data.val_fraction <= 0:
+        raise ConfigError("this run has no validation split (data.val_fraction=0); use --split test or train")
     dev = resolve_device(device)
-    data = build_metric_datasets(cfg, splits=("train",) if split == "train" else ("eval",), augment_train=False)
+    data = build_metric_datasets(cfg, splits=(split,) if split != "test" else ("eval",), augment_train=False)
     meta = state.get("meta", {})
     torch.manual_seed(0)
     model = build_metric_model(cfg, meta.get("in_chans", data["in_chans"]), meta.get("img_size", data["img_size"]),
@@ -782,9 +808,9 @@ def evaluate_metric_state(path, state: dict[str, Any], *, data_root: str | None 
             f"checkpoint '{path}' does not match the model of its config ({str(exc).strip().splitlines()[0][:160]})"
         ) from None
     model.to(dev)
-    amp_dtype, _ = resolve_metric_amp(cfg.train.amp, dev)
+    amp_dtype, _ = resolve_amp(cfg.train.amp, dev)
     bs = batch_size or cfg.data.eval_batch_size or cfg.data.batch_size
-    sets = {"train": data["train"]} if split == "train" else data["eval"]
+    sets = {split: data[split]} if split != "test" else data["eval"]
     loaders = {s: DataLoader(ds, batch_size=bs, shuffle=False, num_workers=cfg.data.num_workers)
                for s, ds in sets.items()}
     ks = recall_ks(cfg)
@@ -799,10 +825,12 @@ def evaluate_metric_state(path, state: dict[str, Any], *, data_root: str | None 
 def evaluate_metric_checkpoint(checkpoint: str | os.PathLike[str], *, data_root: str | None = None,
                                split: str = "test", device: str = "auto", batch_size: int | None = None,
                                overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Recall@K / MAP@R of a metric-learning checkpoint (a file or a run directory's ``last.pt``).
+    """Recall@K / MAP@R of a metric-learning checkpoint (a file, or a run directory's ``best.pt`` when the run
+    selected on a validation split, else its ``last.pt``).
 
     ``split="test"``: the dataset's retrieval protocol (leave-one-out on ``test``; In-Shop ``query``→``gallery``);
-    ``split="train"``: leave-one-out on the training split with the evaluation transform. The backbone is built
+    ``split="train"``: leave-one-out on the training split with the evaluation transform; ``split="val"``:
+    leave-one-out on the classes ``data.val_fraction`` held out of train. The backbone is built
     without pretrained weights (they come from the checkpoint). Also reached through
     :func:`lorentzcv.train.evaluate_checkpoint` and ``lorentzcv eval``.
 
@@ -810,6 +838,6 @@ def evaluate_metric_checkpoint(checkpoint: str | os.PathLike[str], *, data_root:
         ``{"checkpoint", "task", "dataset", "split", "epoch", "recall": {K: value}, "map_at_r", "n", "protocol",
         "curvatures"}``.
     """
-    path = find_checkpoint(checkpoint, "last.pt")
+    path = find_checkpoint(checkpoint, "best.pt")
     return evaluate_metric_state(path, load_checkpoint(path, map_location="cpu"), data_root=data_root,
                                  split=split, device=device, batch_size=batch_size, overrides=overrides)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -89,8 +91,9 @@ def ref_mine(sim, topk, t, gen):
 def ref_triplet_loss(dist, triplets, tau, margin, gen):
     """The hard-LCA triplet loss, triplet by triplet (straight-through one-hot as gumbel_softmax(hard=True))."""
     shape = (len(triplets), dist.shape[1])
-    g1 = -torch.empty(shape, dtype=dist.dtype).exponential_(generator=gen).log()
-    g2 = -torch.empty(shape, dtype=dist.dtype).exponential_(generator=gen).log()
+    tiny = torch.finfo(dist.dtype).tiny  # Gumbel(0, 1) = -log(-log U), the documented draw order
+    g1 = -(-torch.rand(shape, dtype=dist.dtype, generator=gen).clamp_min(tiny).log()).log()
+    g2 = -(-torch.rand(shape, dtype=dist.dtype, generator=gen).clamp_min(tiny).log()).log()
     total = torch.zeros((), dtype=dist.dtype)
     for r, (i, j, k) in enumerate(triplets):
         m_ij = torch.maximum(dist[i], dist[j])
@@ -308,3 +311,17 @@ def test_lhier_state_dict_round_trip():
     assert set(a.state_dict()) == {"lcas", "manifold.k"}
     b.load_state_dict(a.state_dict())
     assert torch.equal(b.lcas, a.lcas) and b.manifold.k.item() == 7.0 and b.lcas.manifold is b.manifold
+
+
+def test_gumbel_noise_has_the_gumbel_law_and_samples_the_softmax():
+    """The in-place -log(-log U) draw: Gumbel(0, 1) moments, and hard Gumbel-max picks follow softmax(logits)."""
+    from lorentzcv.metric.hier import _gumbel, gumbel_hard
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    g = _gumbel((200_000, 4), gen, logits)
+    assert torch.isfinite(g).all()
+    assert abs(g.mean().item() - 0.5772) < 0.01 and abs(g.var().item() - math.pi**2 / 6) < 0.03
+    _, idx = gumbel_hard(logits.expand(200_000, 4), g)
+    freq = torch.bincount(idx, minlength=4).double() / 200_000
+    assert torch.allclose(freq, logits.exp().double(), atol=0.005), freq

@@ -163,6 +163,62 @@ def test_lhier_checkpoint_eval_matches_training_and_cli(lhier_runs, capsys):
     assert "R@1" in capsys.readouterr().out
 
 
+# ------------------------------------------------------------------------------------- model selection
+def test_val_split_holds_out_training_classes_and_selects_best(tmp_path, cub_root):
+    cfg = _cfg(cub_root, tmp_path / "run", "euclidean",
+               ["data.val_fraction=0.25", "train.epochs=3", "train.eval_test_every=1"])
+    data = build_metric_datasets(cfg)
+    train_files = {Path(f).parent.name for f in data["train"].items}
+    val_files = {Path(f).parent.name for f in data["val"].items}
+    test_files = {Path(f).parent.name for f in data["eval"]["test"].items}
+    assert len(train_files) == 6 and len(val_files) == 2 and len(test_files) == 8  # 2 of 8 train classes held out
+    assert not train_files & val_files and not (train_files | val_files) & test_files
+    assert data["num_classes"] == 6 and sorted(set(data["train"].targets)) == list(range(6))
+    assert len(data["val"]) == 24
+
+    s = _run(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    vals = [r["val_R@1"] for r in rows]
+    best = max(range(3), key=lambda i: (vals[i], -i))  # first epoch with the highest val Recall@1
+    assert s["best"]["epoch"] == best + 1 and s["best"]["val_recall_1"] == vals[best]
+    assert s["best"]["recall"][1] == rows[best]["R@1"] and s["val_recall"][1] == vals[-1]
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == best + 1
+    r = evaluate_checkpoint(tmp_path / "run", split="val")  # the run directory's best.pt
+    assert r["split"] == "val" and r["n"] == 24 and r["recall"][1] == pytest.approx(vals[best])
+    assert "best val Recall@1" in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_val_split_needs_val_fraction_to_evaluate(tmp_path, cub_root):
+    from lorentzcv.train import ConfigError
+
+    cfg = _cfg(cub_root, tmp_path / "run", "euclidean", ["train.epochs=1"])
+    s = _run(cfg)
+    assert "best" not in s and "val_recall" not in s and not (tmp_path / "run" / "best.pt").exists()
+    with pytest.raises(ConfigError, match="no validation split"):
+        evaluate_checkpoint(tmp_path / "run", split="val")
+    with pytest.raises(ConfigError, match=r"data.val_fraction must be in \[0, 1\)"):
+        _cfg(cub_root, tmp_path / "r", "euclidean", ["data.val_fraction=1.0"])
+
+
+def test_fp16_trains_with_a_grad_scaler(tmp_path, cub_root):
+    """HIER's float16 + GradScaler path (on the CPU here: slow but the same code as on CUDA)."""
+    cfg = _cfg(cub_root, tmp_path / "run", "lhier", ["train.epochs=3", "train.amp=fp16"])  # 6 steps per epoch
+    if DEVICE == "cpu":
+        with pytest.warns(UserWarning, match="fp16 on CPU is very slow"):
+            s = _run(cfg)
+    else:
+        s = _run(cfg)
+    state = load_checkpoint(tmp_path / "run")
+    assert state["scaler"] is not None
+    assert state["scaler"]["scale"] == 65536.0 * 0.5 ** s["skipped_steps"]  # every inf/NaN step backed off
+    # the scaler starts at 2^16 and backs off on the first steps' float16 overflows, then training proceeds
+    assert 0 < s["skipped_steps"] < 18 and math.isfinite(s["train_loss"])
+    assert "float16 gradient overflow at epoch 1 step 1 at loss scale 65536" in (tmp_path / "run" / "log.txt").read_text()
+    assert math.isfinite(s["recall"][1]) and math.isfinite(s["curvatures"]["head.manifold"])
+    for part in ("model", "objective"):
+        assert all(torch.isfinite(v).all() for v in state[part].values() if v.is_floating_point())
+
+
 def test_inshop_is_evaluated_query_to_gallery(tmp_path):
     """In-Shop's real layout: Recall@K of query against gallery, nothing masked (spec §7.4, design §4.9)."""
     from lorentzcv.metric import recall_at_k
