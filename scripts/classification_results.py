@@ -47,7 +47,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import REPO, code_version, mean_std, pm  # noqa: E402  (the scripts folder's shared helpers)
+
 DEFAULT_OUT = REPO / "docs" / "data" / "classification_results.json"
 DEFAULT_RUNS = REPO / "runs" / "classification_results"
 QUICK_OUT = REPO / "runs" / "classification_results_quick" / "results.json"
@@ -187,15 +189,6 @@ def run_one(overrides: list[str], run_dir: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------- statistics
-def mean_std(values: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "std", "n"}`` with the sample standard deviation (0 for one value); NaNs propagate."""
-    vals = [float(v) for v in values if v is not None]
-    if not vals:
-        return {"mean": None, "std": None, "n": 0}
-    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return {"mean": statistics.fmean(vals), "std": std, "n": len(vals)}
-
-
 def convergence_epochs(history: Sequence[dict[str, Any]], loss_threshold: float = LOSS_THRESHOLD,
                        acc_fraction: float = ACC_FRACTION) -> dict[str, int | None]:
     """Epochs to converge of one run (1-based; ``None`` if never reached).
@@ -270,12 +263,6 @@ def build_tables(results: dict[str, Any], experiments: Sequence[str], seeds: Seq
 
 
 # --------------------------------------------------------------------------------------------- output
-def _pm(ms: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
-    if ms["mean"] is None:
-        return "–"
-    return f"{scale * ms['mean']:.{digits}f} ± {scale * ms['std']:.{digits}f}"
-
-
 def markdown_tables(tables: dict[str, Any]) -> str:
     """The tables as Markdown (what ``docs/results.md`` shows)."""
     out = []
@@ -289,7 +276,7 @@ def markdown_tables(tables: dict[str, Any]) -> str:
                 out.append("|---" * (len(names) + 1) + "|")
                 out.append("| 0 (init) | " + " | ".join("-1" for _ in names) + " |")
                 for e in range(len(traj[names[0]]["mean_std"]) if names else 0):
-                    cells = [_pm(traj[n]["mean_std"][e], digits=3) for n in names]
+                    cells = [pm(traj[n]["mean_std"][e], digits=3) for n in names]
                     out.append(f"| {e + 1} | " + " | ".join(cells) + " |")
             out.append("")
             continue
@@ -302,19 +289,19 @@ def markdown_tables(tables: dict[str, Any]) -> str:
                        "| skipped steps | max loss increase | s/epoch |")
             out.append("|---|---|---|---|---|---|---|---|")
         for r in t["rows"]:
-            ks = "; ".join(f"{n.replace('_manifold', '')} {_pm(ms, digits=3)}" for n, ms in r["curvatures"].items())
+            ks = "; ".join(f"{n.replace('_manifold', '')} {pm(ms, digits=3)}" for n, ms in r["curvatures"].items())
             ks = ks or "–"
             if ename == "convergence":
                 reached = f" ({r['epochs_to_loss_reached']}/{r['seeds']} reached)" \
                     if r["epochs_to_loss_reached"] < r["seeds"] else ""
-                out.append(f"| {r['label']} | {r['seeds']} | {_pm(r['test_acc'], 100)} | "
-                           f"{_pm(r['epochs_to_loss'], digits=1)}{reached} | {_pm(r['epochs_to_acc'], digits=1)} "
+                out.append(f"| {r['label']} | {r['seeds']} | {pm(r['test_acc'], 100)} | "
+                           f"{pm(r['epochs_to_loss'], digits=1)}{reached} | {pm(r['epochs_to_acc'], digits=1)} "
                            f"| {ks} |")
             else:
                 nf = f" ({r['nonfinite_runs']} runs with NaN)" if r["nonfinite_runs"] else ""
-                out.append(f"| {r['label']} | {r['seeds']} | {_pm(r['test_acc'], 100)} | "
-                           f"{_pm(r['train_loss'], digits=4)} | {ks} | {r['skipped_steps']}{nf} | "
-                           f"{_pm(r['max_loss_increase'], digits=3)} | {_pm(r['epoch_time'], digits=1)} |")
+                out.append(f"| {r['label']} | {r['seeds']} | {pm(r['test_acc'], 100)} | "
+                           f"{pm(r['train_loss'], digits=4)} | {ks} | {r['skipped_steps']}{nf} | "
+                           f"{pm(r['max_loss_increase'], digits=3)} | {pm(r['epoch_time'], digits=1)} |")
         out.append("")
     return "\n".join(out)
 
@@ -324,21 +311,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
     os.replace(tmp, path)
-
-
-def code_version() -> dict[str, Any]:
-    """The git commit of the checkout and whether ``lorentzcv/`` differs from it (results depend on both)."""
-    import subprocess
-
-    def git(*cmd: str) -> str | None:
-        try:
-            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    status = git("status", "--porcelain", "--", "lorentzcv")
-    return {"commit": git("rev-parse", "HEAD"), "library_modified": None if status is None else bool(status)}
 
 
 def _meta(args: argparse.Namespace, seeds: Sequence[int]) -> dict[str, Any]:

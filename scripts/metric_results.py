@@ -2,10 +2,18 @@
 
 Trains the three demo configs ``configs/metric/demo/fashion_mnist_dml_{euclidean,hier,lhier}.yaml`` (a small CNN
 on class-disjoint Fashion-MNIST: train on T-shirt/trouser/pullover/dress/coat, retrieve sandal/shirt/sneaker/
-bag/ankle boot; 4,000 training and 2,000 test images, 16-d embeddings, 8 epochs) for several seeds through the
-public API (``lorentzcv.train.load_config`` + ``train``), and reports the last-epoch test Recall@K and MAP@R as
-mean ± sample std over seeds (no selection on the test set). Then it draws the learned embeddings and LCA
-proxies in the Poincaré disk (``docs/img/metric_poincare.png``):
+bag/ankle boot; 4,000 training and 2,000 test images, 16-d embeddings, 8 epochs) through the public API
+(``lorentzcv.train.load_config`` + ``train``) in two stages:
+
+1. **Learning-rate selection on a class-disjoint validation split** (never on test): for every method and every
+   lr in ``SELECT_LRS``, train with ``data.val_fraction=0.4`` (2 of the 5 training classes held out, 3 trained
+   on) for the seeds ``SELECT_SEEDS``, chosen so that the held-out pairs differ and cover all five training
+   classes ({pullover, coat}, {T-shirt, dress}, {trouser, coat}); each method gets the lr with the highest mean
+   last-epoch validation Recall@1.
+2. **Test**: each method with its selected lr on all five training classes, for several seeds; the last-epoch
+   test Recall@K and MAP@R as mean ± sample std over seeds, and paired per-seed differences.
+
+Then it draws the learned embeddings and LCA proxies in the Poincaré disk (``docs/img/metric_poincare.png``):
 
 - **left/middle**: HIER and LHIER retrained with 2-d embeddings (``--set model.embedding_dim=2``; seed 0), so the
   disk shows the learned geometry exactly (LHIER: the Lorentz points of H² mapped to the Poincaré disk of
@@ -15,18 +23,20 @@ proxies in the Poincaré disk (``docs/img/metric_poincare.png``):
   preserved; the points stay inside the disk).
 
 Outputs: ``docs/data/metric_results.json`` (every run's summary and history), ``docs/img/metric_poincare.png``
-and ``docs/results_metric.md`` (commands, seeds, table, figure; the committed copy of that section is the
+and ``docs/results_metric.md`` (commands, seeds, tables, figure; the committed copy of that section is the
 "Metric learning" part of ``docs/results.md``).
 
 Usage::
 
-    python scripts/metric_results.py                 # 5 seeds x 3 methods + 2 picture runs (~12 min, 2 CPU cores)
+    python scripts/metric_results.py                 # selection (27 runs) + 5 seeds x 3 methods + 2 picture runs
     python scripts/metric_results.py --seeds 0 1 2
-    python scripts/metric_results.py --quick         # smoke test: 1 seed, 1 epoch, tiny subsets, separate output
+    python scripts/metric_results.py --quick         # smoke test: 1 seed, 1 short epoch, separate output
+    python scripts/metric_results.py --set train.amp=bf16 --tag bf16   # a variant (selection as above)
 
 Finished runs are cached in the JSON with a digest of their resolved config; a re-run skips them (``--force``
-reruns). Every run uses one intra-op thread and the CPU. ``--set optim.lr=1e-3 --tag lr1e-3`` runs a variant into
-``docs/data/metric_results_lr1e-3.json``; the main report adds it as a second table when that file exists.
+reruns; do that after library changes: the cache key is the config, not the code, and every record stores the
+git commit it ran with). ``--set optim.lr=X`` fixes the lr and skips the selection. Every run uses one
+intra-op thread and the CPU.
 """
 
 from __future__ import annotations
@@ -36,7 +46,6 @@ import io
 import json
 import math
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -44,29 +53,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import REPO, code_version, mean_std, pm  # noqa: E402  (the scripts folder's shared helpers)
+
 DEMO = REPO / "configs" / "metric" / "demo"
 DEFAULT_OUT = REPO / "docs" / "data" / "metric_results.json"
 DEFAULT_RUNS = REPO / "runs" / "metric_results"
 DEFAULT_PICTURE = REPO / "docs" / "img" / "metric_poincare.png"
 DEFAULT_DOC = REPO / "docs" / "results_metric.md"
-DEFAULT_COMPARE = REPO / "docs" / "data" / "metric_results_lr1e-3.json"
 QUICK_DIR = REPO / "runs" / "metric_results_quick"
 
 METHODS = ("euclidean", "hier", "lhier")
 LABELS = {"euclidean": "Euclidean (Proxy-Anchor)", "hier": "HIER (Poincaré ball)", "lhier": "LHIER (Lorentz, ours)"}
 SEEDS = (0, 1, 2, 3, 4)
+#: Stage 1: the lrs tried, the validation fraction of the 5 training classes, and the selection seeds (each
+#: seed holds out a different pair: 0 -> {pullover, coat}, 8 -> {T-shirt, dress}, 11 -> {trouser, coat}).
+SELECT_LRS = (1e-3, 3e-3, 1e-2)
+VAL_FRACTION = 0.4
+SELECT_SEEDS = (0, 8, 11)
 BASE_OVERRIDES = ["train.device=cpu", "train.threads=1", "output.progress=false", "output.tensorboard=false"]
 QUICK_OVERRIDES = ["train.epochs=1", "data.train_subset=256", "data.eval_subset=200", "train.max_steps_per_epoch=3"]
 FASHION_TEST_CLASSES = {5: "sandal", 6: "shirt", 7: "sneaker", 8: "bag", 9: "ankle boot"}
-
-
-def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
-    """``{"mean", "std" (sample, 0 for one value), "n"}`` of the non-missing values."""
-    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
-    if not v:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
 
 
 def run_overrides(method: str, seed: int, run_dir: Path, quick: bool, extra: Sequence[str] = ()) -> list[str]:
@@ -85,8 +92,13 @@ def config_digest(cfg) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def pm100(ms: dict | None) -> str:
+    """A fraction's ``mean ± std`` in percent."""
+    return pm(ms, 100.0)
+
+
 def train_one(method: str, seed: int, run_dir: Path, quick: bool, extra: Sequence[str], cache: dict,
-              key: str, force: bool) -> dict[str, Any]:
+              key: str, force: bool, code: dict | None = None) -> dict[str, Any]:
     """Train (or reuse from the cache: same resolved config) one run; returns its record."""
     from lorentzcv.train import load_config, train
 
@@ -105,10 +117,14 @@ def train_one(method: str, seed: int, run_dir: Path, quick: bool, extra: Sequenc
     rec = {"status": "ok", "method": method, "seed": seed, "config": str(config.relative_to(REPO)),
            "overrides": overrides, "config_digest": digest, "recall": {str(k): v for k, v in s["recall"].items()},
            "map_at_r": s["map_at_r"], "curvatures": s["curvatures"], "train_time": s["train_time"],
-           "wall_time": wall, "run_dir": str(run_dir), "history": history}
+           "val_recall": {str(k): v for k, v in s.get("val_recall", {}).items()} or None,
+           "val_map_at_r": s.get("val_map_at_r"), "skipped_steps": s["skipped_steps"],
+           "wall_time": wall, "run_dir": str(run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir),
+           "code": code, "history": history}
     k_text = "".join(f", K {v:.4f}" for v in s["curvatures"].values())
-    print(f"  {key}: R@1 {100 * s['recall'][1]:.2f} %  MAP@R {100 * s['map_at_r']:.2f} %{k_text}  ({wall:.0f} s)",
-          flush=True)
+    val = f"  val R@1 {100 * s['val_recall'][1]:.2f} %" if s.get("val_recall") else ""
+    print(f"  {key}: R@1 {100 * s['recall'][1]:.2f} %  MAP@R {100 * s['map_at_r']:.2f} %{val}{k_text}  "
+          f"({wall:.0f} s)", flush=True)
     return rec
 
 
@@ -214,80 +230,90 @@ def draw_picture(panels: list[tuple[str, Path, bool]], path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- report
-def _pm(ms: dict | None, scale: float = 100.0, digits: int = 2) -> str:
-    if not ms or ms["mean"] is None:
-        return "-"
-    return f"{scale * ms['mean']:.{digits}f} ± {scale * ms['std']:.{digits}f}"
-
-
-def _lr() -> str:
-    from lorentzcv.train import load_config
-
-    return f"{load_config(DEMO / 'fashion_mnist_dml_lhier.yaml').optim.lr:g}"
-
-
 def _r1(res: dict, variant: str) -> str:
     r = res["runs"].get(f"{variant}/seed{res['seeds'][0]}")
     return "-" if not r else f"{100 * r['recall']['1']:.1f} %"
 
 
+def _lr_text(lr: float) -> str:
+    return f"{lr:g}"
+
+
+def selection_table(sel: dict) -> list[str]:
+    """Markdown rows: validation Recall@1 of every (method, lr), the selected lr in bold."""
+    lrs = sel["lrs"]
+    lines = ["| method | " + " | ".join(f"lr {_lr_text(lr)}" for lr in lrs) + " | selected lr |",
+             "|---|" + "---|" * (len(lrs) + 1)]
+    for m in METHODS:
+        row = sel["methods"][m]
+        cells = []
+        for lr in lrs:
+            cell = pm100(row["val_r1"][_lr_text(lr)])
+            cells.append(f"**{cell}**" if lr == row["lr"] else cell)
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {_lr_text(row['lr'])} |")
+    return lines
+
+
 def markdown(res: dict, picture_rel: str | None) -> str:
     seeds = res["seeds"]
     t = res["table"]
+    sel = res.get("selection")
+    lrs = {m: (_lr_text(sel["methods"][m]["lr"]) if sel else res.get("fixed_lr", "config")) for m in METHODS}
     lines = [
         "## Metric learning: Euclidean vs HIER vs LHIER (offline demo)",
         "",
         "Small-scale evidence for LHIER (issue #5, spec §7) on offline data: a small CNN (`convnet_small`, width 16)",
         "trained from scratch on **class-disjoint Fashion-MNIST** (`fashion_mnist_dml`: train on T-shirt, trouser,",
         "pullover, dress, coat; retrieve the unseen sandal, shirt, sneaker, bag, ankle boot), a seeded subset of",
-        f"4,000 training and 2,000 test images, 16-d embeddings, batch 64 (2 images per class), 8 epochs, lr {_lr()},",
+        "4,000 training and 2,000 test images, 16-d embeddings, batch 64 (2 images per class), 8 epochs, constant lr,",
         "Proxy-Anchor proxies ×100, 64 LCAs ×50 (20 triplets per anchor), element-wise gradient clamp 10, fp32 on",
-        "the CPU. The three configs differ only in the head, the loss and the optimizer:",
+        "the CPU. The three configs differ only in the head, the loss, the optimizer and the selected lr:",
         "",
-        "- **Euclidean**: L2-normalised embeddings, Proxy-Anchor only, AdamW",
+        f"- **Euclidean**: L2-normalised embeddings, Proxy-Anchor only, AdamW, lr {lrs['euclidean']}",
         "  (`configs/metric/demo/fashion_mnist_dml_euclidean.yaml`);",
-        "- **HIER**: Poincaré ball of curvature −0.1 (`ToPoincare`, clip 2.3), Proxy-Anchor + 0.5·HIER, AdamW",
+        f"- **HIER**: Poincaré ball of curvature −0.1 (`ToPoincare`, clip 2.3), Proxy-Anchor + 0.5·HIER, AdamW, lr "
+        f"{lrs['hier']}",
         "  (`fashion_mnist_dml_hier.yaml`);",
         "- **LHIER**: Lorentz model with a learnable curvature (k₀ = 10, K₀ = −0.1, curvature lr 1e-2), maximum",
         "  distance rescaling + exp₀, LCAs as `ManifoldParameter`s, Proxy-Anchor + 0.5·LHIER, Riemannian AdamW",
-        "  with the curvature-aware step (`fashion_mnist_dml_lhier.yaml`).",
+        f"  with the curvature-aware step, lr {lrs['lhier']} (`fashion_mnist_dml_lhier.yaml`).",
         "",
-        "The lr was picked from {1e-3, 3e-3, 1e-2} by the **Euclidean baseline's** Recall@1 on the test split of",
-        "seed 0 (the demo has no validation split), then used unchanged for all three methods; the second table",
-        "below repeats everything at 1e-3.",
-        "",
-        f"Last-epoch test retrieval (leave-one-out over the 2,000 test images), mean ± sample std over seeds "
-        f"{', '.join(map(str, seeds))} (%):",
+    ]
+    if sel:
+        lines += [
+            "**Learning-rate selection, on validation only.** Each method's lr was chosen from "
+            f"{{{', '.join(_lr_text(lr) for lr in sel['lrs'])}}} by its mean last-epoch **validation** Recall@1 "
+            f"with `data.val_fraction={sel['val_fraction']}`: 2 of the 5 training classes held out (class-disjoint, "
+            "like the test split) and the model trained on the other 3, for seeds "
+            f"{', '.join(map(str, sel['seeds']))}, whose held-out pairs are "
+            f"{'; '.join(sel['held_out'])}. The test split played no part in it. Validation Recall@1 "
+            "(leave-one-out over up to 2,000 held-out images), mean ± std over the selection seeds (%):",
+            "",
+            *selection_table(sel),
+            "",
+        ]
+    lines += [
+        f"Last-epoch test retrieval with the selected lrs, trained on all five training classes (leave-one-out "
+        f"over the 2,000 test images), mean ± sample std over seeds {', '.join(map(str, seeds))} (%):",
         "",
         "| method | R@1 | R@2 | R@4 | R@8 | MAP@R | learned K | time / run |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for m in METHODS:
         row = t[m]
-        k = "-" if not row["K"] else f"{row['K']['mean']:.4f} ± {row['K']['std']:.4f}"
-        time_s = "-" if row["time"]["mean"] is None else f"{row['time']['mean']:.0f} s"
-        lines.append(f"| {LABELS[m]} | {_pm(row['R@1'])} | {_pm(row['R@2'])} | {_pm(row['R@4'])} | "
-                     f"{_pm(row['R@8'])} | {_pm(row['MAP@R'])} | {k} | {time_s} |")
+        k = "–" if not row["K"] else f"{row['K']['mean']:.4f} ± {row['K']['std']:.4f}"
+        time_s = "–" if row["time"]["mean"] is None else f"{row['time']['mean']:.0f} s"
+        lines.append(f"| {LABELS[m]} | {pm100(row['R@1'])} | {pm100(row['R@2'])} | {pm100(row['R@4'])} | "
+                     f"{pm100(row['R@8'])} | {pm100(row['MAP@R'])} | {k} | {time_s} |")
     lines += ["", "Per seed (R@1 / MAP@R, %):", "", "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |",
               "|---|" + "---|" * len(seeds)]
     for m in METHODS:
         cells = []
         for s in seeds:
             r = res["runs"].get(f"{m}/seed{s}")
-            cells.append("-" if not r else f"{100 * r['recall']['1']:.2f} / {100 * r['map_at_r']:.2f}")
+            cells.append("–" if not r else f"{100 * r['recall']['1']:.2f} / {100 * r['map_at_r']:.2f}")
         lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
     lines += ["", "**Reading.** " + res.get("reading", ""), ""]
-    comp = res.get("compare")
-    if comp:
-        lines += [f"The same three configs at `{' '.join(comp['set'])}` (seeds {', '.join(map(str, comp['seeds']))};"
-                  " the demo's first lr; `" + comp["command"] + "`):", "",
-                  "| method | R@1 | R@2 | R@4 | R@8 | MAP@R | learned K |", "|---|---|---|---|---|---|---|"]
-        for m in METHODS:
-            row = comp["table"][m]
-            k = "-" if not row["K"] else f"{row['K']['mean']:.4f} ± {row['K']['std']:.4f}"
-            lines.append(f"| {LABELS[m]} | {_pm(row['R@1'])} | {_pm(row['R@2'])} | {_pm(row['R@4'])} | "
-                         f"{_pm(row['R@8'])} | {_pm(row['MAP@R'])} | {k} |")
-        lines += ["", "Paired: " + comp["reading"].split(": ", 1)[1].split(". On this")[0] + ".", ""]
     if picture_rel:
         lines += [
             f"![Learned embeddings and LCA proxies in the Poincaré disk]({picture_rel})",
@@ -300,15 +326,12 @@ def markdown(res: dict, picture_rel: str | None) -> str:
             "directions — a 2-d view, not an isometry. Crosses: the LCA proxies. Disks scaled to unit radius",
             "(coordinates / √k). With 2-d embeddings Proxy-Anchor's cosine term has only an angle to work with:",
             f"the 2-d runs reach R@1 {_r1(res, 'hier_2d')} (HIER) and {_r1(res, 'lhier_2d')} (LHIER) on the test",
-            "classes (HIER's 2-d embedding collapses: its test points fall almost on one spot of the clipping circle,",
-            "and tied distances count as misses, hence below chance), so the 2-d panels illustrate the geometry (where",
-            "points and LCAs sit), not the 16-d results.",
+            "classes, so the 2-d panels illustrate the geometry (where points and LCAs sit), not the 16-d results.",
             "",
         ]
     lines += [
-        f"Reproduce (this table: {res.get('total_time', 0) / 60:.0f} min on 2 shared CPU cores, one thread per run;"
-        " runs are cached in",
-        "`docs/data/metric_results.json`):",
+        f"Reproduce (these tables: {res.get('total_time', 0) / 60:.0f} min of training on 2 shared CPU cores, one "
+        "thread per run; runs are cached in `docs/data/metric_results.json`):",
         "",
         "```bash",
         f"python scripts/metric_results.py --seeds {' '.join(map(str, seeds))}",
@@ -316,7 +339,8 @@ def markdown(res: dict, picture_rel: str | None) -> str:
         "```",
         "",
         f"Environment: {res['env']['python']} · torch {res['env']['torch']} · {res['env']['platform']} · "
-        f"{res['env']['date']}.",
+        f"{res['env']['date']} · commit {str((res.get('code') or {}).get('commit'))[:8]}"
+        + (" + uncommitted library changes" if (res.get("code") or {}).get("library_modified") else "") + ".",
         "",
     ]
     return "\n".join(lines)
@@ -368,9 +392,55 @@ def _env() -> dict[str, str]:
             "platform": platform.machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
 
 
+def held_out_classes(seed: int) -> str:
+    """The training classes ``data.val_fraction=VAL_FRACTION`` holds out for ``train.seed=seed`` (names)."""
+    from lorentzcv.data import class_holdout
+
+    names = ("T-shirt", "trouser", "pullover", "dress", "coat")
+    _, held = class_holdout(list(range(5)), VAL_FRACTION, seed)
+    return "{" + ", ".join(names[i] for i in held) + "}"
+
+
+def select_lrs(res: dict, run: Any, seeds: Sequence[int]) -> dict[str, Any]:
+    """Stage 1: every (method, lr, seed) with a class-disjoint validation split; the best mean val R@1 per method.
+
+    ``run(method, seed, key, run_subdir, overrides)`` trains (or reuses) one run and returns its record.
+    """
+    out: dict[str, Any] = {"lrs": list(SELECT_LRS), "seeds": list(seeds), "val_fraction": VAL_FRACTION,
+                           "held_out": [f"seed {s}: {held_out_classes(s)}" for s in seeds], "methods": {}}
+    for m in METHODS:
+        val_r1 = {}
+        for lr in SELECT_LRS:
+            recs = []
+            for seed in seeds:
+                key = f"select/{m}/lr{_lr_text(lr)}/seed{seed}"
+                recs.append(run(m, seed, key, Path("select") / m / f"lr{_lr_text(lr)}" / f"seed{seed}",
+                                [f"optim.lr={lr}", f"data.val_fraction={VAL_FRACTION}"]))
+            val_r1[_lr_text(lr)] = mean_std([r["val_recall"]["1"] for r in recs])
+        best = max(SELECT_LRS, key=lambda lr: val_r1[_lr_text(lr)]["mean"])  # ties: the first (smallest) lr
+        out["methods"][m] = {"lr": best, "val_r1": val_r1}
+        print(f"  selected lr for {m}: {_lr_text(best)} (val R@1 {pm100(val_r1[_lr_text(best)])} %)", flush=True)
+    return out
+
+
+def check_configs(selection: dict) -> list[str]:
+    """Notes for demo configs whose ``optim.lr`` differs from the selected lr (so ``lorentzcv train`` agrees)."""
+    from lorentzcv.train import load_config
+
+    notes = []
+    for m, row in selection["methods"].items():
+        lr = load_config(DEMO / f"fashion_mnist_dml_{m}.yaml").optim.lr
+        if not math.isclose(lr, row["lr"]):
+            notes.append(f"note: {DEMO.name}/fashion_mnist_dml_{m}.yaml has optim.lr={lr:g}, the selection chose "
+                         f"{row['lr']:g}; update the config so that `lorentzcv train` reproduces the table")
+    return notes
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--select-seeds", type=int, nargs="+", default=list(SELECT_SEEDS),
+                   help="seeds of the lr selection (each holds out a different pair of training classes)")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 short epoch, separate outputs")
     p.add_argument("--force", action="store_true", help="rerun cached runs")
     p.add_argument("--no-picture", action="store_true", help="skip the 2-d runs and the figure")
@@ -379,12 +449,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--picture", type=Path, default=None)
     p.add_argument("--doc", type=Path, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override for every run (e.g. optim.lr=1e-3); use with --tag")
+                   help="extra config override for every run (optim.lr=X fixes the lr and skips the selection)")
     p.add_argument("--tag", default=None,
                    help="a variant name: outputs go to docs/data/metric_results_TAG.json and runs/metric_results_TAG "
                         "(no figure, report in the runs folder)")
-    p.add_argument("--compare", type=Path, default=None,
-                   help=f"a variant's JSON to add as a second table (default: {DEFAULT_COMPARE.name} if present)")
     args = p.parse_args(argv)
 
     import torch
@@ -392,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     torch.set_num_threads(1)
     quick = args.quick
     seeds = args.seeds[:1] if quick else args.seeds
+    select_seeds = args.select_seeds[:1] if quick else args.select_seeds
     extra = list(args.set)
     if args.tag:
         base = REPO / "runs" / f"metric_results_{args.tag}"
@@ -404,62 +473,67 @@ def main(argv: Sequence[str] | None = None) -> dict:
         runs_dir = args.runs_dir or (QUICK_DIR / "runs" if quick else DEFAULT_RUNS)
         picture = args.picture or (QUICK_DIR / "metric_poincare.png" if quick else DEFAULT_PICTURE)
         doc = args.doc or (QUICK_DIR / "results_metric.md" if quick else DEFAULT_DOC)
-    compare = args.compare or (DEFAULT_COMPARE if not (quick or args.tag) and DEFAULT_COMPARE.is_file() else None)
 
     res: dict[str, Any] = {"runs": {}}
     if out.is_file():
         res = json.loads(out.read_text())
-    res.update(seeds=seeds, quick=quick, env=_env(), set=extra)
-    res.pop("compare", None)
+    code = code_version()  # taken once: this process keeps the library it imported first
+    res.update(seeds=seeds, quick=quick, env=_env(), set=extra, code=code)
+    res.pop("selection", None)
+    res.pop("fixed_lr", None)
 
     def save() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=1) + "\n")
 
     t0 = time.perf_counter()
+    used: list[str] = []
+
+    def run(method: str, seed: int, key: str, subdir: Path, overrides: Sequence[str]) -> dict[str, Any]:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {key}", flush=True)
+        res["runs"][key] = train_one(method, seed, runs_dir / subdir, quick, [*extra, *overrides], res["runs"], key,
+                                     args.force, code)
+        used.append(key)
+        save()
+        return res["runs"][key]
+
+    fixed = next((o.split("=", 1)[1] for o in extra if o.startswith("optim.lr=")), None)
+    if fixed is None:
+        res["selection"] = select_lrs(res, run, select_seeds)
+        save()
+        lr_of = {m: [f"optim.lr={res['selection']['methods'][m]['lr']}"] for m in METHODS}
+    else:
+        res["fixed_lr"] = fixed
+        lr_of = {m: [] for m in METHODS}
     for seed in seeds:
         for m in METHODS:
-            key = f"{m}/seed{seed}"
-            print(f"[{time.perf_counter() - t0:6.0f} s] {key}", flush=True)
-            res["runs"][key] = train_one(m, seed, runs_dir / m / f"seed{seed}", quick, extra, res["runs"], key,
-                                         args.force)
-            save()
+            run(m, seed, f"{m}/seed{seed}", Path(m) / f"seed{seed}", lr_of[m])
     res["table"] = aggregate(res["runs"], seeds)
     res["reading"] = reading(res["runs"], seeds)
     save()
-    if compare is not None:
-        other = json.loads(Path(compare).read_text())
-        res["compare"] = {"set": other.get("set", []), "seeds": other["seeds"], "table": other["table"],
-                          "reading": other["reading"],
-                          "command": "python scripts/metric_results.py "
-                                     + " ".join(f"--set {o}" for o in other.get("set", []))
-                                     + f" --tag {Path(compare).stem.removeprefix('metric_results_')}"}
 
     picture_rel = None
     if not args.no_picture:
         panels = []
         for m in ("hier", "lhier"):
-            key = f"{m}_2d/seed{seeds[0]}"
-            print(f"[{time.perf_counter() - t0:6.0f} s] {key} (picture)", flush=True)
-            res["runs"][key] = train_one(m, seeds[0], runs_dir / f"{m}_2d" / f"seed{seeds[0]}", quick,
-                                         [*extra, "model.embedding_dim=2"], res["runs"], key, args.force)
-            save()
-            panels.append((f"{LABELS[m]}, 2-d embeddings", runs_dir / f"{m}_2d" / f"seed{seeds[0]}", False))
-        panels.append((f"{LABELS['lhier']}, 16-d (2 principal directions)",
-                       runs_dir / "lhier" / f"seed{seeds[0]}", True))
+            sub = Path(f"{m}_2d") / f"seed{seeds[0]}"
+            run(m, seeds[0], f"{m}_2d/seed{seeds[0]}", sub, [*lr_of[m], "model.embedding_dim=2"])
+            panels.append((f"{LABELS[m]}, 2-d embeddings", runs_dir / sub, False))
+        panels.append((f"{LABELS['lhier']}, 16-d (2 principal directions)", runs_dir / "lhier" / f"seed{seeds[0]}",
+                       True))
         draw_picture(panels, picture)
         try:
             picture_rel = str(picture.relative_to(doc.parent)) if picture.is_relative_to(doc.parent) else str(picture)
         except ValueError:
             picture_rel = str(picture)
-    used = [f"{m}/seed{sd}" for sd in seeds for m in METHODS]
-    if not args.no_picture:
-        used += [f"{m}_2d/seed{seeds[0]}" for m in ("hier", "lhier")]
-    res["total_time"] = sum(res["runs"][key]["wall_time"] for key in used if key in res["runs"])
+    res["total_time"] = sum(res["runs"][key]["wall_time"] for key in used)
     save()
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(markdown(res, picture_rel))
     print(markdown(res, picture_rel))
+    if "selection" in res and not quick:
+        for note in check_configs(res["selection"]):
+            print(note)
     print(f"total {time.perf_counter() - t0:.0f} s; results: {out}; report: {doc}"
           + (f"; figure: {picture}" if picture_rel else ""))
     return res

@@ -121,3 +121,50 @@ def test_quick_run_every_experiment(results_mod, tmp_path, monkeypatch):
     assert all(t["rows"] for t in res["tables"].values())
     plot = _load("plot_classification")
     assert len(plot.main(["--results", str(out), "--out", str(tmp_path / "img")])) == 2
+
+
+# ------------------------------------------------------------------------------------------ metric_results.py
+METRIC_TINY = ["train.epochs=1", "data.train_subset=60", "data.eval_subset=40", "data.batch_size=16",
+               "train.max_steps_per_epoch=2", "model.backbone_kwargs.width=4", "loss.num_proxies=8", "loss.topk=4",
+               "loss.num_triplets=4"]
+
+
+def test_metric_results_selects_the_lr_on_validation_then_tests(tmp_path, monkeypatch):
+    """Stage 1 trains on 3 of the 5 training classes and ranks lrs by validation Recall@1; stage 2 trains on all
+    five with each method's selected lr; a re-run trains nothing; a fixed lr skips the selection."""
+    from tests.data import fixtures as fx
+
+    mod = _load("metric_results")
+    root = fx.write_fashion_mnist(tmp_path / "fm", n_train=300, n_test=100)  # 30 images per class
+    monkeypatch.setattr(mod, "QUICK_OVERRIDES", [*METRIC_TINY, f"data.root={root}"])
+    monkeypatch.setattr(mod, "SELECT_LRS", (1e-3, 1e-2))
+    argv = ["--quick", "--no-picture", "--out", str(tmp_path / "res.json"), "--runs-dir", str(tmp_path / "runs"),
+            "--doc", str(tmp_path / "report.md")]
+    res = mod.main(argv)
+    sel = res["selection"]
+    assert sel["seeds"] == [0] and sel["held_out"] == ["seed 0: {pullover, coat}"]
+    for m in mod.METHODS:
+        means = {lr: sel["methods"][m]["val_r1"][f"{lr:g}"]["mean"] for lr in (1e-3, 1e-2)}
+        assert sel["methods"][m]["lr"] == max((1e-3, 1e-2), key=means.get)
+        r = res["runs"][f"select/{m}/lr0.01/seed0"]
+        assert "data.val_fraction=0.4" in r["overrides"] and 0.0 <= r["val_recall"]["1"] <= 1.0
+        log = (tmp_path / "runs" / "select" / m / "lr0.01" / "seed0" / "log.txt").read_text()
+        assert "(3 classes)" in log and "val (2 held-out classes)" in log
+        t = res["runs"][f"{m}/seed0"]
+        assert f"optim.lr={sel['methods'][m]['lr']}" in t["overrides"] and t["val_recall"] is None
+        assert "(5 classes)" in (tmp_path / "runs" / m / "seed0" / "log.txt").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "| method | lr 0.001 | lr 0.01 | selected lr |" in report and "The test split played no part" in report
+
+    import lorentzcv.train
+
+    def boom(*a, **k):
+        raise AssertionError("cached run was retrained")
+
+    monkeypatch.setattr(lorentzcv.train, "train", boom)
+    assert mod.main(argv)["runs"] == res["runs"]
+    monkeypatch.undo()
+    monkeypatch.setattr(mod, "QUICK_OVERRIDES", [*METRIC_TINY, f"data.root={root}"])
+    fixed = mod.main([*argv, "--set", "optim.lr=3e-3"])
+    assert "selection" not in fixed and fixed["fixed_lr"] == "3e-3"
+    assert fixed["runs"]["lhier/seed0"]["overrides"][-1] == "optim.lr=3e-3"
