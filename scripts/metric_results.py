@@ -31,7 +31,8 @@ Usage::
     python scripts/metric_results.py                 # selection (27 runs) + 5 seeds x 3 methods + 2 picture runs
     python scripts/metric_results.py --seeds 0 1 2
     python scripts/metric_results.py --quick         # smoke test: 1 seed, 1 short epoch, separate output
-    python scripts/metric_results.py --set train.amp=bf16 --tag bf16   # a variant (selection as above)
+    python scripts/metric_results.py --set train.amp=fp16 --tag fp16 \\
+        --selection-from docs/data/metric_results.json                  # a variant with the main run's lrs
 
 Finished runs are cached in the JSON with a digest of their resolved config; a re-run skips them (``--force``
 reruns; do that after library changes: the cache key is the config, not the code, and every record stores the
@@ -286,7 +287,8 @@ def markdown(res: dict, picture_rel: str | None) -> str:
             f"with `data.val_fraction={sel['val_fraction']}`: 2 of the 5 training classes held out (class-disjoint, "
             "like the test split) and the model trained on the other 3, for seeds "
             f"{', '.join(map(str, sel['seeds']))}, whose held-out pairs are "
-            f"{'; '.join(sel['held_out'])}. The test split played no part in it. Validation Recall@1 "
+            f"{'; '.join(sel['held_out'])}{' (selection reused from ' + sel['from'] + ')' if 'from' in sel else ''}."
+            " The test split played no part in it. Validation Recall@1 "
             "(leave-one-out over up to 2,000 held-out images), mean ± std over the selection seeds (%):",
             "",
             *selection_table(sel),
@@ -450,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--doc", type=Path, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every run (optim.lr=X fixes the lr and skips the selection)")
+    p.add_argument("--selection-from", type=Path, default=None, metavar="JSON",
+                   help="reuse the lr selection of another results JSON (e.g. the main one for a --tag variant)")
     p.add_argument("--tag", default=None,
                    help="a variant name: outputs go to docs/data/metric_results_TAG.json and runs/metric_results_TAG "
                         "(no figure, report in the runs folder)")
@@ -499,7 +503,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     fixed = next((o.split("=", 1)[1] for o in extra if o.startswith("optim.lr=")), None)
     if fixed is None:
-        res["selection"] = select_lrs(res, run, select_seeds)
+        if args.selection_from is not None:
+            res["selection"] = json.loads(args.selection_from.read_text())["selection"]
+            res["selection"]["from"] = str(args.selection_from)
+        else:
+            res["selection"] = select_lrs(res, run, select_seeds)
         save()
         lr_of = {m: [f"optim.lr={res['selection']['methods'][m]['lr']}"] for m in METHODS}
     else:
