@@ -23,6 +23,7 @@ import os
 import re
 import runpy
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -240,13 +241,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = getattr(args, "debug", False) or os.environ.get("LORENTZCV_DEBUG", "") not in ("", "0")
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, OSError, KeyError) as exc:
-        if debug:
-            raise
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+    with warnings.catch_warnings():  # restores the warning display on exit
+        if not debug:  # one line per warning, without the source line that Python's default display adds
+            warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args) or 0)
+        except (ValueError, OSError, KeyError) as exc:
+            if debug:
+                raise
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {_one_line(message) if isinstance(message, BaseException) else message}",
+          file=file or sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

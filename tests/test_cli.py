@@ -91,6 +91,15 @@ def test_demo_code_path_and_eval(tmp_path, capsys):
     assert '"acc"' in capsys.readouterr().out
 
 
+def test_warnings_print_as_one_line(tmp_path, capsys):
+    """A library warning reaches the user as ``warning: …`` without Python's source-line echo."""
+    assert main(["train", *FAST, "--set", f"output.dir={tmp_path / 'r'}", "--set", "train.device=cpu",
+                 "--set", "train.amp=fp16"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: train.amp=fp16 on CPU is slow" in err
+    assert "resolve_amp(" not in err and "UserWarning" not in err
+
+
 def test_resume_of_a_finished_run_and_config_plus_resume(tmp_path, capsys):
     run = tmp_path / "r"
     assert main(["train", *FAST, "--set", "data.train_subset=16", "--set", f"output.dir={run}"]) == 0

@@ -124,7 +124,8 @@ def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, boo
         return torch.bfloat16, False
     if amp == "fp16":
         if device.type == "cpu":
-            warnings.warn("train.amp=fp16 on CPU is very slow (no float16 kernels); prefer bf16", stacklevel=2)
+            warnings.warn("train.amp=fp16 on CPU is slow (no native float16 kernels: a step takes several times "
+                          "float32's)", stacklevel=2)
         return torch.float16, True
     raise ConfigError(f"train.amp must be none, bf16, fp16 or auto, got {amp!r}")
 
