@@ -165,6 +165,13 @@ def test_metric_results_selects_the_lr_on_validation_then_tests(tmp_path, monkey
     assert mod.main(argv)["runs"] == res["runs"]
     monkeypatch.undo()
     monkeypatch.setattr(mod, "QUICK_OVERRIDES", [*METRIC_TINY, f"data.root={root}"])
-    fixed = mod.main([*argv, "--set", "optim.lr=3e-3"])
+    variant = tmp_path / "metric_results_lr3e-3.json"
+    fixed = mod.main([*argv[:-6], "--out", str(variant), "--runs-dir", str(tmp_path / "runs_v"), "--doc",
+                      str(tmp_path / "v.md"), "--set", "optim.lr=3e-3"])
     assert "selection" not in fixed and fixed["fixed_lr"] == "3e-3"
     assert fixed["runs"]["lhier/seed0"]["overrides"][-1] == "optim.lr=3e-3"
+    mod.main([*argv, "--variant", str(variant)])  # the main report, cached runs, plus the variant's table
+    report = (tmp_path / "report.md").read_text()
+    assert "**Variant `--set optim.lr=3e-3`**, with `optim.lr=3e-3` for all three methods (no selection)" in report
+    assert "--tag lr3e-3 --seeds 0`" in report and report.count("| LHIER (Lorentz, ours) |") == 4
+    assert f"--variant {variant}" in report
