@@ -282,6 +282,18 @@ def variant_section(path: Path) -> list[str]:
             .split(". Where a line")[0] + ".", ""]
 
 
+def commits(res: dict) -> str:
+    """The git commits the report's runs were trained at (from their records), ``+ changes`` where the library
+    differed from it."""
+    seen = []
+    for r in res["runs"].values():
+        code = r.get("code") or {}
+        text = str(code.get("commit"))[:8] + (" + uncommitted library changes" if code.get("library_modified") else "")
+        if r.get("status") == "ok" and text not in seen:
+            seen.append(text)
+    return ", ".join(seen) or "unknown"
+
+
 def markdown(res: dict, picture_rel: str | None, variants: Sequence[Path] = ()) -> str:
     seeds = res["seeds"]
     t = res["table"]
@@ -350,9 +362,9 @@ def markdown(res: dict, picture_rel: str | None, variants: Sequence[Path] = ()) 
             "directions — a 2-d view, not an isometry. Crosses: the LCA proxies. Disks scaled to unit radius",
             "(coordinates / √k). With 2-d embeddings Proxy-Anchor's cosine term has only an angle to work with:",
             f"the 2-d runs reach R@1 {_r1(res, 'hier_2d')} (HIER) and {_r1(res, 'lhier_2d')} (LHIER) on the test",
-            "classes (below the 20 % of a random ranking where most test points fall on one spot and tied distances",
-            "count as misses), so the 2-d panels illustrate the geometry (where points and LCAs sit), not the 16-d",
-            "results.",
+            "classes (a random ranking gives about 20 %; below that, most test points fall on one spot and tied",
+            "distances count as misses), so the 2-d panels illustrate the geometry (where points and LCAs sit), not",
+            "the 16-d results.",
             "",
         ]
     lines += [
@@ -361,13 +373,12 @@ def markdown(res: dict, picture_rel: str | None, variants: Sequence[Path] = ()) 
         "",
         "```bash",
         f"python scripts/metric_results.py --seeds {' '.join(map(str, seeds))}"
-        + "".join(f" --variant {v}" for v in variants),
+        + "".join(f" --variant {v}" for v in variants) + ("    # after the variants' commands" if variants else ""),
         "lorentzcv train configs/metric/demo/fashion_mnist_dml_lhier.yaml     # one run, with its log",
         "```",
         "",
         f"Environment: {res['env']['python']} · torch {res['env']['torch']} · {res['env']['platform']} · "
-        f"{res['env']['date']} · commit {str((res.get('code') or {}).get('commit'))[:8]}"
-        + (" + uncommitted library changes" if (res.get("code") or {}).get("library_modified") else "") + ".",
+        f"{res['env']['date']} · runs made at commit {commits(res)}.",
         "",
     ]
     return "\n".join(lines)
