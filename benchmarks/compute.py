@@ -26,6 +26,10 @@ Memory ("peak extra memory" beyond the model, its optimizer state and the batch)
   sampled every 0.5 ms in a fresh subprocess per model (noisier; allocator-dependent).
 - CUDA: ``torch.cuda.max_memory_allocated()`` during the call minus the allocation before it.
 
+Kernel launches: every entry also has ``kernel_ops`` (and ``kernel_ops_ratio`` to the Euclidean counterpart), the
+number of kernel-launching ATen ops one step dispatches (:func:`count_kernel_ops`): machine-independent, and
+what bounds a small-batch GPU step, so a CPU run shows how launch-bound a model will be on a GPU.
+
 Timers: every entry has the wall-clock median (``wall_ms``/``wall_ratio``, and ``wall_ratio_min`` of the
 fastest repeats) and the process-CPU-time median (``cpu_ms``/``cpu_ratio``); ``time_ms``/``time_ratio`` and the
 targets use ``--timer`` (``wall`` by default). On a machine shared with other jobs, wall-clock ratios swing by
@@ -90,6 +94,14 @@ TARGETS = {  # (model, metric, max ratio, pass)
 
 Step = Callable[[], None]
 
+#: ATen ops that launch no kernel of their own (views, allocations, casts that may be no-ops), left out of
+#: ``kernel_ops``; a cast that does copy shows up as its ``aten::copy_`` child.
+_NO_KERNEL = frozenset(f"aten::{n}" for n in (
+    "view", "_unsafe_view", "reshape", "select", "slice", "split", "split_with_sizes", "unbind", "chunk", "narrow",
+    "unsqueeze", "squeeze", "expand", "expand_as", "view_as", "as_strided", "t", "transpose", "permute", "movedim",
+    "flatten", "unflatten", "detach", "alias", "lift_fresh", "empty", "empty_like", "new_empty", "empty_strided",
+    "resolve_conj", "resolve_neg", "to", "type_as", "contiguous", "set_", "result_type"))
+
 
 # ------------------------------------------------------------------------------------------------------------
 # measurement helpers
@@ -152,6 +164,37 @@ def _extra_memory(device: torch.device, run: Callable[[], None], saved: SavedByt
     with saved:
         run()
     return saved.bytes
+
+
+def count_kernel_ops(step: Step) -> int:
+    """Kernel-launching ATen ops one call of ``step`` dispatches (forward, backward, optimizer; after a warm-up call).
+
+    Counted: the innermost ``aten::`` profiler events that are not views, allocations or casts (``_NO_KERNEL``),
+    i.e. the ops that do the work, once each (a composite op that calls a kernel op is not counted again). Each is a kernel launch on a GPU (~5–10 µs of launch overhead whatever
+    the tensor size), so at small batches this count, not FLOPs, bounds a step's time; it does not depend on the
+    machine, so a CPU run measures what a GPU would launch (before any fusion by ``torch.compile``).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    kernels = [e for e in prof.events() if e.name.startswith("aten::") and e.name not in _NO_KERNEL]
+    wraps_a_kernel = set()  # composite ops (aten::linear -> aten::addmm): only the innermost op is counted
+    for e in kernels:
+        parent = e.cpu_parent
+        while parent is not None:
+            wraps_a_kernel.add(id(parent))
+            parent = parent.cpu_parent
+    return sum(1 for e in kernels if id(e) not in wraps_a_kernel)
+
+
+def _add_kernel_ops(res: dict[str, dict], steps: dict[str, Step], base: str) -> None:
+    """``kernel_ops`` and ``kernel_ops_ratio`` (to ``base``) into every entry of ``res``."""
+    counts = {n: count_kernel_ops(steps[n]) for n in res}
+    for n in res:
+        res[n]["kernel_ops"] = counts[n]
+        res[n]["kernel_ops_ratio"] = round(counts[n] / counts[base], 2) if counts[base] else None
 
 
 def interleaved(
@@ -256,6 +299,7 @@ def bench_layers(args: argparse.Namespace, device: torch.device, amp: bool) -> d
         times = interleaved(steps, args.layer_repeats, args.warmup, device)
         out[suite] = _summary(times, mem, base, "act_mem_mb" if device.type == "cpu" else "peak_extra_mb",
                               args.timer)
+        _add_kernel_ops(out[suite], steps, base)
     return out
 
 
@@ -319,6 +363,7 @@ def bench_models(args: argparse.Namespace, device: torch.device, amp: bool) -> d
                        args.timer)
         for n in group:
             res[n].update(info[n])
+        _add_kernel_ops(res, steps, base)
         out.update(res)
     if args.rss and device.type == "cpu":
         for name in names:
