@@ -98,6 +98,15 @@ def pm100(ms: dict | None) -> str:
     return pm(ms, 100.0)
 
 
+def _repo_relative(override: str) -> str:
+    """``output.dir=/abs/repo/runs/...`` as ``output.dir=runs/...`` (records must not name this machine's paths)."""
+    key, _, value = override.partition("=")
+    path = Path(value)
+    if key == "output.dir" and path.is_absolute() and path.is_relative_to(REPO):
+        return f"{key}={path.relative_to(REPO)}"
+    return override
+
+
 def train_one(method: str, seed: int, run_dir: Path, quick: bool, extra: Sequence[str], cache: dict,
               key: str, force: bool, code: dict | None = None) -> dict[str, Any]:
     """Train (or reuse from the cache: same resolved config) one run; returns its record."""
@@ -116,7 +125,7 @@ def train_one(method: str, seed: int, run_dir: Path, quick: bool, extra: Sequenc
     wall = time.perf_counter() - t0
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rec = {"status": "ok", "method": method, "seed": seed, "config": str(config.relative_to(REPO)),
-           "overrides": overrides, "config_digest": digest, "recall": {str(k): v for k, v in s["recall"].items()},
+           "overrides": [_repo_relative(o) for o in overrides], "config_digest": digest, "recall": {str(k): v for k, v in s["recall"].items()},
            "map_at_r": s["map_at_r"], "curvatures": s["curvatures"], "train_time": s["train_time"],
            "val_recall": {str(k): v for k, v in s.get("val_recall", {}).items()} or None,
            "val_map_at_r": s.get("val_map_at_r"), "skipped_steps": s["skipped_steps"],
