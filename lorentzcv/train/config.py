@@ -194,33 +194,40 @@ class Config:
 
     def validate(self) -> Config:
         """Check cross-field constraints (raises :class:`ConfigError`); returns ``self``."""
-        checks = [
-            (self.train.epochs >= 1, "train.epochs must be >= 1"),
+        _raise_first_failed([
             (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
-            (self.data.eval_batch_size is None or self.data.eval_batch_size >= 1,
-             "data.eval_batch_size must be >= 1 or null"),
             (0.0 <= self.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
             (not (self.data.native_val and self.data.val_fraction > 0),
              "data.native_val=true and data.val_fraction > 0 are exclusive; pick one validation split"),
-            (self.data.num_workers >= 0, "data.num_workers must be >= 0"),
-            (self.optim.lr >= 0.0, "optim.lr must be >= 0"),
-            (len(self.optim.betas) == 2, "optim.betas must have two entries, e.g. [0.9, 0.999]"),
-            (self.schedule.gamma > 0.0, "schedule.gamma must be > 0"),
-            (self.schedule.warmup_epochs >= 0.0, "schedule.warmup_epochs must be >= 0"),
-            (list(self.schedule.milestones) == sorted(self.schedule.milestones),
-             "schedule.milestones must be increasing"),
-            (self.train.eval_test_every >= 0, "train.eval_test_every must be >= 0"),
-            (self.train.grad_clip_norm is None or self.train.grad_clip_norm > 0,
-             "train.grad_clip_norm must be > 0 or null"),
-            (self.train.grad_clip_value is None or self.train.grad_clip_value > 0,
-             "train.grad_clip_value must be > 0 or null"),
-            (self.train.max_steps_per_epoch is None or self.train.max_steps_per_epoch >= 1,
-             "train.max_steps_per_epoch must be >= 1 or null"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+            *_shared_checks(self),
+        ])
         return self
+
+
+def _shared_checks(cfg: Config | MetricRunConfig) -> list[tuple[bool, str]]:
+    """``(ok, message)`` of the constraints both run configs have (train, data loader, optimizer, schedule)."""
+    t, d, o, sc = cfg.train, cfg.data, cfg.optim, cfg.schedule
+    return [
+        (t.epochs >= 1, "train.epochs must be >= 1"),
+        (d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1 or null"),
+        (d.num_workers >= 0, "data.num_workers must be >= 0"),
+        (o.lr >= 0.0, "optim.lr must be >= 0"),
+        (len(o.betas) == 2, "optim.betas must have two entries, e.g. [0.9, 0.999]"),
+        (sc.gamma > 0.0, "schedule.gamma must be > 0"),
+        (sc.warmup_epochs >= 0.0, "schedule.warmup_epochs must be >= 0"),
+        (list(sc.milestones) == sorted(sc.milestones), "schedule.milestones must be increasing"),
+        (t.eval_test_every >= 0, "train.eval_test_every must be >= 0"),
+        (t.grad_clip_norm is None or t.grad_clip_norm > 0, "train.grad_clip_norm must be > 0 or null"),
+        (t.grad_clip_value is None or t.grad_clip_value > 0, "train.grad_clip_value must be > 0 or null"),
+        (t.max_steps_per_epoch is None or t.max_steps_per_epoch >= 1,
+         "train.max_steps_per_epoch must be >= 1 or null"),
+    ]
+
+
+def _raise_first_failed(checks: list[tuple[bool, str]]) -> None:
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
 
 
 # ------------------------------------------------------------------------------------ metric learning
@@ -353,18 +360,13 @@ class MetricRunConfig:
     def validate(self) -> MetricRunConfig:
         """Check cross-field constraints (raises :class:`ConfigError`); returns ``self``."""
         m, d, lo = self.metric, self.data, self.loss
-        checks = [
-            (self.train.epochs >= 1, "train.epochs must be >= 1"),
+        _raise_first_failed([
             (self.model.embedding_dim >= 1, "model.embedding_dim must be >= 1"),
             (m.images_per_class >= 1, "metric.images_per_class must be >= 1"),
             (d.batch_size >= 2 * m.images_per_class and d.batch_size % m.images_per_class == 0,
              f"data.batch_size={d.batch_size} must be a multiple of metric.images_per_class={m.images_per_class} "
              "holding at least two classes"),
-            (d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1 or null"),
-            (d.num_workers >= 0, "data.num_workers must be >= 0"),
             (0.0 <= d.val_fraction < 1.0, "data.val_fraction must be in [0, 1) (a fraction of the training classes)"),
-            (self.optim.lr >= 0.0, "optim.lr must be >= 0"),
-            (len(self.optim.betas) == 2, "optim.betas must have two entries, e.g. [0.9, 0.999]"),
             (min(m.fc_lr_scale, m.lca_lr_scale, m.proxy_lr_scale) >= 0, "metric.*_lr_scale must be >= 0"),
             (m.warmup_epochs >= 0, "metric.warmup_epochs must be >= 0"),
             (m.lr_reference_batch is None or m.lr_reference_batch >= 1, "metric.lr_reference_batch must be >= 1"),
@@ -380,22 +382,9 @@ class MetricRunConfig:
             (not (lo.name == "proxy_anchor" and self.model.head == "lorentz"),
              "loss.name=proxy_anchor with model.head=lorentz is not supported; use loss.name=hier (LHIER) or "
              "model.head=euclidean/poincare"),
-            (self.schedule.gamma > 0.0, "schedule.gamma must be > 0"),
-            (self.schedule.warmup_epochs >= 0.0, "schedule.warmup_epochs must be >= 0"),
-            (list(self.schedule.milestones) == sorted(self.schedule.milestones),
-             "schedule.milestones must be increasing"),
-            (self.train.eval_test_every >= 0, "train.eval_test_every must be >= 0"),
             (self.train.label_smoothing == 0.0, "train.label_smoothing has no meaning for metric learning; keep 0"),
-            (self.train.grad_clip_norm is None or self.train.grad_clip_norm > 0,
-             "train.grad_clip_norm must be > 0 or null"),
-            (self.train.grad_clip_value is None or self.train.grad_clip_value > 0,
-             "train.grad_clip_value must be > 0 or null"),
-            (self.train.max_steps_per_epoch is None or self.train.max_steps_per_epoch >= 1,
-             "train.max_steps_per_epoch must be >= 1 or null"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+            *_shared_checks(self),
+        ])
         return self
 
 
