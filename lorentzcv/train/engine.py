@@ -335,7 +335,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- set-up
     def _init_runtime(self) -> None:
-        """Threads, determinism and the device, shared by the classification and metric trainers."""
+        """Threads, determinism, the device and AMP (autocast dtype, GradScaler), shared by the classification
+        and metric trainers."""
         t = self.cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
@@ -343,12 +344,27 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         self.device = self.dist.device
+        self.amp_dtype, use_scaler = resolve_amp(t.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
+
+    def _eval_loader(self, ds: Dataset | None) -> DataLoader | None:
+        """This rank's shard of ``ds`` (:class:`ShardSampler`, gathered back by the evaluation), or ``None``."""
+        if ds is None:
+            return None
+        cfg, d = self.cfg, self.dist
+        ebs = max((cfg.data.eval_batch_size or cfg.data.batch_size) // d.world_size, 1)
+        return DataLoader(ds, batch_size=ebs, sampler=ShardSampler(len(ds), d.rank, d.world_size),
+                          num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda")
+
+    def _set_steps_per_epoch(self) -> None:
+        """Batches of ``train_loader`` per epoch, capped by ``train.max_steps_per_epoch``."""
+        cap = self.cfg.train.max_steps_per_epoch
+        self.steps_per_epoch = len(self.train_loader) if cap is None else min(len(self.train_loader), cap)
 
     def _setup(self) -> None:
         cfg, dist_info = self.cfg, self.dist
         t = cfg.train
         self._init_runtime()
-        self.amp_dtype, use_scaler = resolve_amp(t.amp, self.device)
 
         # Data.
         seed_everything(t.seed)
@@ -361,7 +377,6 @@ class Trainer:
                 f"{world} processes; change it with --set data.batch_size=..."
             )
         bs = cfg.data.batch_size // world
-        ebs = max((cfg.data.eval_batch_size or cfg.data.batch_size) // world, 1)
         pin = self.device.type == "cuda"
         self.train_sampler = DistributedSampler(data["train"], num_replicas=world, rank=rank, shuffle=True,
                                                 seed=t.seed, drop_last=cfg.data.drop_last)
@@ -375,17 +390,9 @@ class Trainer:
                 f"(batch {bs}) with data.drop_last=true; lower data.batch_size or set data.drop_last=false"
             )
 
-        def eval_loader(ds: Dataset | None) -> DataLoader | None:
-            if ds is None:
-                return None
-            return DataLoader(ds, batch_size=ebs, sampler=ShardSampler(len(ds), rank, world),
-                              num_workers=cfg.data.num_workers, pin_memory=pin)
-
-        self.val_loader = eval_loader(data["val"])
-        self.test_loader = eval_loader(data["test"])
-        self.steps_per_epoch = len(self.train_loader)
-        if t.max_steps_per_epoch is not None:
-            self.steps_per_epoch = min(self.steps_per_epoch, t.max_steps_per_epoch)
+        self.val_loader = self._eval_loader(data["val"])
+        self.test_loader = self._eval_loader(data["test"])
+        self._set_steps_per_epoch()
 
         # Model and optimizer (same seed on every rank; DDP also broadcasts rank 0's weights).
         seed_everything(t.seed)
@@ -395,7 +402,6 @@ class Trainer:
         self.model = model
         self.optimizer = build_optimizer(cfg, model)
         self.scheduler = LRScheduler(self.optimizer, cfg.schedule, self.steps_per_epoch, t.epochs)
-        self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
 

@@ -59,7 +59,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from .checkpoint import (
     CHECKPOINT_FORMAT,
@@ -71,7 +71,7 @@ from .checkpoint import (
 )
 from .config import ConfigError, MetricRunConfig, apply_overrides, config_from_dict, config_to_dict
 from .distributed import DistInfo, all_gather_object, all_reduce_sum, params_digest, resolve_device
-from .engine import ShardSampler, Trainer, _subset, curvatures, derive_seed, resolve_amp, seed_everything
+from .engine import Trainer, _subset, curvatures, derive_seed, resolve_amp, seed_everything
 from .recorder import format_epoch_tail, format_table
 from .schedule import LRScheduler, schedule_factor
 
@@ -512,7 +512,6 @@ class MetricTrainer(Trainer):
         cfg, dist_info = self.cfg, self.dist
         t, mc = cfg.train, cfg.metric
         self._init_runtime()
-        self.amp_dtype, use_scaler = resolve_amp(t.amp, self.device)
 
         # Data: class-balanced batches (the same global draw on every rank), sharded evaluation.
         seed_everything(t.seed)
@@ -528,7 +527,6 @@ class MetricTrainer(Trainer):
         from ..data import ClassBalancedBatchSampler
 
         bs = cfg.data.batch_size // world
-        ebs = max((cfg.data.eval_batch_size or cfg.data.batch_size) // world, 1)
         pin = self.device.type == "cuda"
         self.train_sampler = ClassBalancedBatchSampler(data["train"].targets, bs, mc.images_per_class,
                                                        num_replicas=world, rank=rank, seed=t.seed)
@@ -536,16 +534,10 @@ class MetricTrainer(Trainer):
         self.train_loader = DataLoader(data["train"], batch_sampler=self.train_sampler,
                                        num_workers=cfg.data.num_workers, pin_memory=pin, generator=self.loader_gen)
 
-        def eval_loader(ds: Dataset) -> DataLoader:
-            return DataLoader(ds, batch_size=ebs, sampler=ShardSampler(len(ds), rank, world),
-                              num_workers=cfg.data.num_workers, pin_memory=pin)
-
-        self.eval_loaders = {s: eval_loader(ds) for s, ds in data["eval"].items()}
-        self.val_loaders = {"val": eval_loader(data["val"])} if data["val"] is not None else {}
+        self.eval_loaders = {s: self._eval_loader(ds) for s, ds in data["eval"].items()}
+        self.val_loaders = {"val": self._eval_loader(data["val"])} if data["val"] is not None else {}
         self.val_loader = self.test_loader = None
-        self.steps_per_epoch = len(self.train_loader)
-        if t.max_steps_per_epoch is not None:
-            self.steps_per_epoch = min(self.steps_per_epoch, t.max_steps_per_epoch)
+        self._set_steps_per_epoch()
         self.ks = recall_ks(cfg)
 
         # Model, objective (shared manifold), optimizer over one container (same seed on every rank).
@@ -560,7 +552,6 @@ class MetricTrainer(Trainer):
         self.optimizer = build_metric_optimizer(cfg, model, objective)
         self.scheduler = MetricLRScheduler(self.optimizer, cfg.schedule, self.steps_per_epoch, t.epochs,
                                            warmup_epochs=mc.warmup_epochs)
-        self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
         self._open_run()
