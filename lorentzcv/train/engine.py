@@ -37,7 +37,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -517,22 +517,28 @@ class Trainer:
             if self.test_loader is not None and (last or (t.eval_test_every and (epoch + 1) % t.eval_test_every == 0)):
                 r = self._eval(self.test_loader)
                 row.update(test_loss=r["loss"], test_acc=r["acc"])
-            row.update(self._lrs())
-            row.update({f"K/{n}": k for n, k in curvatures(self.model).items()})
-            self.history.append(row)
             improved = self.val_loader is not None and (self.best is None or row["val_acc"] > self.best["val_acc"])
             if improved:
                 self.best = {"val_acc": row["val_acc"], "epoch": epoch + 1}
                 self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-            rec.add(row)
-            rec.log(format_metrics_line(row, t.epochs))
-            if self.dist.is_main and cfg.output.checkpoints:
-                state = self._checkpoint_state(epoch + 1)
-                save_checkpoint(state, self.run_dir / "last.pt")
-                if improved:
-                    save_checkpoint(state, self.run_dir / "best.pt")
+            self._end_epoch(row, epoch, improved, format_metrics_line)
         train_time = time.perf_counter() - t_start
         return self._finish(train_time)
+
+    def _end_epoch(self, row: dict[str, Any], epoch: int, improved: bool,
+                   format_line: Callable[[dict[str, Any], int], str]) -> None:
+        """Add the learning rates and curvatures to ``row``, record and log it, and write ``last.pt`` (and
+        ``best.pt`` when the validation metric ``improved``) on the main rank."""
+        row.update(self._lrs())
+        row.update({f"K/{n}": k for n, k in curvatures(self.model).items()})
+        self.history.append(row)
+        self.rec.add(row)
+        self.rec.log(format_line(row, self.cfg.train.epochs))
+        if self.dist.is_main and self.cfg.output.checkpoints:
+            state = self._checkpoint_state(epoch + 1)
+            save_checkpoint(state, self.run_dir / "last.pt")
+            if improved:
+                save_checkpoint(state, self.run_dir / "best.pt")
 
     def _lrs(self) -> dict[str, float]:
         groups = self.optimizer.param_groups

@@ -67,7 +67,6 @@ from .checkpoint import (
     capture_rng_state,
     find_checkpoint,
     load_checkpoint,
-    save_checkpoint,
 )
 from .config import ConfigError, MetricRunConfig, apply_overrides, config_from_dict, config_to_dict
 from .distributed import DistInfo, all_gather_object, all_reduce_sum, params_digest, resolve_device
@@ -623,19 +622,10 @@ class MetricTrainer(Trainer):
                 if self.val_loaders:
                     r = self._evaluate(self.val_loaders)
                     row.update({f"val_{k}": v for k, v in r.items() if k != "n"})
-            row.update(self._lrs())
-            row.update({f"K/{n}": k for n, k in curvatures(self.model).items()})
-            self.history.append(row)
             improved = "val_R@1" in row and (self.best is None or row["val_R@1"] > self.best["val_R@1"])
             if improved:
                 self.best = {"val_R@1": row["val_R@1"], "epoch": epoch + 1}
-            rec.add(row)
-            rec.log(_fmt_row(row, t.epochs))
-            if self.dist.is_main and cfg.output.checkpoints:
-                state = self._checkpoint_state(epoch + 1)
-                save_checkpoint(state, self.run_dir / "last.pt")
-                if improved:
-                    save_checkpoint(state, self.run_dir / "best.pt")
+            self._end_epoch(row, epoch, improved, _fmt_row)
         return self._finish(time.perf_counter() - t_start)
 
     def _lrs(self) -> dict[str, float]:
