@@ -502,10 +502,7 @@ class Trainer:
             f"model {cfg.model.name} ({n_params / 1e6:.3g}M params) | data {cfg.data.name}: "
             f"{len(self.data['train'])} train"
             + (f", {len(self.data['val'])} val" if self.data["val"] is not None else "")
-            + f", {len(self.data['test'])} test | optim {cfg.optim.name} lr {cfg.optim.lr:g} | {cfg.schedule.name} "
-            f"| {t.epochs} epochs | device {self.device}"
-            + (f" x{self.dist.world_size} ({self.dist.backend})" if self.dist.distributed else "")
-            + (f" | amp {self.amp_dtype}" if self.amp_dtype is not None else "")
+            + f", {len(self.data['test'])} test | {self._run_settings()}"
         )
         t_start = time.perf_counter()
         for epoch in range(self.start_epoch, t.epochs):
@@ -524,6 +521,13 @@ class Trainer:
             self._end_epoch(row, epoch, improved, format_metrics_line)
         train_time = time.perf_counter() - t_start
         return self._finish(train_time)
+
+    def _run_settings(self) -> str:
+        """The optimizer, schedule, epochs, device(s) and AMP part of the run's opening log line."""
+        cfg, d = self.cfg, self.dist
+        return (f"optim {cfg.optim.name} lr {cfg.optim.lr:g} | {cfg.schedule.name} | {cfg.train.epochs} epochs "
+                f"| device {self.device}" + (f" x{d.world_size} ({d.backend})" if d.distributed else "")
+                + (f" | amp {self.amp_dtype}" if self.amp_dtype is not None else ""))
 
     def _end_epoch(self, row: dict[str, Any], epoch: int, improved: bool,
                    format_line: Callable[[dict[str, Any], int], str]) -> None:

@@ -607,10 +607,7 @@ class MetricTrainer(Trainer):
         rec.log(
             f"metric: {m.backbone} + {m.head} head (D={m.embedding_dim}), loss {cfg.loss.name} "
             f"({n_params / 1e6:.3g}M params) | data {cfg.data.name}: {len(self.data['train'])} train "
-            f"({self.data['num_classes']} classes), {evals} | optim {cfg.optim.name} lr {cfg.optim.lr:g} "
-            f"| {cfg.schedule.name} | {t.epochs} epochs | device {self.device}"
-            + (f" x{self.dist.world_size} ({self.dist.backend})" if self.dist.distributed else "")
-            + (f" | amp {self.amp_dtype}" if self.amp_dtype is not None else "")
+            f"({self.data['num_classes']} classes), {evals} | {self._run_settings()}"
         )
         t_start = time.perf_counter()
         for epoch in range(self.start_epoch, t.epochs):
