@@ -690,10 +690,7 @@ class Trainer:
             "test_acc": last.get("test_acc"),
             "test_loss": last.get("test_loss"),
             "train_acc": last.get("train_acc"),
-            "curvatures": curvatures(self.model),
-            "skipped_steps": int(sum(r.get("skipped_steps", 0) for r in self.history)),
-            "train_time": train_time,
-            "world_size": self.dist.world_size,
+            **self._run_facts(train_time),
         }
         if self.best is not None and self.best_state is not None and self.test_loader is not None:
             current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -702,12 +699,32 @@ class Trainer:
             self.model.load_state_dict(current)
             summary.update(best_val_acc=self.best["val_acc"], best_epoch=self.best["epoch"],
                            test_acc_best=r["acc"])
+        return self._publish_summary(summary, self.model)
+
+    def _run_facts(self, train_time: float) -> dict[str, Any]:
+        """Summary entries every run has: curvatures, skipped steps, training time, world size."""
+        return {"curvatures": curvatures(self.model),
+                "skipped_steps": int(sum(r.get("skipped_steps", 0) for r in self.history)),
+                "train_time": train_time, "world_size": self.dist.world_size}
+
+    def _publish_summary(self, summary: dict[str, Any], trained: nn.Module) -> dict[str, Any]:
+        """Add the DDP check (a digest of ``trained``'s parameters per rank), write ``summary.json`` and log the
+        summary table; returns ``summary``."""
         if self.dist.distributed:
-            digests = all_gather_object(params_digest(self.model), self.dist)
+            digests = all_gather_object(params_digest(trained), self.dist)
             summary["ddp"] = {"param_digests": digests, "params_identical": len(set(digests)) == 1}
         self.rec.write_json("summary.json", summary)
         self.rec.log(self._summary_table(summary))
         return summary
+
+    def _summary_tail(self, s: dict[str, Any]) -> list[tuple[str, str]]:
+        """The summary table's last rows (curvatures, skipped steps, DDP check, time, run directory)."""
+        rows = [(f"curvature K {name}", f"{k:.4f}") for name, k in s["curvatures"].items()]
+        if s["skipped_steps"]:
+            rows.append(("skipped steps", str(s["skipped_steps"])))
+        if "ddp" in s:
+            rows.append(("DDP ranks in sync", str(s["ddp"]["params_identical"])))
+        return rows + [("train time", f"{s['train_time']:.1f} s"), ("run directory", s["run_dir"])]
 
     def _summary_table(self, s: dict[str, Any]) -> str:
         def pct(v: float | None) -> str:
@@ -718,14 +735,7 @@ class Trainer:
         if "best_val_acc" in s:
             rows += [("best val accuracy", f"{pct(s['best_val_acc'])} (epoch {s['best_epoch']})"),
                      ("test acc. of best", pct(s["test_acc_best"]))]
-        for name, k in s["curvatures"].items():
-            rows.append((f"curvature K {name}", f"{k:.4f}"))
-        if s["skipped_steps"]:
-            rows.append(("skipped steps", str(s["skipped_steps"])))
-        if "ddp" in s:
-            rows.append(("DDP ranks in sync", str(s["ddp"]["params_identical"])))
-        rows += [("train time", f"{s['train_time']:.1f} s"), ("run directory", s["run_dir"])]
-        return format_table(rows, title="lorentzcv train: summary")
+        return format_table(rows + self._summary_tail(s), title="lorentzcv train: summary")
 
 
 def train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = None,

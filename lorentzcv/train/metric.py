@@ -69,7 +69,7 @@ from .checkpoint import (
     load_checkpoint,
 )
 from .config import ConfigError, MetricRunConfig, apply_overrides, config_from_dict, config_to_dict
-from .distributed import DistInfo, all_gather_object, all_reduce_sum, params_digest, resolve_device
+from .distributed import DistInfo, all_reduce_sum, resolve_device
 from .engine import Trainer, _subset, curvatures, derive_seed, resolve_amp, seed_everything
 from .recorder import format_epoch_tail, format_table
 from .schedule import LRScheduler, schedule_factor
@@ -712,10 +712,7 @@ class MetricTrainer(Trainer):
             "recall": {k: last.get(f"R@{k}") for k in self.ks},
             "map_at_r": last.get("MAP@R"),
             "train_loss": last.get("train_loss"),
-            "curvatures": curvatures(self.model),
-            "skipped_steps": int(sum(r.get("skipped_steps", 0) for r in self.history)),
-            "train_time": train_time,
-            "world_size": self.dist.world_size,
+            **self._run_facts(train_time),
         }
         if self.val_loaders:
             summary["val_recall"] = {k: last.get(f"val_R@{k}") for k in self.ks}
@@ -724,12 +721,7 @@ class MetricTrainer(Trainer):
             row = self.history[self.best["epoch"] - 1]
             summary["best"] = {"epoch": self.best["epoch"], "val_recall_1": self.best["val_R@1"],
                                "recall": {k: row.get(f"R@{k}") for k in self.ks}, "map_at_r": row.get("MAP@R")}
-        if self.dist.distributed:
-            digests = all_gather_object(params_digest(self.learner), self.dist)
-            summary["ddp"] = {"param_digests": digests, "params_identical": len(set(digests)) == 1}
-        self.rec.write_json("summary.json", summary)
-        self.rec.log(self._summary_table(summary))
-        return summary
+        return self._publish_summary(summary, self.learner)
 
     def _summary_table(self, s: dict[str, Any]) -> str:
         rows = [("model", s["model"]), ("loss", s["loss"]), ("dataset", s["dataset"]),
@@ -742,14 +734,7 @@ class MetricTrainer(Trainer):
             b = s["best"]
             rows += [("best val Recall@1", f"{100 * b['val_recall_1']:.2f} % (epoch {b['epoch']})"),
                      (f"test Recall@{self.ks[0]} of best", f"{100 * b['recall'][self.ks[0]]:.2f} %")]
-        for name, k in s["curvatures"].items():
-            rows.append((f"curvature K {name}", f"{k:.4f}"))
-        if s["skipped_steps"]:
-            rows.append(("skipped steps", str(s["skipped_steps"])))
-        if "ddp" in s:
-            rows.append(("DDP ranks in sync", str(s["ddp"]["params_identical"])))
-        rows += [("train time", f"{s['train_time']:.1f} s"), ("run directory", s["run_dir"])]
-        return format_table(rows, title="lorentzcv train: summary")
+        return format_table(rows + self._summary_tail(s), title="lorentzcv train: summary")
 
 
 def create_trainer(cfg, resume: str | os.PathLike[str] | None = None, stream: Any = None) -> Trainer:
