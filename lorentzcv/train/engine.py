@@ -58,7 +58,15 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from .config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, save_config
+from .config import (
+    Config,
+    ConfigError,
+    OptimConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    save_config,
+)
 from .distributed import (
     DistInfo,
     all_gather_object,
@@ -215,6 +223,14 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     from ..optim import create_optimizer
 
     o = cfg.optim
+    return create_optimizer(model, o.name, lr=o.lr, weight_decay=o.weight_decay, curvature_lr=o.curvature_lr,
+                            curvature_weight_decay=o.curvature_weight_decay, manifold_lr=o.manifold_lr,
+                            **optimizer_kwargs(o))
+
+
+def optimizer_kwargs(o: OptimConfig) -> dict[str, Any]:
+    """The options of an ``OptimConfig`` that apply to ``o.name`` (momentum/Nesterov for SGD, betas/eps for
+    AdamW, the curvature mode for the Riemannian ones), then ``o.kwargs``."""
     kw: dict[str, Any] = {}
     if o.name in ("rsgd", "sgd"):
         kw.update(momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
@@ -223,8 +239,7 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     if o.name in ("rsgd", "radamw"):
         kw["curvature_mode"] = o.curvature_mode
     kw.update(o.kwargs)
-    return create_optimizer(model, o.name, lr=o.lr, weight_decay=o.weight_decay, curvature_lr=o.curvature_lr,
-                            curvature_weight_decay=o.curvature_weight_decay, manifold_lr=o.manifold_lr, **kw)
+    return kw
 
 
 def curvatures(model: nn.Module) -> dict[str, float]:

@@ -70,7 +70,15 @@ from .checkpoint import (
 )
 from .config import ConfigError, MetricRunConfig, apply_overrides, config_from_dict, config_to_dict
 from .distributed import DistInfo, all_reduce_sum, resolve_device
-from .engine import Trainer, _subset, curvatures, derive_seed, resolve_amp, seed_everything
+from .engine import (
+    Trainer,
+    _subset,
+    curvatures,
+    derive_seed,
+    optimizer_kwargs,
+    resolve_amp,
+    seed_everything,
+)
 from .recorder import format_epoch_tail, format_table
 from .schedule import LRScheduler, schedule_factor
 
@@ -308,18 +316,10 @@ def build_metric_optimizer(cfg: MetricRunConfig, model: nn.Module, objective: nn
                                  lca_lr_scale=mc.lca_lr_scale, proxy_lr_scale=mc.proxy_lr_scale,
                                  curvature_lr=o.curvature_lr, curvature_weight_decay=o.curvature_weight_decay,
                                  manifold_lr=manifold_lr)
-    kw: dict[str, Any] = {}
-    if o.name in ("rsgd", "sgd"):
-        kw.update(momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
-    else:
-        kw.update(betas=tuple(o.betas), eps=o.eps)
-    if o.name in ("rsgd", "radamw"):
-        kw["curvature_mode"] = o.curvature_mode
-    elif any(g["type"] == "manifold" for g in groups):
+    if o.name not in ("rsgd", "radamw") and any(g["type"] == "manifold" for g in groups):
         raise ConfigError(f"optim.name={o.name!r} is Euclidean but the model has ManifoldParameters (LHIER's "
                           "LCAs); use optim.name=radamw")
-    kw.update(o.kwargs)
-    return OPTIMIZERS[o.name](groups, lr=lr, weight_decay=o.weight_decay, **kw)
+    return OPTIMIZERS[o.name](groups, lr=lr, weight_decay=o.weight_decay, **optimizer_kwargs(o))
 
 
 class MetricLRScheduler(LRScheduler):
