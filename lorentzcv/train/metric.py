@@ -62,13 +62,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import (
-    CHECKPOINT_FORMAT,
     CheckpointError,
-    capture_rng_state,
     find_checkpoint,
     load_checkpoint,
 )
-from .config import ConfigError, MetricRunConfig, apply_overrides, config_from_dict, config_to_dict
+from .config import ConfigError, MetricRunConfig, apply_overrides, config_from_dict
 from .distributed import DistInfo, all_reduce_sum, resolve_device
 from .engine import (
     Trainer,
@@ -573,24 +571,14 @@ class MetricTrainer(Trainer):
             ) from None
 
     def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        """The engine's checkpoint plus the objective (Proxy-Anchor proxies, LCAs) and the metric run's facts."""
         d = self.data
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": epoch,
-            "global_step": self.scheduler.last_step,
-            "model": self.model.state_dict(),
-            "objective": self.objective.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": capture_rng_state(),
-            "config": config_to_dict(self.cfg),
-            "history": self.history,
-            "best": None,
-            "meta": {"task": "metric", "num_classes": d["num_classes"], "in_chans": d["in_chans"],
-                     "img_size": d["img_size"], "world_size": self.dist.world_size,
-                     "torch": str(torch.__version__)},
-        }
+        state = super()._checkpoint_state(epoch)
+        state["objective"] = self.objective.state_dict()
+        state["meta"] = {"task": "metric", "num_classes": d["num_classes"], "in_chans": d["in_chans"],
+                         "img_size": d["img_size"], "world_size": self.dist.world_size,
+                         "torch": str(torch.__version__)}
+        return state
 
     # ------------------------------------------------------------------------------------- loop
     def _run(self) -> dict[str, Any]:

@@ -188,6 +188,17 @@ def test_val_split_holds_out_training_classes_and_selects_best(tmp_path, cub_roo
     assert "best val Recall@1" in (tmp_path / "run" / "log.txt").read_text()
 
 
+def test_resume_keeps_the_best_validation_epoch(tmp_path, cub_root):
+    """The best-so-far validation Recall@1 survives a resume, so best.pt is only replaced by a better epoch."""
+    extra = ["data.val_fraction=0.25", "train.eval_test_every=1"]
+    full = _run(_cfg(cub_root, tmp_path / "full", "euclidean", [*extra, "train.epochs=3"]))
+    _run(_cfg(cub_root, tmp_path / "res", "euclidean", [*extra, "train.epochs=2"]))
+    assert load_checkpoint(tmp_path / "res" / "last.pt")["best"]["epoch"] in (1, 2)
+    resumed = _run(resume_config(tmp_path / "res", ["train.epochs=3"]), resume=tmp_path / "res")
+    assert resumed["best"] == full["best"]
+    assert load_checkpoint(tmp_path / "res" / "best.pt")["epoch"] == full["best"]["epoch"]
+
+
 def test_val_split_needs_val_fraction_to_evaluate(tmp_path, cub_root):
     from lorentzcv.train import ConfigError
 
