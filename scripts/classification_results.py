@@ -152,6 +152,11 @@ def _finite(v: Any) -> bool:
     return not (isinstance(v, float) and not math.isfinite(v))
 
 
+def _number(v: Any) -> Any:
+    """A metric value as written to ``metrics.jsonl``, where NaN/±Inf are strings, back as a float."""
+    return float(v) if v in ("nan", "inf", "-inf") else v
+
+
 def run_one(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Train once; return the cached record (summary, history, wall time)."""
     import io
@@ -169,7 +174,7 @@ def run_one(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     with open(Path(summary["run_dir"]) / "metrics.jsonl") as f:
         for line in f:
             row = json.loads(line)
-            history.append({k: v for k, v in row.items() if k in _HISTORY_KEYS or k.startswith("K/")})
+            history.append({k: _number(v) for k, v in row.items() if k in _HISTORY_KEYS or k.startswith("K/")})
     nonfinite = any(not _finite(v) for r in history for v in r.values())
     return {
         "overrides": overrides,
