@@ -135,6 +135,8 @@ class BasicBlock(nn.Module):
         stride: stride of the first conv and of the shortcut.
         conv_layer, norm_layer, act_layer, residual: factories (module docstring).
         downsample: an explicit shortcut module; default: :func:`make_shortcut`.
+        drop_path: applied to the branch before the residual (stochastic depth, e.g. timm's ``DropPath``);
+            default: none.
 
     Shapes: Euclidean ``(B, C_in, H, W) → (B, planes, H/s, W/s)``; Lorentz ``(B, 1+C_in, H, W) →
     (B, 1+planes, H/s, W/s)``.
@@ -145,7 +147,7 @@ class BasicBlock(nn.Module):
     def __init__(
         self, in_ch: int, planes: int, stride: int = 1, *, conv_layer: ConvFactory = conv2d,
         norm_layer: NormFactory = nn.BatchNorm2d, act_layer: ActFactory = relu, residual: ResidualFactory = Add,
-        downsample: nn.Module | None = None,
+        downsample: nn.Module | None = None, drop_path: nn.Module | None = None,
     ) -> None:
         super().__init__()
         out_ch = planes * self.expansion
@@ -156,6 +158,7 @@ class BasicBlock(nn.Module):
         self.bn2 = norm_layer(out_ch)
         self.downsample = downsample if downsample is not None else make_shortcut(
             in_ch, out_ch, stride, conv_layer, norm_layer)
+        self.drop_path = drop_path if drop_path is not None else nn.Identity()
         self.residual = residual()
         self.act2 = act_layer()
 
@@ -163,7 +166,7 @@ class BasicBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.act2(self.residual(out, shortcut))
+        return self.act2(self.residual(self.drop_path(out), shortcut))
 
 
 class Bottleneck(nn.Module):
@@ -178,6 +181,7 @@ class Bottleneck(nn.Module):
         core_layer: ``core_layer(planes, planes, stride=stride) -> module`` for the 3×3 stage; default
             :class:`ConvNormAct` with the block's factories.
         downsample: an explicit shortcut module; default: :func:`make_shortcut`.
+        drop_path: applied to the branch before the residual (stochastic depth); default: none.
     """
 
     expansion = 4
@@ -186,6 +190,7 @@ class Bottleneck(nn.Module):
         self, in_ch: int, planes: int, stride: int = 1, *, conv_layer: ConvFactory = conv2d,
         norm_layer: NormFactory = nn.BatchNorm2d, act_layer: ActFactory = relu, residual: ResidualFactory = Add,
         core_layer: Callable[[int, int, int], nn.Module] | None = None, downsample: nn.Module | None = None,
+        drop_path: nn.Module | None = None,
     ) -> None:
         super().__init__()
         out_ch = planes * self.expansion
@@ -200,6 +205,7 @@ class Bottleneck(nn.Module):
         self.bn3 = norm_layer(out_ch)
         self.downsample = downsample if downsample is not None else make_shortcut(
             in_ch, out_ch, stride, conv_layer, norm_layer)
+        self.drop_path = drop_path if drop_path is not None else nn.Identity()
         self.residual = residual()
         self.act3 = act_layer()
 
@@ -208,7 +214,7 @@ class Bottleneck(nn.Module):
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.core(out)
         out = self.bn3(self.conv3(out))
-        return self.act3(self.residual(out, shortcut))
+        return self.act3(self.residual(self.drop_path(out), shortcut))
 
 
 def _lorentz_core_factories(
