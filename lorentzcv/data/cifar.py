@@ -17,6 +17,7 @@ import numpy as np
 
 from ._base import ArrayLoader, LabeledDataset, dataset_not_found
 from ._registry import DatasetInfo, register_dataset
+from ._safe_pickle import UnsafePickleError, load_pickle
 from .transforms import CIFAR_MEAN, CIFAR_STD
 
 __all__ = ["read_cifar"]
@@ -104,8 +105,11 @@ CIFAR100_INFO = DatasetInfo(
 
 
 def _unpickle(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+    """Read one batch with the restricted unpickler (containers, numbers, strings and numpy arrays only)."""
+    entry = load_pickle(path, encoding="latin1")
+    if not isinstance(entry, dict):
+        raise TypeError(f"{path.name} holds a {type(entry).__name__}, not a dict")
+    return entry
 
 
 def read_cifar(
@@ -113,8 +117,14 @@ def read_cifar(
 ) -> tuple[np.ndarray, list[int], list[int] | None, list[str]]:
     """Read a CIFAR split: ``(images uint8 (N, 32, 32, 3), labels, coarse labels or None, class names)``.
 
+    The batches are read with a restricted unpickler (:func:`lorentzcv.data._safe_pickle.load_pickle`): a file
+    that references anything but plain containers, numbers, strings and numpy arrays is refused before any of
+    its content runs.
+
     Raises:
         FileNotFoundError: A file is missing or not a CIFAR pickle (message shows the layout).
+        UnsafePickleError: A file references a disallowed global, e.g. ``os.system`` (a ``ValueError``; one
+            line naming the file).
     """
     folder = root / fmt.folder
     images, labels, supers = [], [], []
@@ -126,6 +136,8 @@ def read_cifar(
             if fmt.super_key is not None:
                 supers.extend(int(v) for v in entry[fmt.super_key])
         names = [str(n) for n in _unpickle(folder / fmt.meta_file)[fmt.names_key]]
+    except UnsafePickleError:
+        raise
     except FileNotFoundError as e:
         raise dataset_not_found(info, root, f"missing file {e.filename!r}") from None
     except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as e:
