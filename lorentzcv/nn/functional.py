@@ -13,7 +13,7 @@ output ``(time, ratio·y_s)`` into one preallocated tensor (no ``torch.cat``, no
 intermediates). Two implementations:
 
 * the hot path (time only, or rescaling without boost/floor: every conv, linear, activation and residual by
-  default) has a closed-form backward (:class:`_LiftFast`): one reduction + one multiply over ``y_s`` in forward,
+  default) has a closed-form backward (:class:`lorentzcv.kernels.lift.LiftFast`): one reduction + one multiply over ``y_s`` in forward,
   one reduction + two passes in backward, a few dozen ops on the per-pixel tensor, gradient of ``k`` in closed
   form (scaling symmetry, see the class docstring);
 * the generic path (:class:`_Lift`, boost, rapidity floor, bridges, manifold swaps) builds the small per-pixel
@@ -39,6 +39,8 @@ from torch.autograd.function import once_differentiable
 from ..geometry import math as lmath
 from ..geometry.precision import no_autocast, upcast
 from ..geometry.rescale import RescaleConfig, computation_dtype, max_distance
+from ..kernels import use_fused
+from ..kernels.lift import empty_like_lifted, fused_lift, fused_lift_supported, lift_fast, radius, relu_lift
 
 __all__ = [
     "lift", "lorentz_residual", "lorentz_activation", "euclid_to_lorentz", "lorentz_to_euclid", "swap_manifold",
@@ -90,12 +92,6 @@ def _time(sq: torch.Tensor, ratio: torch.Tensor | None, k: torch.Tensor) -> torc
     return (sq + k).sqrt() if ratio is None else (ratio * ratio * sq + k).sqrt()
 
 
-def _radius(m0: float, sk: torch.Tensor) -> torch.Tensor:
-    # m·min(1, √k), with the derivative of the k >= 1 side at k = 1 whatever the torch version (clamp_max's
-    # gradient at the boundary changed between versions)
-    return torch.where(sk < 1, m0 * sk, m0)
-
-
 def _sinh_ratio(sq: torch.Tensor, b: torch.Tensor, n: torch.Tensor, limit: torch.Tensor | float) -> torch.Tensor:
     """``sinh(b)/n`` for ``sq > 0`` (accurate for tiny ``n``: ``b ∝ n`` there), its limit at ``sq = 0``."""
     return torch.where(sq > 0, torch.sinh(b) / n, limit)
@@ -123,7 +119,7 @@ def _scale_point(
     if m0 is None:  # boost only, clamped to the largest representable rapidity
         ratio = _sinh_ratio(sq, r.clamp_max(max_rap), n, 1.0 if g is None else g)
         return ratio, _time(sq, ratio, k)
-    m = _radius(m0, sk)
+    m = radius(m0, sk)
     mc = math.atanh(cfg.rho) / cfg.s  # m·c, with c = artanh(ρ)/(m·s)
     b = (m / sk) * torch.tanh((mc * sk / m) * r)  # g(d)/√k with d = √k·r
     if cfg.min_rapidity > 0:
@@ -139,7 +135,7 @@ def _scale_euclid(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``rescale_euclid`` of ``y_s`` (radius ``m·min(1, √k)``), then time from space."""
     sk = k.sqrt()
-    m = _radius(m0, sk)
+    m = radius(m0, sk)
     mc = math.atanh(cfg.rho) / cfg.s
     n = _norm(sq)
     ratio = torch.where(sq > 0, m * torch.tanh((mc / m) * n) / n, mc)
@@ -171,7 +167,7 @@ def _scale_swap(
     d = sk1 * torch.asinh(n / sk1)  # ‖log0 x‖ = d0(x)
     lim = 1.0
     if m0 is not None:
-        m = _radius(m0, sk2)
+        m = radius(m0, sk2)
         mc = math.atanh(cfg.rho) / cfg.s
         d = m * torch.tanh((mc / m) * d)
         lim = mc
@@ -182,18 +178,8 @@ def _scale_swap(
 # ------------------------------------------------------------------------------------------------------------
 # the fused lift
 # ------------------------------------------------------------------------------------------------------------
-def _empty_like_lifted(ys: torch.Tensor, dim: int) -> torch.Tensor:
-    shape = list(ys.shape)
-    shape[dim] += 1
-    if ys.dim() == 4 and dim == 1 and not ys.is_contiguous() and ys.is_contiguous(
-        memory_format=torch.channels_last
-    ):
-        return ys.new_empty(shape).contiguous(memory_format=torch.channels_last)
-    return ys.new_empty(shape)
-
-
 def _write(ys: torch.Tensor, ratio: torch.Tensor | None, t: torch.Tensor, dim: int) -> torch.Tensor:
-    out = _empty_like_lifted(ys, dim)
+    out = empty_like_lifted(ys, dim)
     n = ys.size(dim)
     if ratio is None:
         out.narrow(dim, 1, n).copy_(ys)
@@ -258,121 +244,28 @@ class _Lift(torch.autograd.Function):
 _OPTS = {"fast": True}  # "fast": closed-form hot path (False: generic autograd path; used by tests/benchmarks)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor, dim: int, buf: torch.Tensor) -> torch.Tensor:
-    """Per-pixel dot product along ``dim`` (keepdim), the products written into ``buf`` (no new allocation)."""
-    return torch.mul(a, b, out=buf).sum(dim=dim, keepdim=True)
-
-
-def _asinh_pos(n: torch.Tensor) -> torch.Tensor:
-    """``asinh(n)`` for ``n >= 0`` from vectorised ops (``torch.asinh`` is ~10x slower on CPU), accurate near 0;
-    arguments above 1e18 (rapidity 42, far outside anything a float32 time coordinate resolves) are clamped."""
-    n = n.clamp_max(1e18)
-    n2 = n * n
-    return torch.log1p(n + n2 / (1 + (1 + n2).sqrt()))
-
-
-def _fast_scale(sq: torch.Tensor, k: torch.Tensor, m0: float | None, mc: float):
-    """Forward of the hot path: ``(ratio, time, saved)`` for time-only (``m0 is None``) or point rescaling."""
-    if m0 is None:
-        return None, (sq + k).sqrt(), ()
-    sk = k.sqrt()
-    m = _radius(m0, sk)
-    a1 = mc * sk / m  # u = a1·r: tanh argument, r = asinh(n) the rapidity
-    n = sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt() / sk
-    r = _asinh_pos(n)
-    th = torch.tanh(a1 * r)
-    b = (m / sk) * th  # target rapidity g(d)/√k
-    ratio = torch.where(sq > 0, torch.sinh(b) / n, mc)
-    t = (ratio * ratio * sq + k).sqrt()
-    return ratio, t, (n, r, th, b)
-
-
-class _LiftFast(torch.autograd.Function):
-    """Hot path of :func:`lift` (time only, or maximum distance rescaling without boost/floor) with a
-    closed-form backward: the fewest passes over ``y_s`` and few small per-pixel ops.
-
-    With ``G = <g_s, y_s> + g_t·ratio·sq/t``: ``g_sq = G·∂ratio/∂sq + g_t·ratio²/(2t)``,
-    ``g_k = Σ G·∂ratio/∂k + g_t/(2t)``, ``g_ys = ratio·g_s + 2·g_sq·y_s``, where
-    ``∂ratio/∂sq = (cosh(b)·mc·(1-th²)/sqrt(1+n²) - ratio)/(2k·n²)`` and, by the scaling symmetry
-    ``ratio(λ²sq, λ²k, λm) = ratio(sq, k, m)``, ``∂ratio/∂k = -(sq/k)·∂ratio/∂sq - [k ≥ 1]·(m/2k)·∂ratio/∂m``.
-    """
-
-    @staticmethod
-    def forward(ctx, ys: torch.Tensor, k: torch.Tensor, dim: int, m0: float | None, mc: float) -> torch.Tensor:
-        out = _lift_fast_forward(ys, k, dim, m0, mc, ctx)
-        ctx.dim, ctx.m0, ctx.mc = dim, m0, mc
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g: torch.Tensor):
-        out, sq, t, k, *rest = ctx.saved_tensors
-        dim, mc = ctx.dim, ctx.mc
-        n_s = out.size(dim) - 1
-        g_t, g_s, out_s = g.narrow(dim, 0, 1), g.narrow(dim, 1, n_s), out.narrow(dim, 1, n_s)
-        need_ys, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        g_ys = g_k = None
-        if not rest:  # time only: ratio = 1, g_sq = g_t/(2t)
-            h = g_t / t
-            if need_ys:
-                g_ys = torch.addcmul(g_s, out_s, h)
-            if need_k:
-                g_k = (0.5 * h).sum_to_size(k.shape)
-            return g_ys, g_k, None, None, None
-        ratio, n, r, th, b = rest
-        pos = sq > 0
-        inv = 1 / ratio  # > 0 on this path (sinh(b)/n with b > 0, or the limit m·c)
-        buf = torch.empty_like(out_s, memory_format=torch.contiguous_format if out.is_contiguous()
-                               else torch.preserve_format)  # becomes g_ys
-        gr = _dot(g_s, out_s, dim, buf) * inv  # <g_s, y_s>
-        big_g = gr + g_t * ratio * sq / t
-        ch = torch.cosh(b)
-        one_th2 = 1 - th * th
-        dr_dsq = torch.where(pos, (ch * (mc * one_th2) / (1 + n * n).sqrt() - ratio) / (2 * k * n * n), 0.0)
-        g_sq = big_g * dr_dsq + g_t * ratio * ratio / (2 * t)
-        if need_ys:
-            g_ys = torch.mul(g_s, ratio, out=buf)
-            g_ys.addcmul_(out_s, 2 * g_sq * inv)
-        if need_k:
-            dr_dk = -(sq / k) * dr_dsq
-            # m = m0·min(1, √k) is constant for k >= 1 (see _radius): the ∂m term
-            sk = k.sqrt()
-            m = _radius(ctx.m0, sk)
-            u = (mc * sk / m) * r
-            dr_dm = torch.where(pos, ch * (th - u * one_th2) / (sk * n), 0.0)
-            dr_dk = dr_dk - torch.where(k >= 1, m / (2 * k), 0.0) * dr_dm
-            g_k = (big_g * dr_dk + g_t / (2 * t)).sum_to_size(k.shape)
-        return g_ys, g_k, None, None, None
-
-
-def _lift_fast_forward(ys: torch.Tensor, k: torch.Tensor, dim: int, m0: float | None, mc: float, ctx=None):
-    out = _empty_like_lifted(ys, dim)
-    n_s = ys.size(dim)
-    out_t, out_s = out.narrow(dim, 0, 1), out.narrow(dim, 1, n_s)
-    sq = _dot(ys, ys, dim, out_s)  # out_s is scratch space until the result is written
-    ratio, t, saved = _fast_scale(sq, k, m0, mc)
-    if ratio is None:
-        out_s.copy_(ys)
-    else:
-        torch.mul(ys, ratio, out=out_s)
-    out_t.copy_(t)
-    if ctx is not None:
-        ctx.save_for_backward(out, sq, t, k, *(() if ratio is None else (ratio, *saved)))
-    return out
-
-
-def _lift_fast(ys: torch.Tensor, k: torch.Tensor, dim: int, m0: float | None, mc: float) -> torch.Tensor:
-    if torch.is_grad_enabled() and (ys.requires_grad or k.requires_grad):
-        return _LiftFast.apply(ys, k, dim, m0, mc)
-    with torch.no_grad():
-        return _lift_fast_forward(ys, k, dim, m0, mc)
+def _fast_constants(rescale: RescaleConfig | None, dtype: torch.dtype) -> tuple[float, float] | None:
+    """``(m0, m·c)`` of the rescaling in the closed-form lift (``None``: time only)."""
+    if rescale is None:
+        return None
+    return max_distance(dtype, rescale.r), math.atanh(rescale.rho) / rescale.s
 
 
 def _prep_k(k: torch.Tensor | float, ref: torch.Tensor, dim: int) -> torch.Tensor:
     return lmath._kdim(lmath._k(k, ref), ref.dim(), dim)
 
 
+def _lift_plain(ys: torch.Tensor, fn: ScaleFn, dim: int, *params: torch.Tensor) -> torch.Tensor:
+    """:func:`lift` written with plain differentiable ops and no ``out=`` writes: what ``torch.compile`` traces
+    (dynamo graph-breaks on custom autograd functions that call ``autograd.grad`` and on ``out=`` writes into
+    views; inductor then fuses these ops into a few kernels)."""
+    ratio, t = fn((ys * ys).sum(dim=dim, keepdim=True), *params)
+    return torch.cat([t, ys if ratio is None else ratio * ys], dim=dim)
+
+
 def _run(ys: torch.Tensor, fn: ScaleFn, dim: int, *params: torch.Tensor) -> torch.Tensor:
+    if torch.compiler.is_compiling():
+        return _lift_plain(ys, fn, dim, *params)
     if torch.is_grad_enabled() and (ys.requires_grad or any(p.requires_grad for p in params)):
         return _Lift.apply(ys, fn, dim, *params)
     with torch.no_grad():  # inference: no autograd bookkeeping
@@ -409,10 +302,12 @@ def lift(
     with no_autocast(ys):
         ys = upcast(ys)
         kk = _prep_k(k, ys, dim)
-        if gamma is None and (rescale is None or rescale.min_rapidity == 0) and _OPTS["fast"]:
-            if rescale is None:
-                return _lift_fast(ys, kk, dim, None, 1.0)
-            return _lift_fast(ys, kk, dim, max_distance(dtype, rescale.r), math.atanh(rescale.rho) / rescale.s)
+        if (gamma is None and (rescale is None or rescale.min_rapidity == 0) and _OPTS["fast"]
+                and not torch.compiler.is_compiling()):
+            consts = _fast_constants(rescale, dtype)
+            if use_fused(ys) and fused_lift_supported(ys, kk, dim):
+                return fused_lift(ys, kk, dim=dim, rescale=consts)
+            return lift_fast(ys, kk, dim, *(consts or (None, 1.0)))
         if rescale is None and gamma is None:
             return _run(ys, _scale_time_only, dim, kk)
         fn = functools.partial(
@@ -450,7 +345,12 @@ def lorentz_residual(
     cfg = _config(manifold, rescale)
     dtype = computation_dtype(x)
     with no_autocast(x):
-        zs = lmath.space(upcast(x), dim=dim) + lmath.space(upcast(y), dim=dim)
+        x, y = upcast(x), upcast(y)
+        if use_fused(x) and (cfg is None or cfg.min_rapidity == 0):
+            kk = _prep_k(_k_of(manifold), x, dim)
+            if fused_lift_supported(x, kk, dim) and fused_lift_supported(y, kk, dim):
+                return fused_lift(x, kk, dim=dim, src="sum", y=y, rescale=_fast_constants(cfg, dtype))
+        zs = lmath.space(x, dim=dim) + lmath.space(y, dim=dim)
         return lift(zs, _k_of(manifold), dim=dim, rescale=cfg, dtype=dtype)
 
 
@@ -461,36 +361,6 @@ def _config(manifold, rescale: bool | RescaleConfig | None) -> RescaleConfig | N
         return None
     cfg = getattr(manifold, "rescale_config", None) or RescaleConfig()
     return cfg if cfg.enabled else None
-
-
-class _LorentzReLU(torch.autograd.Function):
-    """Fused ``lift(relu(x_s))`` that saves only its output: the ReLU mask is ``out_s > 0`` and the lift's
-    time-only backward needs ``out`` alone, so one activation-sized tensor is kept instead of two."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
-        out = _lift_fast_forward(torch.relu(lmath.space(x, dim=dim)), k, dim, None, 1.0)
-        ctx.save_for_backward(out, k)
-        ctx.dim = dim
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g: torch.Tensor):
-        out, k = ctx.saved_tensors
-        dim = ctx.dim
-        n_s = out.size(dim) - 1
-        out_s, g_s = out.narrow(dim, 1, n_s), g.narrow(dim, 1, n_s)
-        h = g.narrow(dim, 0, 1) / out.narrow(dim, 0, 1)  # time-only lift: g_ys = g_s + out_s·g_t/t
-        g_x = g_k = None
-        if ctx.needs_input_grad[0]:
-            g_x = torch.zeros_like(out)
-            gx_s = g_x.narrow(dim, 1, n_s)
-            torch.addcmul(g_s, out_s, h, out=gx_s)
-            gx_s.mul_(out_s > 0)
-        if ctx.needs_input_grad[1]:
-            g_k = (0.5 * h).sum_to_size(k.shape)
-        return g_x, g_k, None
 
 
 def _is_relu(act: Callable) -> bool:
@@ -505,12 +375,12 @@ def lorentz_activation(x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tens
     ``act`` runs in the input dtype (it is Euclidean); the time is computed in float32. ReLU takes a fused
     path that keeps only the output for backward (half the activation memory of ``relu`` then ``lift``).
     """
-    if _is_relu(act) and _OPTS["fast"] and x.dtype not in (torch.float16, torch.bfloat16):
+    if (_is_relu(act) and _OPTS["fast"] and x.dtype not in (torch.float16, torch.bfloat16)
+            and not torch.compiler.is_compiling()):
         kk = _prep_k(k, x, dim)
-        if torch.is_grad_enabled() and (x.requires_grad or kk.requires_grad):
-            return _LorentzReLU.apply(x, kk, dim)
-        with torch.no_grad():
-            return _lift_fast_forward(torch.relu(lmath.space(x, dim=dim)), kk, dim, None, 1.0)
+        if use_fused(x) and fused_lift_supported(x, kk, dim):
+            return fused_lift(x, kk, dim=dim, src="relu")
+        return relu_lift(x, kk, dim)
     ys = act(lmath.space(x, dim=dim))
     return lift(ys, k, dim=dim)
 

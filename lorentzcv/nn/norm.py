@@ -821,8 +821,10 @@ class _LorentzBatchNorm(nn.Module):
             y, mu, var = lorentz_batch_norm_reference(xl, beta, gamma, k, rm, rv, variant=self.variant,
                                                       eps=self.eps, rescale=opts[2], rdtype=rdtype)
             y = y.transpose(1, 2).contiguous() if self._two_stage else y[..., None]
-        elif self.impl == "autograd" or (opts[2] is not None and opts[2].min_rapidity > 0):
-            # (the fused kernels implement rescaling without the optional rapidity floor)
+        elif (self.impl == "autograd" or (opts[2] is not None and opts[2].min_rapidity > 0)
+              or torch.compiler.is_compiling()):
+            # (the fused kernels implement rescaling without the optional rapidity floor; under torch.compile
+            # the plain closed form is traced and inductor fuses it)
             y, mu, var = _forward_autograd(x3, beta_s, gamma, k, rm, rv, opts)
         elif torch.is_grad_enabled() and any(t.requires_grad for t in (x3, beta_s, gamma, k)):
             y, mu, var = _LorentzBNFunction.apply(x3, beta_s, gamma, k, rm, rv, opts)

@@ -1,0 +1,88 @@
+r"""Fused kernels for the per-pixel Lorentz chains, and the policy that picks them.
+
+A Lorentz layer's work outside its convolution or matrix product is a chain of small per-pixel operations
+(time from space, maximum distance rescaling, ReLU, residual sums). Written as PyTorch ops each link is one kernel
+launch, which bounds a GPU step at small batches. This package provides the same chains as single kernels:
+
+* :mod:`lorentzcv.kernels.lift`: :func:`~lorentzcv.kernels.lift.fused_lift`, the "space coordinates → point"
+  epilogue of every efficient convolution, activation and residual (forward one kernel, backward one kernel plus
+  the reduction of the curvature gradient), as ``torch.library`` custom ops: hand-written Triton kernels on CUDA,
+  the eager closed forms of :mod:`lorentzcv.nn.functional` elsewhere.
+
+**Which path runs** (:func:`use_fused`): ``"auto"`` (default) takes the fused kernels for CUDA tensors when Triton
+is importable and the eager closed forms otherwise (on CPU those are the fastest: PyTorch's CPU kernels are
+already multi-threaded loops); :func:`backend` switches it in a ``with`` block (``"fused"``: always, also on CPU
+where the custom ops run the eager math; ``"eager"``: never). :func:`emulate_cuda` makes CPU tensors take every
+branch a CUDA tensor would (fused kernels, no CPU-only cache blocking or host-synchronising shortcuts); the
+launch counter of ``benchmarks/compute.py`` runs under it. Under ``torch.compile`` the layers use plain
+differentiable ops instead, which inductor fuses itself.
+
+Both are context managers over a thread-local setting (no process-wide state is changed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import threading
+from collections.abc import Iterator
+
+import torch
+
+__all__ = ["backend", "emulate_cuda", "use_fused", "cpu_path", "triton_available", "LAUNCHES"]
+
+_BACKENDS = ("auto", "fused", "eager")
+_STATE = threading.local()
+
+#: Kernel launches of each fused custom op on CUDA (the launch counter of ``benchmarks/compute.py`` reads it).
+LAUNCHES: dict[str, int] = {}
+
+
+def _get(name: str, default):
+    return getattr(_STATE, name, default)
+
+
+@contextlib.contextmanager
+def backend(name: str) -> Iterator[None]:
+    """Within the block, Lorentz layers use ``"fused"`` kernels, the ``"eager"`` closed forms, or ``"auto"``."""
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; expected one of {_BACKENDS}")
+    old = _get("backend", "auto")
+    _STATE.backend = name
+    try:
+        yield
+    finally:
+        _STATE.backend = old
+
+
+@contextlib.contextmanager
+def emulate_cuda() -> Iterator[None]:
+    """Within the block, CPU tensors take the branches CUDA tensors take (for counting kernel launches)."""
+    old = _get("emulate", False)
+    _STATE.emulate = True
+    try:
+        yield
+    finally:
+        _STATE.emulate = old
+
+
+def triton_available() -> bool:
+    """Whether Triton can be imported (it ships with the CUDA builds of torch)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def use_fused(x: torch.Tensor) -> bool:
+    """Whether the layers should run the fused kernels for tensor ``x`` (see the module docstring)."""
+    if torch.compiler.is_compiling():
+        return False
+    name = _get("backend", "auto")
+    if name == "eager":
+        return False
+    if name == "fused" or _get("emulate", False):
+        return True
+    return x.is_cuda and triton_available()
+
+
+def cpu_path(x: torch.Tensor) -> bool:
+    """Whether CPU-only branches (cache blocking, host-synchronising shortcuts) may run for ``x``."""
+    return x.device.type == "cpu" and not _get("emulate", False) and not torch.compiler.is_compiling()

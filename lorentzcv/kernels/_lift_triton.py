@@ -1,0 +1,139 @@
+"""Triton kernels of the fused lift (see :mod:`lorentzcv.kernels.lift`; loaded by ``triton_kernels()``).
+
+Imported on first use only (Triton is needed on CUDA only). Triton's interpreter (``TRITON_INTERPRET=1`` in the
+environment before Triton is first imported) runs these kernels on CPU tensors.
+
+Per pixel (program lanes = pixels, a loop over the channels): ``sq = ‖v‖²``, the scalar math of
+``lorentzcv.kernels.lift.fast_scale`` in float32 (``asinh``, ``tanh``, ``sinh`` written with ``exp``/``log`` and
+Taylor series near 0, so no cancellation), then the point; the backward mirrors ``lift_fast_backward`` and writes
+one partial sum of ``∂L/∂k`` per program.
+"""
+
+import triton
+import triton.language as tl
+
+@triton.jit
+def _asinh_pos(n):  # n >= 0; log1p(z) = log(u)·z/(u-1), u = 1+z (exact to rounding near 0)
+    n2 = n * n
+    z = n + n2 / (1.0 + tl.sqrt(1.0 + n2))
+    u = 1.0 + z
+    return tl.where(u == 1.0, z, tl.log(u) * z / (u - 1.0))
+
+@triton.jit
+def _sinh_pos(b):  # b >= 0, Taylor below 0.5 (no cancellation)
+    b2 = b * b
+    ser = b * (1.0 + b2 / 6.0 * (1.0 + b2 / 20.0 * (1.0 + b2 / 42.0 * (1.0 + b2 / 72.0))))
+    e = tl.exp(b)
+    return tl.where(b < 0.5, ser, 0.5 * (e - 1.0 / e))
+
+@triton.jit
+def _tanh_pos(u):  # u >= 0, Taylor below 0.25
+    u2 = u * u
+    ser = u * (1.0 + u2 * (-1.0 / 3.0 + u2 * (2.0 / 15.0 + u2 * (-17.0 / 315.0 + u2 * (62.0 / 2835.0)))))
+    e = tl.exp(-2.0 * u)
+    return tl.where(u < 0.25, ser, (1.0 - e) / (1.0 + e))
+
+@triton.jit
+def _scale(sq, k, m0, mc):  # rescaling: (ratio, n, r, th, b) per pixel, as fast_scale
+    sk = tl.sqrt(k)
+    m = tl.where(sk < 1.0, m0 * sk, m0)
+    n = tl.sqrt(tl.maximum(sq, 1.1754943508222875e-38)) / sk
+    r = _asinh_pos(tl.minimum(n, 1e18))
+    th = _tanh_pos((mc * sk / m) * r)
+    b = (m / sk) * th
+    ratio = tl.where(sq > 0.0, _sinh_pos(b) / n, mc)
+    return ratio, n, r, th, b
+
+@triton.jit
+def lift_fwd(X, Y, K, OUT, SQ, C, inner, npix,
+              sxo, sxc, sxi, syo, syc, syi, soo, soc, soi, sqo, sqi, m0, mc,
+              SRC: tl.constexpr, RESCALE: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    p = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = p < npix
+    o = p // inner
+    i = p % inner
+    xb = X + o * sxo + i * sxi
+    yb = Y + o * syo + i * syi
+    if SRC != 0:  # the space part of a point starts at channel 1
+        xb += sxc
+        yb += syc
+    sq = tl.zeros([BLOCK], dtype=tl.float32)
+    for c in range(C):
+        v = tl.load(xb + c * sxc, mask=mask, other=0.0).to(tl.float32)
+        if SRC == 1:
+            v = tl.maximum(v, 0.0)
+        if SRC == 2:
+            v += tl.load(yb + c * syc, mask=mask, other=0.0).to(tl.float32)
+        sq += v * v
+    k = tl.load(K).to(tl.float32)
+    if RESCALE:
+        ratio, n, r, th, b = _scale(sq, k, m0, mc)
+    else:
+        ratio = tl.full([BLOCK], 1.0, tl.float32)
+    ob = OUT + o * soo + i * soi
+    tl.store(ob, tl.sqrt(ratio * ratio * sq + k), mask=mask)
+    for c in range(C):
+        v = tl.load(xb + c * sxc, mask=mask, other=0.0).to(tl.float32)
+        if SRC == 1:
+            v = tl.maximum(v, 0.0)
+        if SRC == 2:
+            v += tl.load(yb + c * syc, mask=mask, other=0.0).to(tl.float32)
+        tl.store(ob + (c + 1) * soc, v * ratio, mask=mask)
+    tl.store(SQ + o * sqo + i * sqi, sq, mask=mask)
+
+@triton.jit
+def lift_bwd(G, OUT, SQ, K, GIN, GKP, C, inner, npix,
+              sgo, sgc, sgi, soo, soc, soi, sqo, sqi, sio, sic, sii, m0, mc,
+              SRC: tl.constexpr, RESCALE: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    p = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = p < npix
+    o = p // inner
+    i = p % inner
+    gb = G + o * sgo + i * sgi
+    ob = OUT + o * soo + i * soi
+    ib = GIN + o * sio + i * sii
+    k = tl.load(K).to(tl.float32)
+    sq = tl.load(SQ + o * sqo + i * sqi, mask=mask, other=1.0)
+    t = tl.load(ob, mask=mask, other=1.0)
+    g_t = tl.load(gb, mask=mask, other=0.0).to(tl.float32)
+    if RESCALE:
+        ratio, n, r, th, b = _scale(sq, k, m0, mc)
+        inv = 1.0 / ratio
+        gr = tl.zeros([BLOCK], dtype=tl.float32)
+        for c in range(C):
+            gs = tl.load(gb + (c + 1) * sgc, mask=mask, other=0.0).to(tl.float32)
+            os_ = tl.load(ob + (c + 1) * soc, mask=mask, other=0.0)
+            gr += gs * os_
+        big_g = gr * inv + g_t * ratio * sq / t
+        eb = tl.exp(b)
+        ch = 0.5 * (eb + 1.0 / eb)
+        one_th2 = 1.0 - th * th
+        pos = sq > 0.0
+        dr_dsq = tl.where(pos, (ch * (mc * one_th2) / tl.sqrt(1.0 + n * n) - ratio) / (2.0 * k * n * n), 0.0)
+        g_sq = big_g * dr_dsq + g_t * ratio * ratio / (2.0 * t)
+        c_s = ratio
+        c_o = 2.0 * g_sq * inv
+        sk = tl.sqrt(k)
+        m = tl.where(sk < 1.0, m0 * sk, m0)
+        u = (mc * sk / m) * r
+        dr_dm = tl.where(pos, ch * (th - u * one_th2) / (sk * n), 0.0)
+        dr_dk = -(sq / k) * dr_dsq - tl.where(k >= 1.0, m / (2.0 * k), 0.0) * dr_dm
+        gk = big_g * dr_dk + g_t / (2.0 * t)
+    else:
+        h = g_t / t
+        c_s = tl.full([BLOCK], 1.0, tl.float32)
+        c_o = h
+        gk = 0.5 * h
+    if SRC != 0:  # the gradient of a point: zero time entry, space from channel 1
+        tl.store(ib, tl.zeros([BLOCK], dtype=tl.float32), mask=mask)
+        ib += sic
+    for c in range(C):
+        gs = tl.load(gb + (c + 1) * sgc, mask=mask, other=0.0).to(tl.float32)
+        os_ = tl.load(ob + (c + 1) * soc, mask=mask, other=0.0)
+        v = gs * c_s + os_ * c_o
+        if SRC == 1:
+            v = tl.where(os_ > 0.0, v, 0.0)
+        tl.store(ib + c * sic, v, mask=mask)
+    tl.store(GKP + pid, tl.sum(tl.where(mask, gk, 0.0), axis=0))
