@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "is_model", "model_entrypoint"]
+__all__ = ["register_model", "create_model", "list_models", "list_embedding_models", "is_model", "model_entrypoint"]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
@@ -70,12 +70,27 @@ def list_models(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str]
         pattern: e.g. ``"*resnet18"``, ``"hecnn_*"`` or a list of patterns (union).
         exclude: patterns to drop from the result.
     """
+    return _match(_model_entrypoints, pattern, exclude)
+
+
+def list_embedding_models(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str] | None = None) -> list[str]:
+    """Sorted names of the metric-learning embedding entrypoints
+    (:data:`~lorentzcv.models.embedding.EMBEDDING_ENTRYPOINTS`, ``{euclidean,poincare,lorentz}_embed_<backbone>``)
+    matching ``pattern``, filtered as :func:`list_models`. They return embeddings, not logits, so they are not
+    in the classifier registry; build one with ``EMBEDDING_ENTRYPOINTS[name](embedding_dim=...)`` or
+    :func:`~lorentzcv.models.create_embedding_model`."""
+    from .embedding import EMBEDDING_ENTRYPOINTS
+
+    return _match(EMBEDDING_ENTRYPOINTS, pattern, exclude)
+
+
+def _match(names: Iterable[str], pattern: str | Iterable[str], exclude: str | Iterable[str] | None) -> list[str]:
     pats = [pattern] if isinstance(pattern, str) else list(pattern)
-    names = {n for n in _model_entrypoints for p in pats if fnmatch.fnmatchcase(n, p)}
+    found = {n for n in names for p in pats if fnmatch.fnmatchcase(n, p)}
     if exclude is not None:
         ex = [exclude] if isinstance(exclude, str) else list(exclude)
-        names = {n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in ex)}
-    return sorted(names)
+        found = {n for n in found if not any(fnmatch.fnmatchcase(n, p) for p in ex)}
+    return sorted(found)
 
 
 def _check_kwargs(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:

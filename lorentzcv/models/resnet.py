@@ -55,6 +55,7 @@ from ..nn.conv import LorentzConv2d
 from ..nn.mlr import LorentzMLR
 from ..nn.norm import LorentzBatchNorm2d
 from ..nn.pooling import LorentzGlobalAvgPool2d
+from ._drop import DropFactory, euclidean_drop_layers, lorentz_drop_layers
 from ._registry import register_model
 
 __all__ = [
@@ -93,15 +94,28 @@ class ResNet(nn.Module):
         width: base channels of the first stage.
         manifolds: named :class:`~lorentzcv.geometry.Lorentz` modules registered on the model before the other
             parts (so :meth:`manifolds` reports them under these names).
+        drop_rate: dropout on the classifier input (timm's ``drop_rate``), built by ``head_drop_layer``.
+        drop_path_rate: stochastic depth; block ``i`` of ``n`` drops its residual branch with probability
+            ``drop_path_rate·i/(n-1)`` (timm's linear rule), built by ``drop_path_layer``.
+        drop_path_layer, head_drop_layer: ``factory(p) -> module`` (:mod:`._drop`: Euclidean ``DropPath``/
+            ``nn.Dropout``, or their Lorentz space-coordinate versions); needed only when the rate is > 0.
+        stem_reduction: spatial reduction of the stem (1, 2 or 4), for :attr:`feature_info`.
+        feature_time: whether stem and stage outputs are Lorentz points with a time channel (``1+C``
+            channels), for :attr:`feature_info`.
 
     Attributes:
         num_features: channels (space channels for Lorentz features) of the pooled features.
+        feature_info: timm's feature metadata, one dict per feature index (0 = stem, ``i`` = ``layer{i}``):
+            ``num_chs`` (channels of the returned tensor, time included for Lorentz maps), ``reduction``,
+            ``module``.
     """
 
     def __init__(
         self, *, block: type[nn.Module], layers: Sequence[int], stem: nn.Module, block_kwargs: dict[str, Any],
         global_pool: nn.Module, neck: nn.Module, head_layer: HeadFactory, num_classes: int, width: int = 64,
-        manifolds: dict[str, Lorentz] | None = None,
+        manifolds: dict[str, Lorentz] | None = None, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+        drop_path_layer: DropFactory | None = None, head_drop_layer: DropFactory | None = None,
+        stem_reduction: int = 1, feature_time: bool = False,
     ) -> None:
         super().__init__()
         if not layers or any(int(n) < 1 for n in layers):
@@ -110,24 +124,37 @@ class ResNet(nn.Module):
             raise ValueError(f"width (base channels) must be >= 1, got {width}")
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = no classifier), got {num_classes}")
+        for what, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{what} must be in [0, 1), got {rate}")
         for name, m in (manifolds or {}).items():
             self.add_module(name, m)
         self.stem = stem
         expansion = getattr(block, "expansion", 1)
         in_ch = width
+        tc = int(feature_time)
+        self.feature_info: list[dict[str, Any]] = [dict(num_chs=width + tc, reduction=stem_reduction, module="stem")]
         self.stage_names: list[str] = []
+        total, idx, reduction = sum(int(n) for n in layers), 0, stem_reduction
         for i, n in enumerate(layers):
             planes = width * 2**i
             blocks = []
             for j in range(int(n)):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(block(in_ch, planes, stride, **block_kwargs))
-                in_ch = planes * expansion
+                kw = dict(block_kwargs)
+                dpr = drop_path_rate * idx / max(total - 1, 1)
+                if dpr > 0:
+                    kw["drop_path"] = _required(drop_path_layer, "drop_path_layer")(dpr)
+                blocks.append(block(in_ch, planes, stride, **kw))
+                in_ch, idx, reduction = planes * expansion, idx + 1, reduction * stride
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.stage_names.append(f"layer{i + 1}")
+            self.feature_info.append(dict(num_chs=in_ch + tc, reduction=reduction, module=f"layer{i + 1}"))
         self.num_features = in_ch
         self.global_pool = global_pool
         self.neck = neck
+        self.drop_rate = float(drop_rate)
+        self.head_drop = _required(head_drop_layer, "head_drop_layer")(drop_rate) if drop_rate > 0 else nn.Identity()
         self._head_layer = head_layer
         self.num_classes = num_classes
         self.fc = head_layer(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -141,10 +168,61 @@ class ResNet(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, map to the decoder (``neck``), classify. ``pre_logits=True`` returns the classifier input
-        (``(B, C)`` Euclidean, or ``(B, 1+C)`` points on the decoder manifold)."""
-        x = self.neck(self.global_pool(x))
+        """Pool, map to the decoder (``neck``), dropout (``drop_rate``, training only), classify.
+        ``pre_logits=True`` returns the classifier input (``(B, C)`` Euclidean, or ``(B, 1+C)`` points on the
+        decoder manifold)."""
+        x = self.head_drop(self.neck(self.global_pool(x)))
         return x if pre_logits else self.fc(x)
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
+        stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the outputs of the stem (index 0) and of the stages (``i`` = ``layer{i}``).
+
+        Args:
+            x: ``(B, in_chans, H, W)`` images.
+            indices: ``None`` = all, an int ``n`` = the last ``n``, a sequence = those indices (negative ones
+                count from the end).
+            norm: accepted for timm compatibility (the model has no final norm).
+            stop_early: stop after the last requested stage.
+            output_fmt: only ``"NCHW"``.
+            intermediates_only: return only the list of intermediates.
+
+        Returns:
+            The intermediates (``(B, C, h, w)``, or ``(B, 1+C, h, w)`` Lorentz points with the time at channel 0
+            for hyperbolic stages, see :attr:`feature_info`), or ``(last feature map, intermediates)``.
+        """
+        from timm.models._features import feature_take_indices
+
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
+        out = []
+        x = self.stem(x)
+        if 0 in take:
+            out.append(x)
+        names = self.stage_names[:max_index] if stop_early else self.stage_names
+        for i, name in enumerate(names, start=1):
+            x = getattr(self, name)(x)
+            if i in take:
+                out.append(x)
+        return out if intermediates_only else (x, out)
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last requested feature index (and the classifier when ``prune_head``);
+        returns the absolute indices (timm's feature API)."""
+        from timm.models._features import feature_take_indices
+
+        take, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
+        for name in self.stage_names[max_index:]:
+            delattr(self, name)
+        self.stage_names = self.stage_names[:max_index]
+        self.feature_info = self.feature_info[:max_index + 1]
+        if prune_head:
+            self.reset_classifier(0)
+        return take
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -169,6 +247,12 @@ class ResNet(nn.Module):
     def curvatures(self) -> dict[str, float]:
         """Sectional curvature ``K = -1/k`` of every manifold, by name (for logging)."""
         return {name: float(m.curvature.detach()) for name, m in self.manifolds().items()}
+
+
+def _required(factory: DropFactory | None, name: str) -> DropFactory:
+    if factory is None:
+        raise ValueError(f"a positive drop rate needs {name}")
+    return factory
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -214,6 +298,11 @@ def _stem(in_chans: int, width: int, img_size: int | Sequence[int], factories: d
     return nn.Sequential(stem, nn.MaxPool2d(3, 2, 1)) if max_pool else stem
 
 
+def _stem_reduction(img_size: int | Sequence[int], max_pool: bool) -> int:
+    """Spatial reduction of :func:`_stem`: 1 (small inputs), 2 (7×7/2), 4 (7×7/2 + 3×3/2 max-pool)."""
+    return 1 if _small_input(img_size) else (4 if max_pool else 2)
+
+
 def _euclidean_pool() -> nn.Module:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
 
@@ -246,13 +335,14 @@ def _tag(model: ResNet, name: str, num_classes: int, in_chans: int, img_size: An
 # ------------------------------------------------------------------------------------------------------------
 def _euclidean_resnet(
     name: str, block: type[nn.Module], default_layers: Sequence[int], *, num_classes: int, in_chans: int,
-    img_size: Any, width: int, layers: Sequence[int] | None,
+    img_size: Any, width: int, layers: Sequence[int] | None, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
 ) -> ResNet:
     f = euclidean_factories()
     model = ResNet(
         block=block, layers=default_layers if layers is None else layers, width=width, block_kwargs=f,
         stem=_stem(in_chans, width, img_size, f, max_pool=True), global_pool=_euclidean_pool(), neck=nn.Identity(),
-        head_layer=nn.Linear, num_classes=num_classes,
+        head_layer=nn.Linear, num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+        stem_reduction=_stem_reduction(img_size, max_pool=True), **euclidean_drop_layers(),
     )
     return _tag(model, name, num_classes, in_chans, img_size)
 
@@ -260,7 +350,7 @@ def _euclidean_resnet(
 def _hybrid_resnet(
     name: str, block: type[nn.Module], default_layers: Sequence[int], *, num_classes: int, in_chans: int,
     img_size: Any, width: int, layers: Sequence[int] | None, learn_k: bool, k_init: float, rescale: bool,
-    rescale_s: float, lift: str, clip_r: float,
+    rescale_s: float, lift: str, clip_r: float, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
 ) -> ResNet:
     _check_choice("lift", lift, _LIFTS)
     dec = _manifold(k_init, learn_k, rescale, rescale_s)
@@ -270,6 +360,8 @@ def _hybrid_resnet(
         stem=_stem(in_chans, width, img_size, f, max_pool=True), global_pool=_euclidean_pool(),
         neck=ToLorentz(dec, mode=lift if rescale or lift != "rescale" else "add_time", clip_r=clip_r, dim=1),
         head_layer=partial(LorentzMLR, dec), num_classes=num_classes, manifolds={"decoder_manifold": dec},
+        drop_rate=drop_rate, drop_path_rate=drop_path_rate, stem_reduction=_stem_reduction(img_size, max_pool=True),
+        **lorentz_drop_layers(None, dec),
     )
     return _tag(model, name, num_classes, in_chans, img_size)
 
@@ -277,7 +369,8 @@ def _hybrid_resnet(
 def _lorentz_resnet(
     name: str, block: type[nn.Module], default_layers: Sequence[int], *, num_classes: int, in_chans: int,
     img_size: Any, width: int, layers: Sequence[int] | None, learn_k: bool, k_init: float, separate_decoder: bool,
-    rescale: bool, rescale_s: float, conv_impl: str, bn_variant: str, bias: bool,
+    rescale: bool, rescale_s: float, conv_impl: str, bn_variant: str, bias: bool, drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
 ) -> ResNet:
     _check_choice("conv_impl", conv_impl, _CONV_IMPLS)
     _check_choice("bn_variant", bn_variant, _BN_VARIANTS)
@@ -292,6 +385,8 @@ def _lorentz_resnet(
         global_pool=LorentzGlobalAvgPool2d(enc),
         neck=ManifoldSwap(enc, dec, rescale=rescale, dim=-1) if separate_decoder else nn.Identity(),
         head_layer=partial(LorentzMLR, dec), num_classes=num_classes, manifolds=manifolds,
+        drop_rate=drop_rate, drop_path_rate=drop_path_rate, stem_reduction=_stem_reduction(img_size, max_pool=False),
+        feature_time=True, **lorentz_drop_layers(enc, dec),
     )
     return _tag(model, name, num_classes, in_chans, img_size)
 
@@ -299,7 +394,8 @@ def _lorentz_resnet(
 def _lorentz_core_resnet(
     name: str, default_layers: Sequence[int], *, num_classes: int, in_chans: int, img_size: Any, width: int,
     layers: Sequence[int] | None, learn_k: bool, k_init: float, separate_decoder: bool, rescale: bool,
-    rescale_s: float, conv_impl: str, bn_variant: str, bias: bool,
+    rescale_s: float, conv_impl: str, bn_variant: str, bias: bool, drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
 ) -> ResNet:
     _check_choice("conv_impl", conv_impl, _CONV_IMPLS)
     _check_choice("bn_variant", bn_variant, _BN_VARIANTS)
@@ -312,6 +408,8 @@ def _lorentz_core_resnet(
         stem=_stem(in_chans, width, img_size, f, max_pool=True), global_pool=_euclidean_pool(),
         neck=ToLorentz(dec, mode="rescale" if rescale else "add_time", dim=1),
         head_layer=partial(LorentzMLR, dec), num_classes=num_classes, manifolds=manifolds,
+        drop_rate=drop_rate, drop_path_rate=drop_path_rate, stem_reduction=_stem_reduction(img_size, max_pool=True),
+        **lorentz_drop_layers(None, dec),
     )
     return _tag(model, name, num_classes, in_chans, img_size)
 
@@ -323,20 +421,24 @@ def _lorentz_core_resnet(
 def resnet18(
     *, num_classes: int = 1000, in_chans: int = 3, img_size: int | tuple[int, int] = 224, width: int = 64,
     layers: Sequence[int] | None = None,
+    drop_rate: float = 0.0, drop_path_rate: float = 0.0,
 ) -> ResNet:
     """Euclidean ResNet-18 (basic blocks ``[2, 2, 2, 2]``, widths ``width·(1, 2, 4, 8)``, linear classifier)."""
     return _euclidean_resnet("resnet18", BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans,
-                             img_size=img_size, width=width, layers=layers)
+                             img_size=img_size, width=width, layers=layers,
+        drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 @register_model
 def resnet50(
     *, num_classes: int = 1000, in_chans: int = 3, img_size: int | tuple[int, int] = 224, width: int = 64,
     layers: Sequence[int] | None = None,
+    drop_rate: float = 0.0, drop_path_rate: float = 0.0,
 ) -> ResNet:
     """Euclidean ResNet-50 (bottlenecks ``[3, 4, 6, 3]``, expansion 4, linear classifier)."""
     return _euclidean_resnet("resnet50", Bottleneck, (3, 4, 6, 3), num_classes=num_classes, in_chans=in_chans,
-                             img_size=img_size, width=width, layers=layers)
+                             img_size=img_size, width=width, layers=layers,
+        drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 _HYBRID_DOC = """
@@ -355,10 +457,12 @@ def hybrid_resnet18(
     *, num_classes: int = 1000, in_chans: int = 3, img_size: int | tuple[int, int] = 224, width: int = 64,
     layers: Sequence[int] | None = None, learn_k: bool = True, k_init: float = 1.0, rescale: bool = True,
     rescale_s: float = 2.0, lift: str = "rescale", clip_r: float = 1.0,
+    drop_rate: float = 0.0, drop_path_rate: float = 0.0,
 ) -> ResNet:
     return _hybrid_resnet("hybrid_resnet18", BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans,
                           img_size=img_size, width=width, layers=layers, learn_k=learn_k, k_init=k_init,
-                          rescale=rescale, rescale_s=rescale_s, lift=lift, clip_r=clip_r)
+                          rescale=rescale, rescale_s=rescale_s, lift=lift, clip_r=clip_r,
+        drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 hybrid_resnet18.__doc__ = "Hybrid ResNet-18: Euclidean encoder, Lorentz MLR decoder on its own manifold." + _HYBRID_DOC
@@ -369,10 +473,12 @@ def hybrid_resnet50(
     *, num_classes: int = 1000, in_chans: int = 3, img_size: int | tuple[int, int] = 224, width: int = 64,
     layers: Sequence[int] | None = None, learn_k: bool = True, k_init: float = 1.0, rescale: bool = True,
     rescale_s: float = 2.0, lift: str = "rescale", clip_r: float = 1.0,
+    drop_rate: float = 0.0, drop_path_rate: float = 0.0,
 ) -> ResNet:
     return _hybrid_resnet("hybrid_resnet50", Bottleneck, (3, 4, 6, 3), num_classes=num_classes, in_chans=in_chans,
                           img_size=img_size, width=width, layers=layers, learn_k=learn_k, k_init=k_init,
-                          rescale=rescale, rescale_s=rescale_s, lift=lift, clip_r=clip_r)
+                          rescale=rescale, rescale_s=rescale_s, lift=lift, clip_r=clip_r,
+        drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 hybrid_resnet50.__doc__ = "Hybrid ResNet-50: Euclidean encoder, Lorentz MLR decoder on its own manifold." + _HYBRID_DOC
@@ -397,11 +503,13 @@ def hcnn_resnet18(
     layers: Sequence[int] | None = None, learn_k: bool = False, k_init: float = 1.0, separate_decoder: bool = False,
     rescale: bool = False, rescale_s: float = 3.0, conv_impl: str = "unfold", bn_variant: str = "hcnn",
     bias: bool = True,
+    drop_rate: float = 0.0, drop_path_rate: float = 0.0,
 ) -> ResNet:
     return _lorentz_resnet("hcnn_resnet18", BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans,
                            img_size=img_size, width=width, layers=layers, learn_k=learn_k, k_init=k_init,
                            separate_decoder=separate_decoder, rescale=rescale, rescale_s=rescale_s,
-                           conv_impl=conv_impl, bn_variant=bn_variant, bias=bias)
+                           conv_impl=conv_impl, bn_variant=bn_variant, bias=bias,
+        drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 hcnn_resnet18.__doc__ = ("Fully hyperbolic HCNN ResNet-18 (Bdeir et al. 2024 baseline): unfold conv, HCNN batch "
@@ -414,11 +522,13 @@ def hecnn_resnet18(
     layers: Sequence[int] | None = None, learn_k: bool = True, k_init: float = 1.0, separate_decoder: bool = True,
     rescale: bool = True, rescale_s: float = 2.0, conv_impl: str = "efficient", bn_variant: str = "hcnn",
     bias: bool = False,
+    drop_rate: float = 0.0, drop_path_rate: float = 0.0,
 ) -> ResNet:
     return _lorentz_resnet("hecnn_resnet18", BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans,
                            img_size=img_size, width=width, layers=layers, learn_k=learn_k, k_init=k_init,
                            separate_decoder=separate_decoder, rescale=rescale, rescale_s=rescale_s,
-                           conv_impl=conv_impl, bn_variant=bn_variant, bias=bias)
+                           conv_impl=conv_impl, bn_variant=bn_variant, bias=bias,
+        drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 hecnn_resnet18.__doc__ = ("Fully hyperbolic HECNN+ ResNet-18: efficient conv, rescaling (s = 2), learnable "
@@ -431,11 +541,13 @@ def hecnn_resnet50(
     layers: Sequence[int] | None = None, learn_k: bool = True, k_init: float = 1.0, separate_decoder: bool = True,
     rescale: bool = True, rescale_s: float = 2.0, conv_impl: str = "efficient", bn_variant: str = "hcnn",
     bias: bool = False,
+    drop_rate: float = 0.0, drop_path_rate: float = 0.0,
 ) -> ResNet:
     return _lorentz_core_resnet("hecnn_resnet50", (3, 4, 6, 3), num_classes=num_classes, in_chans=in_chans,
                                 img_size=img_size, width=width, layers=layers, learn_k=learn_k, k_init=k_init,
                                 separate_decoder=separate_decoder, rescale=rescale, rescale_s=rescale_s,
-                                conv_impl=conv_impl, bn_variant=bn_variant, bias=bias)
+                                conv_impl=conv_impl, bn_variant=bn_variant, bias=bias,
+        drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 hecnn_resnet50.__doc__ = ("HECNN+ ResNet-50 with Lorentz-Core bottlenecks (hyperbolic 3×3 cores, Euclidean stem "
