@@ -23,8 +23,8 @@ Then it draws the learned embeddings and LCA proxies in the Poincaré disk (``do
   preserved; the points stay inside the disk).
 
 Outputs: ``docs/data/metric_results.json`` (every run's summary and history), ``docs/img/metric_poincare.png``
-and ``docs/results_metric.md`` (commands, seeds, tables, figure; the committed copy of that section is the
-"Metric learning" part of ``docs/results.md``).
+and the report ``runs/metric_results/results_metric.md`` (commands, seeds, tables, figure; ``--doc`` to change
+it), which is copied by hand into the "Metric learning" section of ``docs/results.md``.
 
 Usage::
 
@@ -61,7 +61,7 @@ DEMO = REPO / "configs" / "metric" / "demo"
 DEFAULT_OUT = REPO / "docs" / "data" / "metric_results.json"
 DEFAULT_RUNS = REPO / "runs" / "metric_results"
 DEFAULT_PICTURE = REPO / "docs" / "img" / "metric_poincare.png"
-DEFAULT_DOC = REPO / "docs" / "results_metric.md"
+DEFAULT_DOC = DEFAULT_RUNS / "results_metric.md"  # a report to copy into docs/results.md, not a page itself
 QUICK_DIR = REPO / "runs" / "metric_results_quick"
 
 METHODS = ("euclidean", "hier", "lhier")
@@ -311,7 +311,7 @@ def markdown(res: dict, picture_rel: str | None, variants: Sequence[Path] = ()) 
     lines = [
         "## Metric learning: Euclidean vs HIER vs LHIER (offline demo)",
         "",
-        "Small-scale evidence for LHIER (issue #5, spec §7) on offline data: a small CNN (`convnet_small`, width 16)",
+        "Small-scale evidence for LHIER (issue #5, `docs/method.md` §7) on offline data: a small CNN (`convnet_small`, width 16)",
         "trained from scratch on **class-disjoint Fashion-MNIST** (`fashion_mnist_dml`: train on T-shirt, trouser,",
         "pullover, dress, coat; retrieve the unseen sandal, shirt, sneaker, bag, ankle boot), a seeded subset of",
         "4,000 training and 2,000 test images, 16-d embeddings, batch 64 (2 images per class), 8 epochs, constant lr,",
@@ -322,10 +322,10 @@ def markdown(res: dict, picture_rel: str | None, variants: Sequence[Path] = ()) 
         "  (`configs/metric/demo/fashion_mnist_dml_euclidean.yaml`);",
         f"- **HIER**: Poincaré ball of curvature −0.1 (`ToPoincare`, clip 2.3), Proxy-Anchor + 0.5·HIER, AdamW, lr "
         f"{lrs['hier']}",
-        "  (`fashion_mnist_dml_hier.yaml`);",
+        "  (`configs/metric/demo/fashion_mnist_dml_hier.yaml`);",
         "- **LHIER**: Lorentz model with a learnable curvature (k₀ = 10, K₀ = −0.1, curvature lr 1e-2), maximum",
         "  distance rescaling + exp₀, LCAs as `ManifoldParameter`s, Proxy-Anchor + 0.5·LHIER, Riemannian AdamW",
-        f"  with the curvature-aware step, lr {lrs['lhier']} (`fashion_mnist_dml_lhier.yaml`).",
+        f"  with the curvature-aware step, lr {lrs['lhier']} (`configs/metric/demo/fashion_mnist_dml_lhier.yaml`).",
         "",
     ]
     if sel:
@@ -577,10 +577,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         panels.append((f"{LABELS['lhier']}, 16-d (2 principal directions)", runs_dir / "lhier" / f"seed{seeds[0]}",
                        True))
         draw_picture(panels, picture)
-        try:
-            picture_rel = str(picture.relative_to(doc.parent)) if picture.is_relative_to(doc.parent) else str(picture)
-        except ValueError:
-            picture_rel = str(picture)
+        # a picture under docs/ is linked as docs/results.md (where the report is copied) sees it
+        page = REPO / "docs" if picture.is_relative_to(REPO / "docs") else doc.parent
+        picture_rel = str(picture.relative_to(page)) if picture.is_relative_to(page) else str(picture)
     res["total_time"] = sum(res["runs"][key]["wall_time"] for key in used)
     save()
     doc.parent.mkdir(parents=True, exist_ok=True)

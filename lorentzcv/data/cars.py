@@ -1,4 +1,4 @@
-"""Stanford Cars-196 for deep metric learning (HIER's convention, spec §7.5).
+"""Stanford Cars-196 for deep metric learning (HIER's convention, ``docs/method.md`` §7.5).
 
 ``cars196/cars_annos.mat`` lists every image (``relative_im_path``, e.g. ``car_ims/000001.jpg``) with its
 1-based ``class``; all 16,185 images are used and the official ``test`` flag is ignored. Labels are

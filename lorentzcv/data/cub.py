@@ -1,4 +1,4 @@
-"""CUB-200-2011 for deep metric learning (HIER's convention, spec §7.5).
+"""CUB-200-2011 for deep metric learning (HIER's convention, ``docs/method.md`` §7.5).
 
 Class folders of ``CUB_200_2011/images`` in sorted order get labels 0..199 (files starting with ``._``,
 macOS resource forks, are skipped). The first half of the classes (0–99) is ``"train"``, the second half

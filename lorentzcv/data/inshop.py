@@ -1,4 +1,4 @@
-"""In-Shop Clothes Retrieval (DeepFashion) for deep metric learning (HIER's convention, spec §7.5).
+"""In-Shop Clothes Retrieval (DeepFashion) for deep metric learning (HIER's convention, ``docs/method.md`` §7.5).
 
 ``Inshop_Clothes/Eval/list_eval_partition.txt``: line 1 = number of images, line 2 = header
 ``image_name item_id evaluation_status``, then one whitespace-separated row per image with status

@@ -1,4 +1,4 @@
-"""Class-balanced batch sampling for metric learning (HIER's ``UniqueClassSampler``, spec §7.3)."""
+"""Class-balanced batch sampling for metric learning (HIER's ``UniqueClassSampler``, ``docs/method.md`` §7.3)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _dist_world_and_rank() -> tuple[int, int]:
 class ClassBalancedBatchSampler(Sampler[list[int]]):
     """Batch sampler: each batch has ``batch_size // images_per_class`` classes × ``images_per_class`` images.
 
-    Semantics of HIER's ``UniqueClassSampler`` (spec §7.3): each *global* batch (all ranks together) draws
+    Semantics of HIER's ``UniqueClassSampler`` (``docs/method.md`` §7.3): each *global* batch (all ranks together) draws
     ``G = batch_size · num_replicas / images_per_class`` classes — without replacement, unless the dataset
     has fewer than ``G`` classes — and ``images_per_class`` images of each class *with* replacement (classes
     can have few images). Rank ``r`` receives classes ``[r·G/W, (r+1)·G/W)`` of the global draw, so the

@@ -1,4 +1,4 @@
-"""Stanford Online Products (SOP) for deep metric learning (HIER's convention, spec §7.5).
+"""Stanford Online Products (SOP) for deep metric learning (HIER's convention, ``docs/method.md`` §7.5).
 
 ``Ebay_train.txt`` / ``Ebay_test.txt`` (header ``image_id class_id super_class_id path``, whitespace
 separated, paths relative to ``Stanford_Online_Products/``) define the class-disjoint splits. Labels are

@@ -1,6 +1,6 @@
 """Tiny-ImageNet-200 read directly from the official zip layout (no reorganisation step).
 
-The official ``val`` split (10,000 labelled images) is served as split ``"test"``, as in HCNN (spec §8);
+The official ``val`` split (10,000 labelled images) is served as split ``"test"``, as in HCNN (``docs/method.md`` §8);
 the official ``test`` folder has no labels and is not used. A validation split is held out of ``"train"``
 with ``create_dataset(..., val_fraction=...)``. Labels are indices into the sorted list of wnids in
 ``wnids.txt``.

@@ -1,4 +1,4 @@
-"""Default train/eval transforms (spec §7.3 for metric learning, §8 for classification).
+"""Default train/eval transforms (``docs/method.md`` §7.3 for metric learning, §8 for classification).
 
 Every builder takes the split name; ``split == "train"`` gives the augmenting transform, any other split
 (``"val"``, ``"test"``, ``"query"``, ``"gallery"``) the deterministic eval transform. All return a
@@ -39,7 +39,7 @@ __all__ = [
     "is_train_split",
 ]
 
-# CIFAR-100 training-set statistics; HCNN ([H]) uses them for CIFAR-10 and CIFAR-100 alike (spec §8).
+# CIFAR-100 training-set statistics; HCNN ([H]) uses them for CIFAR-10 and CIFAR-100 alike (``docs/method.md`` §8).
 CIFAR_MEAN = (0.5074, 0.4867, 0.4411)
 CIFAR_STD = (0.267, 0.256, 0.276)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,14 +64,14 @@ def build_cifar_transform(
 ) -> T.Compose:
     """CIFAR-10/100 (32×32): train ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip``; eval: none.
 
-    Both end with ``ToTensor`` + ``Normalize(mean, std)`` (CIFAR-100 statistics by default, spec §8).
+    Both end with ``ToTensor`` + ``Normalize(mean, std)`` (CIFAR-100 statistics by default, ``docs/method.md`` §8).
     """
     aug = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if is_train_split(split) else []
     return T.Compose([*aug, T.ToTensor(), T.Normalize(mean, std)])
 
 
 def build_tiny_imagenet_transform(split: str) -> T.Compose:
-    """Tiny-ImageNet (64×64): train ``RandomCrop(64, padding=4)`` + flip; ImageNet normalisation (spec §8)."""
+    """Tiny-ImageNet (64×64): train ``RandomCrop(64, padding=4)`` + flip; ImageNet normalisation (``docs/method.md`` §8)."""
     aug = [T.RandomCrop(64, padding=4), T.RandomHorizontalFlip()] if is_train_split(split) else []
     return T.Compose([*aug, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
@@ -129,7 +129,7 @@ def _is_vit_family(backbone_name: str) -> bool:
 
 
 def build_metric_transform(split: str, backbone_name: str = "resnet50", img_size: int = 224) -> T.Compose:
-    """HIER's metric-learning transforms (spec §7.3).
+    """HIER's metric-learning transforms (``docs/method.md`` §7.3).
 
     Train: ``RandomResizedCrop(img_size, scale=s, bicubic)`` + ``RandomHorizontalFlip``, with
     ``s = (0.2, 1)`` for ViT/DeiT/DINO backbones (name contains ``"vit"`` or ``"deit"`` or starts with

@@ -1,4 +1,4 @@
-"""Hyperbolic metric learning: distances, Recall@K / MAP@R, Proxy-Anchor, HIER and LHIER (spec §7).
+"""Hyperbolic metric learning: distances, Recall@K / MAP@R, Proxy-Anchor, HIER and LHIER (``docs/method.md`` §7).
 
 ::
 

@@ -1,4 +1,4 @@
-r"""Hyperbolic distances for pytorch-metric-learning (``design.md`` §3, ``spec/method.md`` §7.1–7.4).
+r"""Hyperbolic distances for pytorch-metric-learning (``docs/design.md`` §3, ``docs/method.md`` §7.1–7.4).
 
 Both classes follow PML's ``BaseDistance`` contract (``compute_mat(query, ref) -> (Q, R)``,
 ``pairwise_distance(query, ref) -> (N,)``, ``is_inverted=False``: smaller is closer), so PML's losses, miners,
@@ -136,7 +136,7 @@ class LorentzDistance(_HyperbolicDistance):
 
 
 class PoincareDistance(_HyperbolicDistance):
-    r"""Geodesic distance on HIER's Poincaré ball of curvature ``-c`` (``spec/method.md`` §7.1).
+    r"""Geodesic distance on HIER's Poincaré ball of curvature ``-c`` (``docs/method.md`` §7.1).
 
     .. math::
 

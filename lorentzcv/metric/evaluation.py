@@ -1,4 +1,4 @@
-r"""Retrieval metrics: Recall@K and MAP@R, chunked so that a 60k×60k gallery fits in memory (spec §7.4).
+r"""Retrieval metrics: Recall@K and MAP@R, chunked so that a 60k×60k gallery fits in memory (``docs/method.md`` §7.4).
 
 Both functions rank the gallery for each query by a *score* that is lower for closer items:
 
@@ -18,7 +18,7 @@ Protocols:
 - ``gallery=None``: leave-one-out on the query set (CUB, Cars, SOP): each query's own index is excluded
   from its ranking (by index, so exact duplicates of a query still count as neighbours).
 - ``gallery`` given: query→gallery retrieval (In-Shop); nothing is masked (query and gallery are disjoint
-  sets, ``design.md`` §4.9).
+  sets, ``docs/design.md`` §4.9).
 
 Ties (equal scores) are resolved **pessimistically**: an item of another class with the same score as a
 positive is ranked before it. A query is a hit at K iff its nearest positive has fewer than K other-class
@@ -44,7 +44,7 @@ DATASET_KS: dict[str, tuple[int, ...]] = {
     "sop": (1, 10, 100, 1000),
     "inshop": (1, 10, 20, 30),
 }
-"""The Recall@K lists of the standard metric-learning benchmarks (spec §7.4)."""
+"""The Recall@K lists of the standard metric-learning benchmarks (``docs/method.md`` §7.4)."""
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 

@@ -1,4 +1,4 @@
-r"""HIER (Kim et al., CVPR'23) and LHIER, its Lorentz-model port (``spec/method.md`` §7.1–7.2).
+r"""HIER (Kim et al., CVPR'23) and LHIER, its Lorentz-model port (``docs/method.md`` §7.1–7.2).
 
 HIER learns ``P`` hierarchical proxies ("LCAs", least common ancestors) in hyperbolic space and, for triplets
 ``(i, j, k)`` mined from the batch, pushes the LCA of ``i, j`` below the LCA of ``i, j, k``:
@@ -217,7 +217,7 @@ class _HierarchicalLCALoss(nn.Module):
 
 
 class HIERLoss(_HierarchicalLCALoss):
-    r"""HIER on the Poincaré ball of curvature ``-c`` (``spec/method.md`` §7.1), as implemented by HIER.
+    r"""HIER on the Poincaré ball of curvature ``-c`` (``docs/method.md`` §7.1), as implemented by HIER.
 
     The LCAs are Euclidean parameters, initialised ``randn(P, D)/√D · clip_r · 0.9`` and mapped to the ball by
     :class:`~lorentzcv.metric.poincare.ToPoincare` (``c``, ``clip_r``, Riemannian gradient scaling) on every
@@ -257,7 +257,7 @@ class HIERLoss(_HierarchicalLCALoss):
 
 
 class LHIERLoss(_HierarchicalLCALoss):
-    r"""LHIER: HIER on the Lorentz model :math:`\mathbb{H}_k` (``spec/method.md`` §7.2, ``design.md`` §4.8).
+    r"""LHIER: HIER on the Lorentz model :math:`\mathbb{H}_k` (``docs/method.md`` §7.2, ``docs/design.md`` §4.8).
 
     Embeddings are Lorentz points ``(B, 1+D)`` (e.g. from :class:`~lorentzcv.models.embedding.LorentzHead`);
     mining and triplets use the geodesic :class:`LorentzDistance` at the manifold's *current* ``k``
@@ -313,7 +313,7 @@ class LHIERLoss(_HierarchicalLCALoss):
 
 
 class HierarchicalObjective(nn.Module):
-    r"""HIER's total objective :math:`L = \lambda_{PA} L_{PA} + \lambda_{H} L_{HIER}` (``spec/method.md`` §7.1).
+    r"""HIER's total objective :math:`L = \lambda_{PA} L_{PA} + \lambda_{H} L_{HIER}` (``docs/method.md`` §7.1).
 
     Proxy-Anchor runs on the direction of the embedding — ``hier_loss.directions(z)``: the ball coordinates
     for :class:`HIERLoss`, the space part (direction of :math:`\log_0 z`) for :class:`LHIERLoss` — and the

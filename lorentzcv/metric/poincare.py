@@ -1,4 +1,4 @@
-r"""The Poincaré ball as HIER uses it (``spec/method.md`` §7.1): exp0, projection, distances, ``ToPoincare``.
+r"""The Poincaré ball as HIER uses it (``docs/method.md`` §7.1): exp0, projection, distances, ``ToPoincare``.
 
 Convention: HIER's ``c > 0`` is the curvature *magnitude*; the ball :math:`\{\|x\| < 1/\sqrt{c}\}` has sectional
 curvature :math:`K = -c`, i.e. the Lorentz curvature parameter ``k = 1/c`` (HIER's ``c = 0.1`` is ``k = 10``).
@@ -94,7 +94,7 @@ class _RiemannianGradient(torch.autograd.Function):
 
 
 class ToPoincare(nn.Module):
-    r"""HIER's map from Euclidean vectors to the Poincaré ball of curvature ``-c`` (``spec/method.md`` §7.1).
+    r"""HIER's map from Euclidean vectors to the Poincaré ball of curvature ``-c`` (``docs/method.md`` §7.1).
 
     .. math::
 

@@ -1,4 +1,4 @@
-r"""Proxy-Anchor loss (Kim et al. 2020), HIER's base metric loss (``spec/method.md`` §7.1).
+r"""Proxy-Anchor loss (Kim et al. 2020), HIER's base metric loss (``docs/method.md`` §7.1).
 
 With cosine similarities :math:`s(x, p)` between L2-normalised embeddings and class proxies, :math:`P^+` the
 proxies of the classes present in the batch, :math:`C` all proxies and :math:`X_p^{+}` / :math:`X_p^{-}` the

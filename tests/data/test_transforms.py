@@ -1,4 +1,4 @@
-"""Default transforms: composition per spec §7.3 / §8 and output shapes/dtypes."""
+"""Default transforms: composition per ``docs/method.md`` §7.3 / §8 and output shapes/dtypes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Gradient checks, properties and errors of the Lorentz kernels (``spec/method.md`` §1)."""
+"""Gradient checks, properties and errors of the Lorentz kernels (``docs/method.md`` §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Maximum distance rescaling (``spec/method.md`` §2): bounds, smoothness, half precision, gradients."""
+"""Maximum distance rescaling (``docs/method.md`` §2): bounds, smoothness, half precision, gradients."""
 
 from __future__ import annotations
 

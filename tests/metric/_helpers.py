@@ -1,4 +1,4 @@
-"""Reference implementations written from ``spec/method.md`` §7 (loops, independent of the library code)."""
+"""Reference implementations written from ``docs/method.md`` §7 (loops, independent of the library code)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Every metric-learning config (``configs/metric``) loads, builds (model + loss + optimizer) and, for the Table 1
-rows, holds HIER's protocol values (spec §7.3). Pretrained weights are disabled (``model.pretrained=false``): the
+rows, holds HIER's protocol values (``docs/method.md`` §7.3). Pretrained weights are disabled (``model.pretrained=false``): the
 test never downloads."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ BACKBONES = {  # file tag: (backbone, embedding dim, lr for a batch of 180)
     "dino_384": ("dino_vits16", 384, 5e-6),
     "vit_384": ("vit_small_patch16_224", 384, 1e-5),
 }
-# HIER's scripts (spec §7.3): epochs, warm-up epochs, weight decay, ResNet-50 lr, step (every, gamma), ViT
+# HIER's scripts (``docs/method.md`` §7.3): epochs, warm-up epochs, weight decay, ResNet-50 lr, step (every, gamma), ViT
 # last-layer lr scale, eval frequency
 PROTOCOL = {
     "cub": (100, 1, 1e-2, 1e-4, (5, 0.5), 1.0, 1),

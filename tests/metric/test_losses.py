@@ -1,4 +1,4 @@
-"""Proxy-Anchor, HIER and LHIER against slow references written from spec §7.1; LHIER training behaviour."""
+"""Proxy-Anchor, HIER and LHIER against slow references written from ``docs/method.md`` §7.1; LHIER training behaviour."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ._helpers import lorentz_points, mobius_dist_matrix, to_poincare_ref
 
 
 def proxy_anchor_literal(x, labels, proxies, alpha=32.0, delta=0.1):
-    """L_PA of spec §7.1, term by term."""
+    """L_PA of ``docs/method.md`` §7.1, term by term."""
     xn = x / x.norm(dim=1, keepdim=True)
     pn = proxies / proxies.norm(dim=1, keepdim=True)
     s = xn @ pn.T
@@ -111,7 +111,7 @@ def ref_triplet_loss(dist, triplets, tau, margin, gen):
 
 
 def ref_hier(z, labels, lca_ball, c, tau, margin, topk, t, gen):
-    """HIER loss of spec §7.1 on ball points ``z`` and ball LCAs (loops, Möbius-addition distances)."""
+    """HIER loss of ``docs/method.md`` §7.1 on ball points ``z`` and ball LCAs (loops, Möbius-addition distances)."""
     d_zz = mobius_dist_matrix(z, z, c, same=True).detach()
     sim = torch.exp(-d_zz) + (labels[:, None] == labels[None]).to(z.dtype)
     loss = ref_triplet_loss(mobius_dist_matrix(z, lca_ball, c), ref_mine(sim, topk, t, gen), tau, margin, gen)

@@ -1,4 +1,4 @@
-"""Registry: create_model / list_models / register_model (design.md §3, §5)."""
+"""Registry: create_model / list_models / register_model (docs/design.md §3, §5)."""
 
 from __future__ import annotations
 

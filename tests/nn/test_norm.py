@@ -1,4 +1,4 @@
-"""Tests of Lorentz batch normalisation (``lorentzcv.nn.norm``, spec §5.4)."""
+"""Tests of Lorentz batch normalisation (``lorentzcv.nn.norm``, ``docs/method.md`` §5.4)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ IMPLS = ["fused", "autograd", "reference"]
 
 
 # ------------------------------------------------------------------------------------------------------------
-# a slow reference written literally from spec §5.4 (independent of the module's own reference)
+# a slow reference written literally from ``docs/method.md`` §5.4 (independent of the module's own reference)
 # ------------------------------------------------------------------------------------------------------------
 def _reference_forward(x, beta, gamma, k, rm, rv, *, variant, rescale, eps=1e-5, two_stage, rdtype=None):
     """``x``: (B, N, 1+C) channels-last points (N = 1 for 1-d). Returns (y, μ, σ)."""

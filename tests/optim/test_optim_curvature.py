@@ -1,4 +1,4 @@
-"""Curvature-aware scheme (spec §4): ordered update, clamping, the explog/scale moves, naive mode, k recovery."""
+"""Curvature-aware scheme (``docs/method.md`` §4): ordered update, clamping, the explog/scale moves, naive mode, k recovery."""
 
 from __future__ import annotations
 

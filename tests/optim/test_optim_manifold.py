@@ -138,7 +138,7 @@ def test_rsgd_stabilize_none_still_retracts() -> None:
 
 
 def _reference_radamw(x, grads, k, lr, weight_decay, betas, eps, amsgrad):
-    """spec §3.2 written literally with the geometry kernels (no fused closed forms)."""
+    """``docs/method.md`` §3.2 written literally with the geometry kernels (no fused closed forms)."""
     b1, b2 = betas
     m = torch.zeros_like(x)
     v = torch.zeros_like(x[..., :1])
@@ -181,7 +181,7 @@ def test_radamw_manifold_step_matches_the_literal_algorithm(amsgrad: bool, wd: f
 
 
 def _reference_rsgd(x, grads, k, lr, momentum, dampening, wd, nesterov):
-    """spec §3.3 with torch's buffer semantics, written with the geometry kernels."""
+    """``docs/method.md`` §3.3 with torch's buffer semantics, written with the geometry kernels."""
     buf = None
     for g in grads:
         rg = lmath.egrad2rgrad(x, g + wd * x, k)

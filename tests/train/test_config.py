@@ -162,7 +162,7 @@ def test_every_config_loads_and_builds(path):
         assert (cfg.optim.curvature_lr, cfg.optim.curvature_weight_decay) == (1e-4, 0.0)
         assert cfg.data.val_fraction == 0.0 or cfg.data.val_fraction > 0  # never selects on test by construction
     if cfg.model.name.startswith("hecnn") and "ablation" not in path.parts:
-        # the paper's HECNN+ (issue #4, design.md §4.7): separate learnable encoder/decoder curvatures,
+        # the paper's HECNN+ (issue #4, docs/design.md §4.7): separate learnable encoder/decoder curvatures,
         # rescaling with s = 2, curvature-aware Riemannian SGD
         mans = _manifolds(model)
         assert len(mans) == 2 and all(m.k.requires_grad for m in mans)

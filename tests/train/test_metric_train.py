@@ -231,7 +231,7 @@ def test_fp16_trains_with_a_grad_scaler(tmp_path, cub_root):
 
 
 def test_inshop_is_evaluated_query_to_gallery(tmp_path):
-    """In-Shop's real layout: Recall@K of query against gallery, nothing masked (spec §7.4, design §4.9)."""
+    """In-Shop's real layout: Recall@K of query against gallery, nothing masked (``docs/method.md`` §7.4, ``docs/design.md`` §4.9)."""
     from lorentzcv.metric import recall_at_k
     from lorentzcv.train import config_from_dict
 
