@@ -241,7 +241,7 @@ class Backbone(nn.Module):
 
 
 def create_backbone(
-    name: str, pretrained: bool = False, pretrained_path: str | os.PathLike | None = None, *,
+    name: str | nn.Module, pretrained: bool = False, pretrained_path: str | os.PathLike | None = None, *,
     pool: str | None = "auto", bn_freeze: bool = False, freeze_patch_embed: bool = False, **kwargs,
 ) -> Backbone:
     """Build a backbone by name (module docstring).
@@ -250,7 +250,10 @@ def create_backbone(
         name: ``"bninception"``, ``"convnet_small"`` (:class:`ConvNetSmall`, demos/tests), a timm model name
             (``"resnet50"``, ``"resnet50.tv_in1k"``,
             ``"deit_small_distilled_patch16_224"``, ``"vit_small_patch16_224"``, ``"vit_small_patch16_224.dino"``,
-            …) or an alias from :data:`BACKBONE_ALIASES` (``"dino_vits16"``).
+            …), an alias from :data:`BACKBONE_ALIASES` (``"dino_vits16"``), or an already built ``nn.Module``
+            (e.g. ``timm.create_model("resnet50", pretrained=True, num_classes=0)``) with a ``num_features``
+            attribute; it is used as is (its own weights; ``pretrained``/``pretrained_path``/``**kwargs`` must be
+            left unset).
         pretrained: load ImageNet weights (see the module docstring for the offline behaviour).
         pretrained_path: a local checkpoint; implies ``pretrained``.
         pool: ``"auto"`` (GAP+GMP for CNNs — timm models whose ``global_pool`` is a module, and BN-Inception —
@@ -266,6 +269,8 @@ def create_backbone(
             says to pass ``pretrained_path``).
         ValueError: unknown ``pool`` kind, ``freeze_patch_embed`` on a model without ``patch_embed``.
     """
+    if isinstance(name, nn.Module):
+        return _wrap_module(name, pretrained, pretrained_path, pool, bn_freeze, freeze_patch_embed, kwargs)
     name = BACKBONE_ALIASES.get(name, name)
     if name == "convnet_small":
         if pretrained or pretrained_path is not None:
@@ -282,6 +287,11 @@ def create_backbone(
     else:
         body = _create_timm(name, pretrained, pretrained_path, num_classes=0, **kwargs)
         own_pool_is_spatial = isinstance(getattr(body, "global_pool", None), nn.Module)
+    return _finish_backbone(body, name, own_pool_is_spatial, pool, bn_freeze, freeze_patch_embed)
+
+
+def _finish_backbone(body: nn.Module, name: str, own_pool_is_spatial: bool, pool: str | None, bn_freeze: bool,
+                     freeze_patch_embed: bool) -> Backbone:
     if pool == "auto":
         pool = "avgmax" if own_pool_is_spatial else None
     if freeze_patch_embed:
@@ -290,6 +300,36 @@ def create_backbone(
         for p in body.patch_embed.parameters():
             p.requires_grad_(False)
     return Backbone(body, body.num_features, pool=pool, bn_freeze=bn_freeze)
+
+
+def _wrap_module(body: nn.Module, pretrained: bool, pretrained_path, pool: str | None, bn_freeze: bool,
+                 freeze_patch_embed: bool, kwargs: dict) -> Backbone:
+    """:func:`create_backbone` of a built module: checks that it can serve as a feature extractor."""
+    what = type(body).__name__
+    if pretrained or pretrained_path is not None or kwargs:
+        extra = ", ".join(["pretrained"] * bool(pretrained) + ["pretrained_path"] * (pretrained_path is not None)
+                          + sorted(kwargs))
+        raise ValueError(f"a built backbone module ({what}) is used as is; {extra} only apply to backbone names "
+                         "(load its weights before passing it)")
+    if not isinstance(getattr(body, "num_features", None), int):
+        raise ValueError(f"the backbone module {what} needs an integer num_features attribute (its feature "
+                         "dimension), as timm models have")
+    own_pool_is_spatial = isinstance(getattr(body, "global_pool", None), nn.Module)
+    spatial = own_pool_is_spatial if pool == "auto" else pool is not None
+    if spatial and not hasattr(body, "forward_features"):
+        raise ValueError(f"pool={pool!r} needs a forward_features method returning (B, C, H, W) maps; {what} has "
+                         "none: pass pool=None (the module must then return (B, num_features) features)")
+    if not spatial and getattr(body, "num_classes", 0):
+        raise ValueError(f"the backbone module {what} has a classifier (num_classes={body.num_classes}); build it "
+                         "with num_classes=0 or call reset_classifier(0) first")
+    info = getattr(body, "feature_info", None)
+    last = info[-1].get("num_chs") if isinstance(info, list) and info and isinstance(info[-1], dict) else None
+    if (spatial and last is not None and last != body.num_features) or (
+            not spatial and callable(getattr(body, "manifolds", None)) and body.manifolds()):
+        raise ValueError(f"the backbone module {what} gives Lorentz points, but the embedding heads take Euclidean "
+                         "features: use a Euclidean backbone (a timm model, lorentzcv resnet18/50, or hecnn_resnet50/"
+                         "hybrid_resnet* with pool='avgmax', whose feature maps are Euclidean)")
+    return _finish_backbone(body, what, own_pool_is_spatial, pool, bn_freeze, freeze_patch_embed)
 
 
 # ------------------------------------------------------------------------------------------------ heads
@@ -439,13 +479,14 @@ _HEADS: dict[str, Callable[..., nn.Module]] = {
 
 
 def create_embedding_model(
-    backbone: str = "resnet50", head: str = "lorentz", embedding_dim: int = 512, *, pretrained: bool = False,
+    backbone: str | nn.Module = "resnet50", head: str = "lorentz", embedding_dim: int = 512, *, pretrained: bool = False,
     pretrained_path: str | os.PathLike | None = None, head_kwargs: dict | None = None, **backbone_kwargs,
 ) -> EmbeddingModel:
     """Backbone + head (module docstring).
 
     Args:
-        backbone: a :func:`create_backbone` name.
+        backbone: a :func:`create_backbone` name, or a built ``nn.Module`` with ``num_features`` (e.g. a timm
+            model with ``num_classes=0``; see :func:`create_backbone`).
         head: ``"euclidean"``, ``"poincare"`` or ``"lorentz"``.
         embedding_dim: 128, 384 or 512 in HIER's tables (any positive integer works).
         pretrained, pretrained_path: backbone weights (:func:`create_backbone`).
