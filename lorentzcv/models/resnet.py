@@ -33,6 +33,10 @@ Ablation keywords of the hyperbolic builders (the paper's Table 5): ``learn_k``,
 defaults, so ``create_model("hecnn_resnet18", conv_impl="unfold", rescale=False, learn_k=False,
 separate_decoder=False, bias=True)`` is the HCNN baseline.
 
+timm API: ``forward_features``/``forward_head``/``forward_intermediates``/``prune_intermediate_layers``,
+``feature_info``, ``get_classifier``/``reset_classifier``, ``drop_rate``/``drop_path_rate`` keywords; every
+variant is also a timm model after ``import lorentzcv`` (:mod:`lorentzcv.models._timm`).
+
 Mixed precision: under ``torch.autocast`` the Euclidean convs run in the autocast dtype and every hyperbolic
 kernel (lift, Lorentz conv time/rescaling, batch norm, pooling, swap, MLR) is a float32 island, so hybrid and
 hyperbolic models train in bfloat16/float16 without dtype errors or NaN.
@@ -423,7 +427,8 @@ def resnet18(
     layers: Sequence[int] | None = None,
     drop_rate: float = 0.0, drop_path_rate: float = 0.0,
 ) -> ResNet:
-    """Euclidean ResNet-18 (basic blocks ``[2, 2, 2, 2]``, widths ``width·(1, 2, 4, 8)``, linear classifier)."""
+    """Euclidean ResNet-18 (basic blocks ``[2, 2, 2, 2]``, widths ``width·(1, 2, 4, 8)``, linear classifier;
+    ``drop_rate``/``drop_path_rate`` as timm's). In timm: ``lorentzcv_resnet18`` (timm's ``resnet18`` is timm's)."""
     return _euclidean_resnet("resnet18", BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans,
                              img_size=img_size, width=width, layers=layers,
         drop_rate=drop_rate, drop_path_rate=drop_path_rate)
@@ -435,7 +440,8 @@ def resnet50(
     layers: Sequence[int] | None = None,
     drop_rate: float = 0.0, drop_path_rate: float = 0.0,
 ) -> ResNet:
-    """Euclidean ResNet-50 (bottlenecks ``[3, 4, 6, 3]``, expansion 4, linear classifier)."""
+    """Euclidean ResNet-50 (bottlenecks ``[3, 4, 6, 3]``, expansion 4, linear classifier; ``drop_rate``/
+    ``drop_path_rate`` as timm's). In timm: ``lorentzcv_resnet50`` (timm's ``resnet50`` is timm's)."""
     return _euclidean_resnet("resnet50", Bottleneck, (3, 4, 6, 3), num_classes=num_classes, in_chans=in_chans,
                              img_size=img_size, width=width, layers=layers,
         drop_rate=drop_rate, drop_path_rate=drop_path_rate)
@@ -449,6 +455,8 @@ _HYBRID_DOC = """
         rescale, rescale_s: maximum distance rescaling in the lift and its softness ``s`` (2 for classification).
         lift: ``"rescale"`` ([A]: rescale the feature vector, use it as space coordinates) or ``"clip_expmap"``
             ([H]: clip to norm ``clip_r`` (1 for CIFAR, 4 for Tiny-ImageNet), then ``exp_0``).
+        drop_rate, drop_path_rate: dropout of the decoder points (space coordinates, time recomputed) and
+            stochastic depth of the Euclidean blocks.
     """
 
 
@@ -494,6 +502,8 @@ _LORENTZ_DOC = """
         conv_impl: ``"efficient"`` (conv on space channels) or ``"unfold"`` (HCNN unfold + LFC).
         bn_variant: ``"hcnn"`` or ``"rhl"`` (:class:`~lorentzcv.nn.LorentzBatchNorm2d`).
         bias: bias of the Lorentz convs.
+        drop_rate, drop_path_rate: classifier-input dropout and stochastic depth (Lorentz space-coordinate
+            versions on the hyperboloid, :mod:`lorentzcv.models._drop`).
     """
 
 
