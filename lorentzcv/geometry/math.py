@@ -100,6 +100,27 @@ def _safe_norm(v: torch.Tensor, dim: int, keepdim: bool = True) -> torch.Tensor:
     return _sqnorm(v, dim, keepdim).clamp_min(torch.finfo(v.dtype).tiny).sqrt()
 
 
+def _split_scale(v: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Overflow-safe split :math:`v = a\,w` of each vector along ``dim`` (keepdim).
+
+    ``a = max|v_i|`` (detached; 1 for the zero vector) and ``w = v / a``, so ``‖w‖ ∈ [1, √n]`` can be squared in
+    any dtype while ``‖v‖ = a‖w‖`` need not be representable squared (``‖v‖²`` overflows float16 at 256 and
+    float32 at 1.8e19). A vector with an infinite entry is divided by the largest finite number and clamped to
+    ``[-2, 2]``: ``w`` is twice the signs of its infinite entries (its direction in the limit; its finite entries
+    become ≤ 1e-38 for float32), and ``inf`` is True. NaN entries propagate. Because ``a`` is a constant for
+    autograd, ``∂(a‖w‖)/∂v = v/‖v‖`` exactly (the clamp is inactive on finite vectors).
+
+    Returns:
+        ``(a, w, inf)``; ``a`` (1 for rows with an infinite entry) and ``inf`` have size 1 along ``dim``.
+    """
+    a = v.detach().abs().amax(dim=dim, keepdim=True)
+    inf = torch.isinf(a)
+    a = torch.where(a > 0, a, torch.ones_like(a))
+    # |v_i/a| <= 1 on finite rows, so the clamp (whose gradient is 0 on its bounds) only acts on infinite entries
+    w = (v / torch.where(inf, torch.full_like(a, torch.finfo(a.dtype).max), a)).clamp(-2.0, 2.0)
+    return torch.where(inf, torch.ones_like(a), a), w, inf
+
+
 def inner(u: torch.Tensor, v: torch.Tensor, *, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
     r"""Minkowski inner product :math:`\langle u, v\rangle_L = -u_0 v_0 + u_s\cdot v_s`."""
     uv = u * v
@@ -194,28 +215,36 @@ def expmap(x: torch.Tensor, u: torch.Tensor, k: torch.Tensor, *, dim: int = -1) 
     r"""Exponential map :math:`\exp_x(u) = \cosh(\theta)\,x + \sqrt{k}\sinh(\theta)\,u/\|u\|_L`,
     :math:`\theta = \|u\|_L/\sqrt{k}` clamped to :func:`max_rapidity`, followed by :func:`projx`.
 
-    Written as ``cosh(θ)·x + sinhc(θ)·u`` (unclamped), so a zero tangent vector maps to ``x`` exactly.
+    Written as ``cosh(θ)·x + sinhc(θ)·u`` (unclamped), so a zero tangent vector maps to ``x`` exactly. The norm is
+    taken of ``u/max|u_i|`` (:func:`_split_scale`), so a ``u`` whose squared norm overflows (float16 norms above
+    256, float32 above 1.8e19) or that has infinite entries still lands at rapidity ``max_rapidity`` in its
+    direction (not at ``x``); gradients are exact for finite ``u`` and not defined for infinite ones.
     """
     k = _kdim(_k(k, x), x.dim(), dim)
     sk = k.sqrt()
-    nrm = inner(u, u, dim=dim, keepdim=True).clamp_min(torch.finfo(u.dtype).tiny).sqrt()
-    theta = nrm / sk
+    a, w, inf = _split_scale(u, dim)  # u = a·w without overflow; ‖u‖_L = a·‖w‖_L
+    nw = inner(w, w, dim=dim, keepdim=True).clamp_min(torch.finfo(u.dtype).tiny).sqrt()
+    theta = torch.where(inf, torch.full_like(nw, torch.inf), a * nw / sk)
     theta_c = theta.clamp_max(max_rapidity(x.dtype))
-    # sinh(θc)/θ: equals sinhc(θ) unless clamped; the direction uses the unclamped norm (spec §1.2 item 7)
-    coef = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(1.0), sinhc(theta))
-    return projx(torch.cosh(theta_c) * x + coef * u, k, dim=dim)
+    # √k·sinh(θc)·u/‖u‖_L when clamped (the direction uses the unclamped norm, spec §1.2 item 7), else sinhc(θ)·u
+    coef = torch.where(theta > theta_c, sk * torch.sinh(theta_c) / nw, sinhc(theta_c) * a)
+    return projx(torch.cosh(theta_c) * x + coef * w, k, dim=dim)
 
 
 def expmap0(u: torch.Tensor, k: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
     r"""Exponential map at the origin, :math:`(\sqrt{k}\cosh\theta,\ \sqrt{k}\sinh\theta\ u_s/\|u_s\|)`,
-    :math:`\theta = \|u_s\|/\sqrt{k}` (clamped). The time component of ``u`` is ignored."""
+    :math:`\theta = \|u_s\|/\sqrt{k}` (clamped to :func:`max_rapidity`). The time component of ``u`` is ignored.
+
+    Overflow-safe like :func:`expmap`: a huge or infinite ``u_s`` gives the point at rapidity ``max_rapidity`` in
+    its direction, never the origin."""
     k = _kdim(_k(k, u), u.dim(), dim)
     sk = k.sqrt()
-    us = space(u, dim=dim)
-    theta = _safe_norm(us, dim) / sk
+    a, w, inf = _split_scale(space(u, dim=dim), dim)  # u_s = a·w without overflow
+    nw = _safe_norm(w, dim)
+    theta = torch.where(inf, torch.full_like(nw, torch.inf), a * nw / sk)
     theta_c = theta.clamp_max(max_rapidity(u.dtype))
-    coef = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(1.0), sinhc(theta))
-    return add_time(coef * us, k, dim=dim)
+    coef = torch.where(theta > theta_c, sk * torch.sinh(theta_c) / nw, sinhc(theta_c) * a)
+    return add_time(coef * w, k, dim=dim)
 
 
 def logmap(x: torch.Tensor, y: torch.Tensor, k: torch.Tensor, *, dim: int = -1) -> torch.Tensor:

@@ -21,8 +21,17 @@ the radius :math:`m_k = m\cdot\min(1, \sqrt{k})` in distance units, so every out
 ``dist0 ≤ m`` *and* rapidity ``≤ m`` without a kink (for ``k = 1`` it is exactly the paper's ``g``).
 
 All functions compute in float32 when given float16/bfloat16 inputs and return the input dtype;
-they are smooth at the origin (written with ``sinhc``/``asinhc``/``tanhc``). The rapidity floor of the
-authors' code (points pushed *out* to rapidity 0.05) is available as ``min_rapidity`` and off by default.
+they are smooth at the origin (written with ``sinhc``/``asinhc``/``tanhc``).
+
+Huge and infinite inputs. Norms are taken of ``v/max|v_i|``, so inputs whose squared norm overflows the dtype
+are rescaled exactly like any other. A vector with an infinite entry is mapped to the radius :math:`m_k` itself
+(:math:`g(\infty) = m_k`) in the direction of its infinite entries' signs, e.g. ``(·, inf, 1)`` to the point at
+distance ``m_k`` along the first space axis; NaN entries stay NaN. Infinite inputs are mapped rather than refused
+because detecting them would cost a device synchronisation on every call; their gradients are not defined.
+
+The rapidity floor of the authors' code (points pushed *out* to rapidity 0.05) is available as ``min_rapidity``
+and off by default. :func:`clip_to_max_distance` is the hard version of the cap (points within ``m_k`` untouched),
+which the optimizers apply to manifold parameters.
 """
 
 from __future__ import annotations
@@ -34,7 +43,10 @@ import torch
 
 from . import math as lmath
 
-__all__ = ["RescaleConfig", "max_distance", "computation_dtype", "rescale", "rescale_euclid"]
+__all__ = [
+    "RescaleConfig", "max_distance", "computation_dtype", "rescale", "rescale_euclid", "clip_to_max_distance",
+    "max_rapidity_radius",
+]
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,9 @@ def rescale(
         k: the curvature parameter (``K = -1/k``).
         config: the constants (:class:`RescaleConfig`).
         dtype: dtype whose epsilon sets ``m``; default :func:`computation_dtype` of ``x``.
+
+    A point with an infinite space entry is mapped to distance ``m_k`` along the signs of its infinite entries
+    (module docstring).
     """
     if not config.enabled:
         return x
@@ -120,16 +135,24 @@ def rescale(
     sk = k.sqrt()
     m = _radius(k, dtype, config, xs)
     c = math.atanh(config.rho) / (m * config.s)
-    n = lmath._safe_norm(xs, dim) / sk  # = sinh(rapidity)
+    a, w, inf = lmath._split_scale(xs, dim)  # x_s = a·w without overflow (inf: w = signs of the infinite entries)
+    nw = lmath._safe_norm(w, dim)
+    n = a * nw / sk  # = sinh(rapidity)
+    inf = inf | torch.isinf(n)  # beyond the dtype's range: g(d) = m_k to working precision there
+    n = torch.where(inf, torch.ones_like(n), n)  # a finite stand-in for those rows (masked below)
     d = sk * torch.asinh(n)
     b = m * torch.tanh(c * d) / sk  # target rapidity
+    b_inf = m / sk  # g(∞) = m_k
     if config.min_rapidity > 0:
         b = b.clamp_min(config.min_rapidity)
+        b_inf = b_inf.clamp_min(config.min_rapidity)
         ratio = torch.sinh(b) / n.clamp_min(torch.finfo(n.dtype).tiny)
         ratio = torch.where(n > 0, ratio, torch.zeros_like(ratio))
     else:
         ratio = lmath.sinhc(b) * (m * c) * lmath.tanhc(c * d) * lmath.asinhc(n)
-    return lmath.add_time(ratio * xs, k, dim=dim).to(x.dtype)
+    # x_s·ratio = w·(a·ratio); an infinite row lands at distance m_k along w
+    coef = torch.where(inf, sk * torch.sinh(b_inf) / nw, ratio * a)
+    return lmath.add_time(coef * w, k, dim=dim).to(x.dtype)
 
 
 def rescale_euclid(
@@ -141,7 +164,8 @@ def rescale_euclid(
     The norm runs over the whole dimension ``dim`` (a time component included). For a tangent vector at the
     origin :math:`\|v\|_2 = d_0(\exp_0 v)`, so this is :func:`rescale` seen in the tangent space. With ``k``
     given the radius is :math:`m\min(1,\sqrt{k})` as in :func:`rescale`, otherwise ``m``. Written as
-    ``m·c·tanhc(c‖v‖)·v``: smooth at 0 with slope ``artanh(ρ)/s``.
+    ``m·c·tanhc(c‖v‖)·v``: smooth at 0 with slope ``artanh(ρ)/s``. A vector with an infinite entry gets norm
+    ``m`` along the signs of its infinite entries (module docstring).
     """
     if not config.enabled:
         return v
@@ -149,10 +173,52 @@ def rescale_euclid(
     vv = _upcast(v)
     m = _radius(None if k is None else _kt(k, vv, dim), dtype, config, vv)
     c = math.atanh(config.rho) / (m * config.s)
-    n = lmath._safe_norm(vv, dim)
-    ratio = (m * c) * lmath.tanhc(c * n)
+    a, w, inf = lmath._split_scale(vv, dim)  # v = a·w without overflow
+    nw = lmath._safe_norm(w, dim)
+    n = a * nw  # ‖v‖
+    inf = inf | torch.isinf(n)  # beyond the dtype's range: g(‖v‖) = m to working precision there
+    n = torch.where(inf, torch.ones_like(n), n)  # a finite stand-in for those rows (masked below)
+    ratio = (m * c) * lmath.tanhc(c * n)  # g(‖v‖)/‖v‖
     if config.min_rapidity > 0:
         floor = config.min_rapidity * (1.0 if k is None else _kt(k, vv, dim).sqrt())
         target = (ratio * n).clamp_min(floor)
         ratio = torch.where(n > torch.finfo(n.dtype).tiny * 2, target / n, torch.zeros_like(n))
-    return (ratio * vv).to(v.dtype)
+    coef = torch.where(inf, m / nw, ratio * a)  # an infinite row lands at norm m along w
+    return (coef * w).to(v.dtype)
+
+
+def clip_to_max_distance(
+    x: torch.Tensor, k: torch.Tensor | float, *, dim: int = -1, r: float = 1.2, dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    r"""Hard radial cap: points farther than :math:`m_k = m\min(1,\sqrt{k})` from the origin are put at ``m_k``.
+
+    The *representable radius* of maximum distance rescaling (``m`` of :func:`max_distance` for ``dtype``, default
+    the dtype of ``x``): a point beyond it keeps its direction and gets :math:`d_0 = m_k`, i.e.
+    :math:`x_s \leftarrow \sqrt{k}\sinh(m_k/\sqrt{k})\,x_s/\|x_s\|`, time recomputed from space; points within
+    are returned unchanged (bit for bit). Rows whose squared norm overflows or that hold infinite entries are
+    capped along their direction (the signs of the infinite entries); NaN stays NaN. Unlike :func:`rescale` this
+    leaves every distance below ``m_k`` alone; the optimizers apply it to manifold parameters after each step and
+    curvature move. Not meant for autograd (its derivative is 0 along the radius beyond the cap).
+
+    Args:
+        x: points, manifold dimension ``dim`` (``<x,x>_L = -k``).
+        k: the curvature parameter (``K = -1/k``).
+        r: the multiplier ``r`` of :func:`max_distance` (``RescaleConfig.r``).
+        dtype: dtype whose epsilon sets ``m``; default ``x.dtype``.
+    """
+    xs = lmath.space(_upcast(x), dim=dim)
+    k = _kt(k, xs, dim)
+    sk = k.sqrt()
+    m = _radius(k, dtype or x.dtype, RescaleConfig(r=r), xs)
+    a, w, inf = lmath._split_scale(xs, dim)
+    nw = lmath._safe_norm(w, dim)
+    target = sk * torch.sinh(m / sk)  # ‖x_s‖ at distance m_k
+    beyond = inf | (a * nw > target)
+    capped = lmath.add_time(target / nw * w, k, dim=dim).to(x.dtype)
+    return torch.where(beyond, capped, x)
+
+
+def max_rapidity_radius(k: torch.Tensor, dtype: torch.dtype, r: float = 1.2) -> torch.Tensor:
+    r"""The cap of :func:`clip_to_max_distance` in rapidity units, :math:`m_k/\sqrt{k} = m/\max(1, \sqrt{k})`."""
+    m = max_distance(dtype, r)
+    return m / k.sqrt().clamp_min(1.0)

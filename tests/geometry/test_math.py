@@ -343,3 +343,58 @@ def test_check_accepts_points_on_manifold() -> None:
     x = m.expmap0(torch.randn(10, 5) * 3)
     m.dist(x, x.flip(0))  # no error
     m.check_point_on_manifold(x)
+
+
+# --- huge and infinite tangent vectors (issue: expmap0 of a huge vector returned the origin) ----------------
+@pytest.mark.parametrize("dtype,norm", [(torch.float16, 257.0), (torch.float16, 6e4), (torch.float32, 1e20),
+                                        (torch.float32, 3e38), (torch.float64, 1e200)])
+@pytest.mark.parametrize("fn", ["expmap0", "expmap"])
+def test_huge_tangent_vectors_reach_the_clamp_rapidity_in_their_direction(dtype, norm: float, fn: str) -> None:
+    k = torch.tensor(0.7, dtype=dtype)
+    direction = torch.tensor([[0.0, 0.6, -0.8, 0.0], [0.0, 0.0, 0.0, -1.0]], dtype=F64)
+    u = (direction * norm).to(dtype)
+    x = lmath.expmap0(u, k) if fn == "expmap0" else lmath.expmap(lmath.origin(2, 4, k=k, dtype=dtype), u, k)
+    assert torch.isfinite(x).all()
+    r = lmath.dist0(x.double(), k.double()) / k.double().sqrt()
+    torch.testing.assert_close(r, torch.full_like(r, lmath.max_rapidity(dtype)), rtol=5e-3, atol=0)
+    cos = torch.nn.functional.cosine_similarity(x[:, 1:].double(), direction[:, 1:], dim=-1)
+    torch.testing.assert_close(cos, torch.ones_like(cos), rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_infinite_tangent_vectors_point_along_their_infinite_entries(dtype) -> None:
+    k = torch.tensor(2.0, dtype=dtype)
+    inf = float("inf")
+    u = torch.tensor([[0.0, inf, 1.0], [0.0, -inf, inf], [0.0, 0.0, 0.0]], dtype=dtype)
+    for x in (lmath.expmap0(u, k), lmath.expmap(lmath.origin(3, 3, k=k, dtype=dtype), u, k)):
+        assert torch.isfinite(x).all()
+        xs = x[:, 1:].double()
+        torch.testing.assert_close(xs[0] / xs[0].norm(), torch.tensor([1.0, 0.0], dtype=F64), atol=1e-3, rtol=0)
+        torch.testing.assert_close(xs[1] / xs[1].norm(), torch.tensor([-1.0, 1.0], dtype=F64) / 2**0.5,
+                                   atol=1e-3, rtol=0)
+        assert torch.equal(x[2], lmath.origin(3, k=k, dtype=dtype))
+
+
+def test_clamped_expmap_gradients_are_finite_and_correct() -> None:
+    """Beyond the clamp (θ > max_rapidity) the old sinhc branch overflowed and gave NaN gradients."""
+    k = _k(0.8)
+    u = torch.tensor([[0.0, 3e2, -4e2], [0.0, 1e3, 2.0]], dtype=F64, requires_grad=True)  # θ > 353 in float64
+    assert torch.autograd.gradcheck(lambda u, k: lmath.expmap0(u, k) * 1e-150, (u, k))
+    x = lmath.origin(2, 3, k=0.8, dtype=F64)
+    assert torch.autograd.gradcheck(lambda u, k: lmath.expmap(x, u, k) * 1e-150, (u, k))
+    for dtype, scale in ((torch.float32, 1e2), (torch.float32, 1e20), (torch.float16, 3e2)):
+        uu = (torch.tensor([[0.0, 0.6, -0.8]]) * scale).to(dtype).requires_grad_()
+        kk = torch.tensor(1.0, requires_grad=True)
+        for out in (lmath.expmap0(uu, kk.to(dtype)), lmath.expmap(lmath.origin(1, 3, dtype=dtype), uu, kk.to(dtype))):
+            gu, gk = torch.autograd.grad(out.float().sum() * 1e-18, [uu, kk])
+            assert torch.isfinite(gu.float()).all() and torch.isfinite(gk), (dtype, scale)
+
+
+def test_gradcheck_expmap_overflow_safe_norm_below_the_clamp() -> None:
+    """The scaled norm (u / max|u_i|) keeps the exact gradient of the unclamped branch, incl. d/dk."""
+    k = _k(3.0)
+    u = torch.tensor([[0.0, 1.5, -0.5, 2.0], [0.0, 1e-3, 0.0, 0.0]], dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda u, k: lmath.expmap0(u, k), (u, k))
+    x = _point(2, 4, k=3.0, scale=1.5).detach()
+    v = lmath.proju(x, u.detach(), k.detach()).requires_grad_()
+    assert torch.autograd.gradcheck(lambda v, k: lmath.expmap(x, v, k), (v, k))

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from lorentzcv import Lorentz
-from lorentzcv.geometry import RescaleConfig, max_distance, rescale, rescale_euclid
+from lorentzcv.geometry import (
+    RescaleConfig,
+    clip_to_max_distance,
+    max_distance,
+    max_rapidity_radius,
+    rescale,
+    rescale_euclid,
+)
 from lorentzcv.geometry import math as lmath
 
 from ._sampling import manifold_error
@@ -144,3 +151,65 @@ def test_module_rescale_uses_its_config() -> None:
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="RescaleConfig"):
         RescaleConfig(rho=1.5)
+
+
+# --- huge and infinite inputs (issue: rescale of an input with inf returned NaN silently) -------------------
+@pytest.mark.parametrize("k", [0.05, 1.0, 20.0])
+def test_infinite_inputs_map_to_the_radius_along_their_infinite_entries(k: float) -> None:
+    inf = float("inf")
+    kk = torch.tensor(k)
+    x = torch.tensor([[0.0, inf, 1.0, 0.0], [0.0, -inf, inf, 5.0], [1.0, 2.0, 3.0, 4.0]])
+    y = rescale(x, kk)
+    assert torch.isfinite(y).all()
+    m_k = max_distance(torch.float32) * min(1.0, math.sqrt(k))
+    d = lmath.dist0(y.double(), kk.double())
+    torch.testing.assert_close(d[:2], torch.full((2,), m_k, dtype=F64), rtol=1e-5, atol=0)
+    ys = y[:, 1:].double()
+    expected = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 1.0, 0.0]], dtype=F64)
+    torch.testing.assert_close(ys[:2] / ys[:2].norm(dim=-1, keepdim=True), expected / expected.norm(dim=-1,
+                               keepdim=True), atol=1e-6, rtol=0)
+    torch.testing.assert_close(y[2], rescale(x[2:], kk)[0])  # finite rows are unaffected by their neighbours
+    assert (manifold_error(y, kk) < 1e-6).all()
+    v = rescale_euclid(x[:, 1:], kk)
+    torch.testing.assert_close(v[:2].norm(dim=-1).double(), torch.full((2,), m_k, dtype=F64), rtol=1e-5, atol=0)
+    assert torch.isnan(rescale(torch.tensor([[0.0, float("nan"), 1.0]]), kk)).all()  # NaN stays NaN
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e30, 3e38])
+def test_float32_inputs_whose_squared_norm_overflows(scale: float) -> None:
+    k = torch.tensor(0.5)
+    direction = torch.tensor([[0.0, 0.6, -0.8, 0.0], [0.0, 0.0, 0.3, -0.4]], dtype=F64)
+    x = (direction * scale).float()
+    expected = rescale(x.double(), k.double(), dtype=torch.float32)  # float64 holds these squares
+    torch.testing.assert_close(rescale(x, k).double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rescale_euclid(x, k).double(), rescale_euclid(x.double(), k.double(),
+                               dtype=torch.float32), rtol=1e-5, atol=1e-5)
+
+
+def test_gradcheck_rescale_far_from_the_origin() -> None:
+    k = torch.tensor(0.6, dtype=F64, requires_grad=True)
+    x = _points(torch.tensor([3.0, 40.0, 1e4]), 0.6).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, k: rescale(x, k), (x, k))
+    v = (torch.randn(3, 5, dtype=F64) * torch.tensor([[1.0], [30.0], [1e5]], dtype=F64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda v, k: rescale_euclid(v, k), (v, k))
+    floor = RescaleConfig(min_rapidity=0.05)
+    assert torch.autograd.gradcheck(lambda x, k: rescale(x, k, config=floor), (x, k))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [0.05, 1.0, 20.0])
+def test_clip_to_max_distance(dtype: torch.dtype, k: float) -> None:
+    kk = torch.tensor(k, dtype=dtype)
+    m_k = max_distance(dtype) * min(1.0, math.sqrt(k))
+    rap = torch.tensor([0.1, 0.5, 0.999, 1.5, 4.0], dtype=F64) * m_k / math.sqrt(k)
+    xs = torch.randn(5, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    xs = xs / xs.norm(dim=-1, keepdim=True) * math.sqrt(k) * torch.sinh(rap)[:, None]
+    x = lmath.add_time(xs.clamp(-6e4, 6e4) if dtype == torch.float16 else xs, torch.tensor(k, dtype=F64)).to(dtype)
+    y = clip_to_max_distance(x, kk)
+    assert torch.equal(y[:3], x[:3])  # within the radius: untouched
+    d = lmath.dist0(y.double(), kk.double())
+    torch.testing.assert_close(d[3:], torch.full((2,), m_k, dtype=F64), rtol=2e-3, atol=0)
+    cos = torch.nn.functional.cosine_similarity(y[3:, 1:].double(), x[3:, 1:].double(), dim=-1)
+    torch.testing.assert_close(cos, torch.ones_like(cos))
+    r = max_rapidity_radius(kk.double(), dtype)
+    assert float(r) == pytest.approx(m_k / math.sqrt(k))
