@@ -9,7 +9,8 @@ config machinery, the CLI and the engine.
 
 ``train(Config())`` (``lorentzcv train`` without arguments) is the offline digits demo. See
 :mod:`lorentzcv.train.engine` for what a run does and writes, and :mod:`lorentzcv.train.config` for the
-configuration schema.
+configuration schema. A run that diverges stops with :class:`TrainingDivergedError`, a distributed run whose
+collective times out with :class:`DDPTimeoutError` (both one-line errors; the last finite checkpoint is kept).
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -32,8 +33,10 @@ from .config import (
     load_config,
     save_config,
 )
+from .distributed import DDPTimeoutError
 from .engine import (
     Trainer,
+    TrainingDivergedError,
     build_datasets,
     build_model,
     build_optimizer,
@@ -57,7 +60,7 @@ from .schedule import LRScheduler, schedule_factor
 
 __all__ = [
     "Config", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "OutputConfig",
-    "ConfigError", "CheckpointError", "load_config", "config_from_dict", "config_to_dict", "save_config",
+    "ConfigError", "CheckpointError", "TrainingDivergedError", "DDPTimeoutError", "load_config", "config_from_dict", "config_to_dict", "save_config",
     "Trainer", "train", "evaluate", "evaluate_checkpoint", "resume_config", "build_datasets", "build_model",
     "build_optimizer", "curvatures", "LRScheduler", "schedule_factor", "load_checkpoint", "save_checkpoint",
     "MetricRunConfig", "MetricModelConfig", "MetricDataConfig", "LossConfig", "MetricConfig", "MetricTrainer",

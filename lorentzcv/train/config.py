@@ -12,7 +12,10 @@ out and the paper's table rows in ``configs/`` set every protocol value explicit
 (0.1, 2)
 
 Validation is strict: an unknown key is a :class:`ConfigError` naming the valid keys of its section (with a
-close-match suggestion), and a value of the wrong type is a :class:`ConfigError` naming the expected type.
+close-match suggestion), a value of the wrong type is a :class:`ConfigError` naming the expected type, a
+non-finite number (``nan``, ``inf``) is refused wherever a number is expected, and values that can only give
+NaNs or crash the run (negative learning rates or factors, ``label_smoothing`` outside [0, 1], an unknown
+device) are refused before anything is built or written.
 ``--set`` values are parsed as YAML scalars (``true``, ``1e-4``, ``[60, 120]``, ``null``).
 """
 
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -167,6 +172,8 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
     channels_last: bool = False
     find_unused_parameters: bool = False  # DDP option
+    max_skipped_steps: int | None = 10  # stop after this many consecutive non-finite steps (null: never)
+    ddp_timeout_s: float = 300.0  # DDP collectives time out (and the job stops) after this many seconds
 
 
 @dataclass
@@ -179,6 +186,7 @@ class OutputConfig:
     checkpoints: bool = True
     tensorboard: bool = True  # only if the tensorboard package is installed
     progress: bool | None = None  # progress bar; None: only when stderr is a terminal
+    overwrite: bool = False  # replace the run in a non-empty output.dir (else refused; --resume continues it)
 
 
 @dataclass
@@ -204,17 +212,37 @@ class Config:
         return self
 
 
+#: ``train.device`` values: ``auto``, ``cpu``, ``cuda``/``cuda:N``, ``mps``, ``xpu``/``xpu:N``.
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
+
+
 def _shared_checks(cfg: Config | MetricRunConfig) -> list[tuple[bool, str]]:
     """``(ok, message)`` of the constraints both run configs have (train, data loader, optimizer, schedule)."""
     t, d, o, sc = cfg.train, cfg.data, cfg.optim, cfg.schedule
     return [
         (t.epochs >= 1, "train.epochs must be >= 1"),
+        (bool(_DEVICE_RE.match(t.device.strip().lower())),
+         f"train.device must be auto, cpu, cuda, cuda:N, mps or xpu, got {t.device!r}"),
+        (t.threads is None or t.threads >= 1, "train.threads must be >= 1, or null for torch's default"),
+        (0.0 <= t.label_smoothing <= 1.0, "train.label_smoothing must be in [0, 1]"),
+        (t.max_skipped_steps is None or t.max_skipped_steps >= 1,
+         "train.max_skipped_steps must be >= 1, or null to never stop a run for skipped steps"),
+        (t.ddp_timeout_s > 0, "train.ddp_timeout_s must be > 0 (seconds)"),
         (d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1 or null"),
         (d.num_workers >= 0, "data.num_workers must be >= 0"),
         (o.lr >= 0.0, "optim.lr must be >= 0"),
+        (o.manifold_lr is None or o.manifold_lr >= 0.0, "optim.manifold_lr must be >= 0 or null"),
+        (o.curvature_lr >= 0.0, "optim.curvature_lr must be >= 0"),
+        (o.weight_decay >= 0.0 and o.curvature_weight_decay >= 0.0,
+         "optim.weight_decay and optim.curvature_weight_decay must be >= 0"),
+        (o.momentum >= 0.0, "optim.momentum must be >= 0"),
+        (o.eps > 0.0, "optim.eps must be > 0"),
         (len(o.betas) == 2, "optim.betas must have two entries, e.g. [0.9, 0.999]"),
+        (all(0.0 <= b < 1.0 for b in o.betas), "optim.betas must be in [0, 1)"),
         (sc.gamma > 0.0, "schedule.gamma must be > 0"),
         (sc.warmup_epochs >= 0.0, "schedule.warmup_epochs must be >= 0"),
+        (0.0 <= sc.warmup_start_factor <= 1.0, "schedule.warmup_start_factor must be in [0, 1]"),
+        (0.0 <= sc.min_lr_factor <= 1.0, "schedule.min_lr_factor must be in [0, 1]"),
         (list(sc.milestones) == sorted(sc.milestones), "schedule.milestones must be increasing"),
         (t.eval_test_every >= 0, "train.eval_test_every must be >= 0"),
         (t.grad_clip_norm is None or t.grad_clip_norm > 0, "train.grad_clip_norm must be > 0 or null"),
@@ -475,14 +503,21 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return int(value)
         raise _fail(path, tp, value)
     if tp is float:
+        number: float | None = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise _fail(path, tp, value)
+        if number is None:
+            raise _fail(path, tp, value)
+        if not math.isfinite(number):
+            key = path.split("[", 1)[0]
+            raise ConfigError(f"config key '{path}' must be a finite number, got {value!r}; fix it in the YAML "
+                              f"file or with --set {key}=...")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -619,10 +654,12 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 
 
 def save_config(cfg: AnyConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (atomically)."""
+    """Write the resolved config as YAML (atomically and durably: temporary file, ``fsync``, rename)."""
     import os
+
+    from .checkpoint import replace_durably
 
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None))
-    os.replace(tmp, p)
+    replace_durably(tmp, p)

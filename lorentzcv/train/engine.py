@@ -17,14 +17,28 @@ One :class:`Trainer` runs one run directory:
 - **AMP**: ``bf16`` autocast (CPU or CUDA), ``fp16`` autocast + ``torch.amp.GradScaler``; hyperbolic layers
   keep their own float32 islands.
 - **Guards**: the global gradient norm is computed every step; a non-finite loss or gradient norm skips the
-  step on every rank (the decision is all-reduced), is logged, and counted in ``skipped_steps``. Optional
-  clipping by norm (``train.grad_clip_norm``) and by value (``train.grad_clip_value``).
+  step on every rank (the decision is all-reduced), is logged, and counted in ``skipped_steps``. A skipped
+  step leaves the model exactly as it was: the module buffers (batch-norm running statistics, which the
+  forward pass already updated from the bad batch) are restored from a copy taken before the forward. After
+  ``train.max_skipped_steps`` consecutive skipped steps (float16 loss-scale back-offs of the GradScaler are
+  not counted while the scale is >= 1: that is its normal search at start-up), or when a parameter, buffer
+  or optimizer state is non-finite at the end of an epoch, the run stops with
+  :class:`TrainingDivergedError` (a one-line error, exit status 2 on the command line) before writing a
+  checkpoint, so ``last.pt`` keeps the last finite epoch. Optional clipping by norm
+  (``train.grad_clip_norm``) and by value (``train.grad_clip_value``).
 - **DDP** under ``torchrun`` (:mod:`.distributed`): metrics are all-reduced sums, rank 0 writes the run
-  directory, and the shutdown releases the DDP wrapper before destroying the process group.
-- **Checkpoints** every epoch (``last.pt``, and ``best.pt`` when selecting on a validation split), atomic
-  and ``weights_only``-loadable (:mod:`.checkpoint`). ``resume`` restores model, optimizer, scheduler,
-  GradScaler, epoch, history and RNG states; the resumed run ends with exactly the weights of an
-  uninterrupted one (deterministic kernels assumed, e.g. CPU).
+  directory, the shutdown releases the DDP wrapper before destroying the process group, and collectives time
+  out after ``train.ddp_timeout_s`` (a :class:`~lorentzcv.train.distributed.DDPTimeoutError` naming the
+  stalled rank) instead of hanging.
+- **Run directory**: a non-empty ``output.dir`` is refused (before any data is read) unless the run is
+  resumed or ``output.overwrite=true`` (which removes the old run's files once the new run has been set up).
+  ``config.yaml`` is written only after the resume checks passed.
+- **Checkpoints** every epoch (``best.pt`` when selecting on a validation split, then ``last.pt``), atomic,
+  ``fsync``'d and ``weights_only``-loadable (:mod:`.checkpoint`). ``resume`` restores model, optimizer,
+  scheduler, GradScaler, epoch, history and RNG states; the resumed run ends with exactly the weights of an
+  uninterrupted one (deterministic kernels assumed, e.g. CPU) unless a setting that shapes the trajectory
+  changed (batch size, optimizer, schedule, epochs, world size, …): such a resume is logged as a warning
+  and recorded (``resumes`` in the checkpoints and ``summary.json``).
 """
 
 from __future__ import annotations
@@ -51,10 +65,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from .checkpoint import (
     CHECKPOINT_FORMAT,
+    RESUME_KEYS,
     CheckpointError,
     capture_rng_state,
     find_checkpoint,
     load_checkpoint,
+    remove_orphan_temp_files,
     restore_rng_state,
     save_checkpoint,
 )
@@ -69,19 +85,23 @@ from .config import (
 )
 from .distributed import (
     DistInfo,
+    ProgressBoard,
     all_gather_object,
     all_reduce_sum,
     broadcast_object,
     init_distributed,
+    is_timeout,
     params_digest,
     resolve_device,
     shutdown,
+    timeout_error,
 )
 from .recorder import RunRecorder, format_metrics_line, format_table
 from .schedule import LRScheduler
 
 __all__ = [
     "Trainer",
+    "TrainingDivergedError",
     "train",
     "evaluate",
     "evaluate_checkpoint",
@@ -94,6 +114,11 @@ __all__ = [
     "derive_seed",
     "curvatures",
 ]
+
+
+class TrainingDivergedError(ValueError):
+    """A run stopped because it diverged: too many consecutive non-finite steps, or a non-finite parameter,
+    buffer or optimizer state. Nothing non-finite was checkpointed; ``last.pt`` keeps the last finite epoch."""
 
 
 # ----------------------------------------------------------------------------------------- seeding
@@ -294,6 +319,71 @@ def _new_run_dir(cfg: Config) -> Path:
     return path
 
 
+#: Files and folders a run writes into its directory (what ``output.overwrite=true`` removes).
+RUN_FILES = ("config.yaml", "log.txt", "metrics.jsonl", "metrics.csv", "summary.json", "last.pt", "best.pt", "tb")
+
+#: Config keys that do not change the training trajectory (a resume may change them and stay exact).
+_RESUME_FREE = ("output.", "data.root", "data.download", "data.num_workers", "data.eval_batch_size",
+                "data.eval_subset", "train.device", "train.eval_test_every", "train.threads",
+                "train.max_skipped_steps", "train.ddp_timeout_s", "metric.eval_chunk_size", "metric.recall_ks",
+                "metric.map_at_r")
+
+
+def _occupied_error(run_dir: Path) -> str | None:
+    """Why a new run may not write into ``run_dir`` (``None`` when it is absent or an empty directory)."""
+    if not run_dir.exists():
+        return None
+    if not run_dir.is_dir():
+        return f"output.dir '{run_dir}' is a file, not a directory; pick another output.dir"
+    names = sorted(p.name for p in run_dir.iterdir())
+    if not names:
+        return None
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return (f"output.dir '{run_dir}' is not empty ({shown}); continue that run with `lorentzcv train --resume "
+            f"{run_dir}`, replace it with --set output.overwrite=true, or pick another output.dir")
+
+
+def _clear_run_files(run_dir: Path) -> None:
+    """Remove the files an earlier run wrote into ``run_dir`` (:data:`RUN_FILES` and temporary files)."""
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    remove_orphan_temp_files(run_dir)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def resume_changes(old_config: dict[str, Any], new_config: dict[str, Any], old_world: int | None,
+                   new_world: int) -> list[str]:
+    """The settings that differ between a checkpoint's config and the resumed run's and shape the training
+    trajectory (batch size, optimizer, schedule, epochs, seed, world size, …), as ``"key a -> b"`` strings.
+
+    Keys that only affect evaluation, logging or the machine (``output.*``, ``data.root``, ``train.device``,
+    ``train.threads``, ...) are not listed: changing them keeps a resume exact.
+    """
+    a, b = _flatten(old_config), _flatten(new_config)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key.startswith(_RESUME_FREE) or a.get(key) == b.get(key):
+            continue
+        out.append(f"{key} {a.get(key)!r} -> {b.get(key)!r}")
+    if old_world is not None and int(old_world) != int(new_world):
+        out.append(f"world size {int(old_world)} -> {int(new_world)}")
+    return out
+
+
 def resume_config(run: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
     """The config a run was started with (from its ``last.pt``), with ``--set`` overrides applied."""
     state = load_checkpoint(find_checkpoint(run, "last.pt"))
@@ -321,13 +411,34 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ public
     def run(self) -> dict[str, Any]:
-        """Train to ``cfg.train.epochs`` and return the summary (also written to ``summary.json``)."""
-        self.dist = init_distributed(self.cfg.train.device)
+        """Train to ``cfg.train.epochs`` and return the summary (also written to ``summary.json``).
+
+        Raises:
+            TrainingDivergedError: the run diverged (see the module docstring); ``last.pt`` keeps the last
+                finite epoch.
+            DDPTimeoutError: a collective of a distributed run timed out (``train.ddp_timeout_s``).
+            ConfigError, CheckpointError: bad settings, an occupied ``output.dir``, a checkpoint that cannot be
+                resumed; nothing in the run directory was changed.
+        """
+        t = self.cfg.train
+        self.dist = init_distributed(t.device, timeout_s=t.ddp_timeout_s)
+        self.progress = ProgressBoard(self.dist)
         ok = False
         try:
+            self._claim_run_dir()
             summary = self._run()
             ok = True
             return summary
+        except RuntimeError as exc:
+            if self.dist.distributed and is_timeout(exc):
+                err = timeout_error(exc, self.dist, t.ddp_timeout_s, self.progress)
+                self._note(f"error: {err}")
+                raise err from None
+            raise
+        except BaseException as exc:
+            text = str(exc).strip().splitlines()
+            self._note(f"error: {text[0] if text else type(exc).__name__}")
+            raise
         finally:
             rec = getattr(self, "rec", None)
             if rec is not None:
@@ -335,6 +446,32 @@ class Trainer:
             self._release()
             gc.collect()
             shutdown(self.dist, barrier=ok)
+
+    def _note(self, msg: str) -> None:
+        """Append ``msg`` to the run's ``log.txt`` (only once the run is open; not printed)."""
+        rec = getattr(self, "rec", None)
+        if rec is not None:
+            rec.note(msg)
+
+    def _claim_run_dir(self) -> None:
+        """Decide the run directory before any data is read, and refuse an occupied one.
+
+        A resumed run continues in its own directory. A new run's directory (``output.dir``, or a fresh
+        ``<root>/<name>-<timestamp>``) must be absent or empty unless ``output.overwrite=true``; rank 0 decides
+        and every rank gets the same answer.
+        """
+        if self.resume is not None:
+            self.run_dir = find_checkpoint(self.resume, "last.pt").parent
+            return
+        d = self.dist
+        answer = None
+        if d.is_main:
+            run_dir = _new_run_dir(self.cfg)
+            answer = (str(run_dir), None if self.cfg.output.overwrite else _occupied_error(run_dir))
+        run_dir, error = broadcast_object(answer, d)
+        if error is not None:
+            raise ConfigError(error)
+        self.run_dir = Path(run_dir)
 
     def _release(self) -> None:
         """Drop DDP (its reducer hooks live on the parameters, so the model and everything holding parameters
@@ -424,46 +561,76 @@ class Trainer:
         self._wrap_ddp(model)
 
     def _open_run(self) -> None:
-        """Run directory (created only once data and model are known to work), recorder and resume state.
+        """Run directory (written only once data, model and the resume state are known to work), recorder and
+        resume state.
 
-        The resume checkpoint is read on every rank: multi-node runs need the run dir on a shared filesystem.
+        Nothing in the run directory changes before every check passed: a rejected resume (finished run,
+        mismatching model, incomplete checkpoint) leaves ``config.yaml``, the metrics and the checkpoints as
+        they were. The resume checkpoint is read on every rank: multi-node runs need the run dir on a shared
+        filesystem.
         """
         cfg, dist_info, t = self.cfg, self.dist, self.cfg.train
         self.state: dict[str, Any] | None = None
-        if self.resume is not None:
-            path = find_checkpoint(self.resume, "last.pt")
-            self.state = load_checkpoint(path, map_location="cpu")
-            self.run_dir = path.parent
-            done = int(self.state["epoch"])
-            if done >= t.epochs:
-                raise ConfigError(
-                    f"run '{self.run_dir}' already finished {done} of train.epochs={t.epochs} epochs; "
-                    f"nothing to resume (pass --set train.epochs=N with N > {done} to train longer)"
-                )
-        else:
-            self.run_dir = Path(broadcast_object(str(_new_run_dir(cfg)) if dist_info.is_main else None,
-                                                 dist_info))
-        if dist_info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-        self.rec = RunRecorder(self.run_dir, enabled=dist_info.is_main, tensorboard=cfg.output.tensorboard,
-                               stream=self.stream)
-
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.resumes: list[dict[str, Any]] = []
+        self.consecutive_skips = 0
+        notes: list[str] = []
+        if self.resume is not None:
+            path = find_checkpoint(self.resume, "last.pt")
+            self.state = load_checkpoint(path, map_location="cpu", required=RESUME_KEYS)
+            self.run_dir = path.parent
+            done = int(self.state["epoch"])
+            if done > t.epochs or (done == t.epochs and (self.run_dir / "summary.json").is_file()):
+                raise ConfigError(
+                    f"run '{self.run_dir}' already finished {done} of train.epochs={t.epochs} epochs; "
+                    f"nothing to resume (pass --set train.epochs=N with N > {done} to train longer)"
+                )
+            changes = resume_changes(self.state["config"], config_to_dict(cfg),
+                                     self.state.get("meta", {}).get("world_size"), dist_info.world_size)
+            notes += self._load_state(self.state)  # raises (before anything is written) if it does not fit
+            self.resumes = list(self.state.get("resumes", []))
+            if changes:
+                self.resumes.append({"epoch": done, "changes": changes})
+                notes.append(f"warning: resuming with changed settings ({'; '.join(changes)}): the result will "
+                             "differ from an uninterrupted run")
+            if done == t.epochs:
+                notes.append(f"all {done} epochs are in last.pt but the run stopped before its summary: "
+                             "completing the records")
+        if dist_info.is_main:
+            if self.state is None and cfg.output.overwrite and self.run_dir.is_dir():
+                _clear_run_files(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for orphan in remove_orphan_temp_files(self.run_dir):
+                notes.append(f"removed {orphan.name}, a temporary file left by an interrupted write")
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.rec = RunRecorder(self.run_dir, enabled=dist_info.is_main, tensorboard=cfg.output.tensorboard,
+                               stream=self.stream)
         if self.state is not None:
-            self._load_state(self.state)
+            self.rec.set_history(self.history)
+        for note in notes:
+            self.rec.log(note)
+        self.progress.mark("set-up done")
 
     def _wrap_ddp(self, module: nn.Module) -> None:
-        """Wrap ``module`` (what the training step calls) in DDP when the run is distributed."""
+        """Wrap ``module`` (what the training step calls) in DDP when the run is distributed, and note its
+        buffers, which a skipped step restores (:meth:`_guarded_step`)."""
+        self.step_module = module
+        self.guard_buffers = list(module.buffers())
+        self.buffer_copies: list[torch.Tensor] | None = None
         if self.dist.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = nn.parallel.DistributedDataParallel(module, device_ids=ids,
                                                            find_unused_parameters=self.cfg.train.find_unused_parameters)
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def _load_state(self, state: dict[str, Any]) -> list[str]:
+        """Load a resume checkpoint into the model, optimizer, scheduler, scaler and RNGs; returns notes to log.
+
+        Raises:
+            CheckpointError: the checkpoint does not fit the model/optimizer built from the config.
+        """
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -479,11 +646,31 @@ class Trainer:
         self.start_epoch = int(state["epoch"])
         self.history = list(state.get("history", []))
         self.best = state.get("best")
-        if self.best is not None and (self.run_dir / "best.pt").is_file():
-            best = load_checkpoint(self.run_dir / "best.pt", map_location="cpu")
-            self.best_state = best["model"]
+        notes = self._load_best(state)
         restore_rng_state(state["rng"])
-        self.rec.set_history(self.history)
+        return notes
+
+    def _load_best(self, state: dict[str, Any]) -> list[str]:
+        """Pair ``best.pt`` with the resumed ``last.pt`` (``self.best``, ``self.best_state``); returns notes.
+
+        ``best.pt`` is written before ``last.pt``, so after an interruption between the two it can be one
+        epoch ahead: it is then adopted as the best so far (its own record), and the re-run of that epoch
+        replaces it only if it does better. A ``best.pt`` that matches neither is kept out of the selection.
+        """
+        path = self.run_dir / "best.pt"
+        if not path.is_file():
+            return []
+        best = load_checkpoint(path, map_location="cpu")
+        epoch, recorded = int(best["epoch"]), (self.best or {}).get("epoch")
+        if epoch == recorded:
+            self.best_state = best["model"]
+            return []
+        if epoch > int(state["epoch"]) and best.get("best") is not None:
+            self.best, self.best_state = best["best"], best["model"]
+            return [f"best.pt holds epoch {epoch}, saved before the interruption: it stays the best unless the "
+                    "re-run of that epoch does better"]
+        return [f"warning: best.pt holds epoch {epoch} but the run's records name epoch {recorded}; it is "
+                "not used and is replaced at the next improvement"]
 
     def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
         d = self.data
@@ -499,6 +686,7 @@ class Trainer:
             "config": config_to_dict(self.cfg),
             "history": self.history,
             "best": self.best,
+            "resumes": self.resumes,
             "meta": {"num_classes": d["num_classes"], "in_chans": d["in_chans"], "img_size": d["img_size"],
                      "world_size": self.dist.world_size, "torch": str(torch.__version__)},
         }
@@ -522,6 +710,8 @@ class Trainer:
         t_start = time.perf_counter()
         for epoch in range(self.start_epoch, t.epochs):
             row = self._train_epoch(epoch)
+            self._check_finite_state(epoch, row)
+            self.progress.mark(f"epoch {epoch + 1} evaluation")
             last = epoch + 1 == t.epochs
             if self.val_loader is not None:
                 v = self._eval(self.val_loader)
@@ -546,18 +736,58 @@ class Trainer:
 
     def _end_epoch(self, row: dict[str, Any], epoch: int, improved: bool,
                    format_line: Callable[[dict[str, Any], int], str]) -> None:
-        """Add the learning rates and curvatures to ``row``, record and log it, and write ``last.pt`` (and
-        ``best.pt`` when the validation metric ``improved``) on the main rank."""
+        """Add the learning rates and curvatures to ``row`` and log it; on the main rank write ``best.pt`` (when
+        the validation metric ``improved``), then ``last.pt``, then record the row in the metrics files.
+
+        ``best.pt`` goes first so that ``last.pt`` (what a resume reads) never names a best epoch whose file was
+        not written; the metrics files never hold an epoch the checkpoints do not.
+        """
         row.update(self._lrs())
         row.update({f"K/{n}": k for n, k in curvatures(self.model).items()})
         self.history.append(row)
-        self.rec.add(row)
         self.rec.log(format_line(row, self.cfg.train.epochs))
+        self.progress.mark(f"epoch {epoch + 1} checkpoint")
         if self.dist.is_main and self.cfg.output.checkpoints:
             state = self._checkpoint_state(epoch + 1)
-            save_checkpoint(state, self.run_dir / "last.pt")
             if improved:
                 save_checkpoint(state, self.run_dir / "best.pt")
+            save_checkpoint(state, self.run_dir / "last.pt")
+        self.rec.add(row)
+
+    def _saved_epoch_text(self) -> str:
+        """Which checkpoint a stopped run leaves behind, for the error message."""
+        done = int(self.history[-1]["epoch"]) if self.history else 0
+        if not self.cfg.output.checkpoints:
+            return "no checkpoint is written (output.checkpoints=false)"
+        if done == 0:
+            return "no checkpoint was written (no earlier epoch to keep)"
+        return f"{self.run_dir / 'last.pt'} keeps epoch {done}, the last finite state"
+
+    def _check_finite_state(self, epoch: int, row: dict[str, Any]) -> None:
+        """Raise :class:`TrainingDivergedError` if a parameter, buffer or optimizer state is non-finite after
+        ``epoch`` (checked on every rank, decided together), before anything of the epoch is saved."""
+        bad: str | None = None
+        named = [("parameter", n, p) for n, p in self.step_module.named_parameters()]
+        named += [("buffer", n, b) for n, b in self.step_module.named_buffers()]
+        names = {id(p): n for _, n, p in named}
+        for param, st in self.optimizer.state.items():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    named.append(("optimizer state", f"{k} of {names.get(id(param), 'a parameter')}", v))
+        for kind, name, v in named:
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                bad = f"{kind} '{name}'"
+                break
+        flag = torch.tensor([0.0 if bad is None else 1.0], device=self.device)
+        all_reduce_sum(flag, self.dist)
+        if flag.item() > 0:
+            where = bad or "a tensor on another rank"
+            raise TrainingDivergedError(
+                f"training diverged: {where} is non-finite after epoch {epoch + 1} (train loss "
+                f"{row.get('train_loss', math.nan):.4g}, {row.get('skipped_steps', 0)} skipped steps); the run "
+                f"stopped and {self._saved_epoch_text()}. Lower optim.lr (now {self.cfg.optim.lr:g}) or set "
+                "train.grad_clip_norm"
+            )
 
     def _lrs(self) -> dict[str, float]:
         groups = self.optimizer.param_groups
@@ -574,6 +804,7 @@ class Trainer:
     def _reseed_epoch(self, epoch: int) -> None:
         import random
 
+        self.epoch = epoch
         s = derive_seed(self.cfg.train.seed, epoch, self.dist.rank)
         random.seed(s)
         np.random.seed(s)
@@ -597,20 +828,46 @@ class Trainer:
 
 
     def _train_batches(self):
-        """``(step, images, labels)`` of one epoch on the device (``steps_per_epoch`` at most)."""
+        """``(step, images, labels)`` of one epoch on the device (``steps_per_epoch`` at most).
+
+        Before each batch is handed out the step module's buffers are copied (a skipped step restores them) and
+        this rank's progress is reported (:class:`~lorentzcv.train.distributed.ProgressBoard`).
+        """
         device = self.device
+        epoch = getattr(self, "epoch", 0)
         for step, (x, y) in enumerate(self.train_loader):
             if step >= self.steps_per_epoch:
                 break
+            self.progress.mark(f"epoch {epoch + 1} step {step + 1}")
             x = x.to(device, non_blocking=True)
             if self.cfg.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            self._copy_buffers()
             yield step, x, y.to(device, non_blocking=True)
+
+    def _copy_buffers(self) -> None:
+        """Copy the step module's buffers (batch-norm running statistics) into ``buffer_copies``."""
+        if not self.guard_buffers:
+            return
+        if self.buffer_copies is None:
+            self.buffer_copies = [b.detach().clone() for b in self.guard_buffers]
+        else:
+            torch._foreach_copy_(self.buffer_copies, self.guard_buffers)
+
+    def _restore_buffers(self) -> None:
+        """Undo what the forward pass of a skipped step wrote into the buffers."""
+        if self.guard_buffers and self.buffer_copies is not None:
+            with torch.no_grad():
+                torch._foreach_copy_(self.guard_buffers, self.buffer_copies)
 
     def _guarded_step(self, loss: torch.Tensor, opt, scaler, epoch: int, step: int, skipped: int) -> bool:
         """Backward (scaled under fp16), NaN/Inf guard, clipping and the optimizer step; False if skipped.
 
-        The skip decision is all-reduced so every rank skips together; the first three skips are logged.
+        The skip decision is all-reduced so every rank skips together; the first three skips of an epoch are
+        logged. A skipped step restores the buffers its forward pass changed. Consecutive skips are counted
+        (not the float16 loss-scale back-offs while the scale is >= 1, i.e. a finite loss whose scaled gradients
+        overflowed: the GradScaler's normal search); at ``train.max_skipped_steps`` the run stops with
+        :class:`TrainingDivergedError`.
         """
         t = self.cfg.train
         if scaler is not None:
@@ -620,21 +877,32 @@ class Trainer:
             loss.backward()
         grads = [p.grad for p in self.params if p.grad is not None]
         gnorm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
-        bad = (~torch.isfinite(gnorm)) | (~torch.isfinite(loss.detach()))
-        if self.dist.distributed:
-            flag = bad.to(torch.float32).reshape(1)
-            all_reduce_sum(flag, self.dist)
-            bad = flag[0] > 0
-        if bool(bad):
+        flags = torch.stack([~torch.isfinite(loss.detach()), ~torch.isfinite(gnorm)]).to(torch.float32)
+        all_reduce_sum(flags, self.dist)  # [ranks with a non-finite loss, ranks with a non-finite grad norm]
+        bad_loss, bad_grad = (bool(f > 0) for f in flags.tolist())
+        if bad_loss or bad_grad:
+            self._restore_buffers()
+            backoff = scaler is not None and not bad_loss  # fp16: the scaled gradients overflowed
+            if not (backoff and scaler.get_scale() >= 1.0):
+                self.consecutive_skips += 1
+            where = f"at epoch {epoch + 1} step {step + 1}"
             if skipped < 3:
-                where = f"at epoch {epoch + 1} step {step + 1}"
-                if scaler is not None and torch.isfinite(loss.detach()):  # the usual start-up back-off of fp16
+                if backoff:  # the usual start-up back-off of fp16
                     self.rec.log(f"float16 gradient overflow {where} at loss scale {scaler.get_scale():g}; step "
                                  "skipped, the GradScaler halves the scale")
                 else:
                     self.rec.log(f"warning: non-finite loss/gradient {where} (loss {loss.item():.4g}, grad norm "
                                  f"{gnorm.item():.4g}); step skipped")
+            limit = self.cfg.train.max_skipped_steps
+            if limit is not None and self.consecutive_skips >= limit:
+                raise TrainingDivergedError(
+                    f"training diverged: {self.consecutive_skips} consecutive steps had a non-finite loss or "
+                    f"gradient (the last {where}, loss {loss.item():.4g}, grad norm {gnorm.item():.4g}); the run "
+                    f"stopped and {self._saved_epoch_text()}. Lower optim.lr (now {self.cfg.optim.lr:g}), set "
+                    "train.grad_clip_norm, or raise train.max_skipped_steps if the skips are expected"
+                )
             return False
+        self.consecutive_skips = 0
         if t.grad_clip_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(self.params, t.grad_clip_norm, gnorm)
         if t.grad_clip_value is not None:  # HIER: every gradient element clamped to [-v, v]
@@ -720,7 +988,8 @@ class Trainer:
         """Summary entries every run has: curvatures, skipped steps, training time, world size."""
         return {"curvatures": curvatures(self.model),
                 "skipped_steps": int(sum(r.get("skipped_steps", 0) for r in self.history)),
-                "train_time": train_time, "world_size": self.dist.world_size}
+                "train_time": train_time, "world_size": self.dist.world_size,
+                **({"resumes": self.resumes} if self.resumes else {})}
 
     def _publish_summary(self, summary: dict[str, Any], trained: nn.Module) -> dict[str, Any]:
         """Add the DDP check (a digest of ``trained``'s parameters per rank), write ``summary.json`` and log the

@@ -11,7 +11,8 @@ Evaluate a run with ``lorentzcv eval RUN_DIR`` (Recall@K and MAP@R on the test p
 A YAML with ``task: metric`` at the top is a :class:`~lorentzcv.train.config.MetricRunConfig`, and
 :class:`MetricTrainer` runs it with the classification engine's machinery (:class:`~lorentzcv.train.Trainer`:
 run directory, ``config.yaml``, ``metrics.jsonl``/``.csv``, TensorBoard, atomic ``weights_only`` checkpoints,
-exact resume, the non-finite guard, AMP, DDP under ``torchrun``, the summary table). What differs, following
+exact resume, the non-finite guard (buffers restored on a skipped step, the run stopped when it diverges), AMP,
+DDP under ``torchrun`` with its timeout, the summary table). What differs, following
 HIER's protocol (spec §7.3):
 
 - **Data.** A class-disjoint metric dataset; batches from :class:`~lorentzcv.data.ClassBalancedBatchSampler`
@@ -560,8 +561,8 @@ class MetricTrainer(Trainer):
             self.learner = self.objective = None
             self.eval_loaders = self.val_loaders = {}
 
-    def _load_state(self, state: dict[str, Any]) -> None:
-        super()._load_state(state)
+    def _load_state(self, state: dict[str, Any]) -> list[str]:
+        notes = super()._load_state(state)
         try:
             self.objective.load_state_dict(state["objective"])
         except (KeyError, RuntimeError) as exc:
@@ -569,6 +570,7 @@ class MetricTrainer(Trainer):
                 f"checkpoint in '{self.run_dir}' has no matching objective state ({str(exc).strip()[:160]}); "
                 "resume with the same code and config"
             ) from None
+        return notes
 
     def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
         """The engine's checkpoint plus the objective (Proxy-Anchor proxies, LCAs) and the metric run's facts."""
@@ -600,6 +602,8 @@ class MetricTrainer(Trainer):
         t_start = time.perf_counter()
         for epoch in range(self.start_epoch, t.epochs):
             row = self._train_epoch(epoch)
+            self._check_finite_state(epoch, row)
+            self.progress.mark(f"epoch {epoch + 1} evaluation")
             last = epoch + 1 == t.epochs
             if last or (t.eval_test_every and (epoch + 1) % t.eval_test_every == 0):
                 r = self._evaluate(self.eval_loaders)

@@ -2,6 +2,10 @@
 
 Only rank 0 creates a :class:`RunRecorder` with a directory; other ranks get a silent one
 (``RunRecorder(None, enabled=False)``), so the engine never branches on the rank when logging.
+
+``metrics.csv`` and ``summary.json`` are replaced atomically and durably (temporary file, ``fsync``, rename);
+``metrics.jsonl`` and ``log.txt`` are appended to, and a resumed run rewrites ``metrics.jsonl`` from its
+checkpoint's history.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from .checkpoint import replace_durably
 
 __all__ = ["RunRecorder", "format_table", "format_metrics_line"]
 
@@ -112,6 +118,13 @@ class RunRecorder:
         with open(self.run_dir / "log.txt", "a") as fh:
             fh.write(msg + "\n")
 
+    def note(self, msg: str) -> None:
+        """Append ``msg`` to ``log.txt`` only (e.g. the error that stopped the run, already on stderr)."""
+        if not self.enabled:
+            return
+        with open(self.run_dir / "log.txt", "a") as fh:
+            fh.write(msg + "\n")
+
     # -------------------------------------------------------------------------------------- metrics
     def set_history(self, rows: Sequence[dict[str, Any]]) -> None:
         """Replace the metrics history (resume) and rewrite the files from it."""
@@ -149,14 +162,14 @@ class RunRecorder:
             w.writerow(cols)
             for r in self.rows:
                 w.writerow([_fmt(r.get(c)) for c in cols])
-        os.replace(tmp, self.run_dir / "metrics.csv")
+        replace_durably(tmp, self.run_dir / "metrics.csv")
 
     def write_json(self, name: str, obj: Any) -> None:
         if not self.enabled:
             return
         tmp = self.run_dir / f".{name}.tmp"
         tmp.write_text(json.dumps(_jsonable(obj), indent=2) + "\n")
-        os.replace(tmp, self.run_dir / name)
+        replace_durably(tmp, self.run_dir / name)
 
     def close(self) -> None:
         if self._tb is not None:
