@@ -1,4 +1,4 @@
-"""``lorentzcv`` command line: ``train``, ``eval``, ``models``, ``datasets``, ``bench``.
+"""``lorentzcv`` command line: ``train``, ``eval``, ``plot``, ``config``, ``models``, ``datasets``, ``bench``.
 
 Examples::
 
@@ -8,9 +8,12 @@ Examples::
     lorentzcv train configs/metric/demo/digits_dml_lhier.yaml     # metric learning (LHIER), offline
     torchrun --nproc_per_node=2 -m lorentzcv train CONFIG      # DDP (gloo on CPU, nccl on CUDA)
     lorentzcv eval runs/<run>/best.pt --split test
+    lorentzcv plot runs/<run-a> runs/<run-b> --out figures      # curves, curvature, Poincaré disk (PNG)
+    lorentzcv config configs/demo/digits_hecnn.yaml --set optim.lr=0.05   # the resolved config as YAML
     lorentzcv models 'hecnn*'
     lorentzcv datasets cifar10
-    lorentzcv bench --help
+    lorentzcv bench --only layers --out bench.json               # a table; the JSON in bench.json
+    lorentzcv --version
 
 Bad input (unknown config key, wrong type, missing dataset, corrupt checkpoint, unknown model) ends with a
 one-line ``error: ...`` on stderr and exit status 2; ``--debug`` shows the traceback instead.
@@ -19,15 +22,18 @@ one-line ``error: ...`` on stderr and exit status 2; ``--debug`` shows the trace
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
-import runpy
+import subprocess
 import sys
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["main", "build_parser", "find_benchmark"]
+__all__ = ["main", "build_parser", "find_benchmark", "format_bench", "version_string"]
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -79,13 +85,53 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import list_models
+def _cmd_plot(args: argparse.Namespace) -> int:
+    try:
+        from .plot import plot_runs
+    except ModuleNotFoundError as exc:  # pragma: no cover - matplotlib is a dependency
+        raise CLIError(f"`lorentzcv plot` needs {exc.name}: pip install matplotlib") from None
 
-    names = list_models(args.pattern)
-    if not names:
+    runs = [Path(r) for r in args.runs]
+    out = Path(args.out) if args.out else (runs[0] / "plots" if len(runs) == 1 else Path("plots"))
+    written = plot_runs(runs, out, embeddings=not args.no_embeddings, split=args.split, limit=args.limit or None,
+                        data_root=args.data, device=args.device,
+                        log=lambda msg: print(f"note: {msg}", file=sys.stderr))
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .train import load_config, resume_config
+    from .train.config import config_to_dict
+
+    src = args.config
+    if src is not None and Path(src).is_dir():
+        cfg = resume_config(src, args.set)  # a run directory: the config its last.pt was trained with
+    else:
+        cfg = load_config(src, args.set)
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None), end="")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import list_embedding_models, list_models
+
+    classifiers, embedders = list_models(args.pattern), list_embedding_models(args.pattern)
+    if not classifiers and not embedders:
         raise CLIError(f"no model matches {args.pattern!r}; run `lorentzcv models` for the full list")
-    print("\n".join(names))
+    if args.names:
+        print("\n".join(classifiers + embedders))
+        return 0
+    sections = [
+        ("classifiers (create_model(NAME); in timm also lorentzcv_NAME, and resnet18/50 only as "
+         "lorentzcv_resnet18/50)", classifiers),
+        ("embedding models (models.embedding.EMBEDDING_ENTRYPOINTS[NAME], or create_embedding_model)", embedders),
+    ]
+    blocks = [title + ":\n" + "\n".join(f"  {n}" for n in names) for title, names in sections if names]
+    print("\n\n".join(blocks))
     return 0
 
 
@@ -120,6 +166,77 @@ def find_benchmark() -> Path | None:
     return None
 
 
+_BENCH_COLUMNS = (
+    ("time_ms", "ms"), ("time_ratio", "x time"), ("act_mem_mb", "act MB"), ("peak_extra_mb", "peak MB"),
+    ("rss_peak_extra_mb", "RSS MB"), ("mem_ratio", "x mem"), ("kernel_ops", "kernel ops"),
+    ("kernel_ops_ratio", "x ops"), ("launches", "launches"), ("launches_ratio", "x launches"),
+)
+
+
+def _bench_tables(node: Any, path: list[str]) -> Iterator[tuple[list[str], dict[str, dict[str, Any]]]]:
+    """The ``{contender: {metric: number}}`` groups of a benchmark result, with their paths."""
+    if not isinstance(node, dict) or not node:
+        return
+    if all(isinstance(v, dict) and "time_ms" in v for v in node.values()):
+        yield path, node
+        return
+    for k, v in node.items():
+        yield from _bench_tables(v, [*path, str(k)])
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return str(v) if isinstance(v, int) else f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+
+
+def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(cells, widths)))
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    """Readable tables of a ``benchmarks/compute.py`` JSON result: one table per pass and suite (time, ratios to
+    the Euclidean counterpart, memory, kernel ops), then the targets."""
+    c = result.get("config", {})
+    head = ", ".join(f"{k} {c[k]}" for k in ("device", "batch", "channels", "size", "threads", "timer") if c.get(k))
+    lines = [f"lorentzcv bench: {head}" if head else "lorentzcv bench"]
+    for section in ("layers", "models"):
+        for path, group in _bench_tables(result.get(section), [section]):
+            cols = [(k, t) for k, t in _BENCH_COLUMNS if any(k in e for e in group.values())]
+            rows = [[name, *(_num(e.get(k)) for k, _ in cols)] for name, e in group.items()]
+            header = ["/".join(path), *(t for _, t in cols)]
+            widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+            lines += ["", _row(header, widths), "  ".join("-" * w for w in widths), *(_row(r, widths) for r in rows)]
+    targets = result.get("targets") or {}
+    if targets:
+        lines += ["", "targets (ratio to Euclidean <= target):"]
+        for name, t in targets.items():
+            met = "met" if t.get("met") else "NOT met"
+            lines.append(f"  {name}: {_num(t.get('ratio'))} (target {_num(t.get('target'))}) {met}")
+    if result.get("wall_s") is not None:
+        lines += ["", f"{result['wall_s']} s; ratios are to the Euclidean counterpart measured in the same run"]
+    return "\n".join(lines)
+
+
+def _split_bench_args(argv: list[str]) -> tuple[list[str], str | None, bool]:
+    """Take ``--out FILE``/``--out=FILE`` and ``--json`` (ours) out of the arguments for compute.py."""
+    rest, out, as_json, i = [], None, False, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--json":
+            as_json = True
+        elif a == "--out" and i + 1 < len(argv):
+            out, i = argv[i + 1], i + 1
+        elif a.startswith("--out="):
+            out = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    return rest, out, as_json
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     path = find_benchmark()
     if path is None:
@@ -130,31 +247,67 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     argv = list(args.bench_args)
     if argv[:1] == ["--"]:
         argv = argv[1:]
-    old = sys.argv
-    sys.argv = [str(path), *argv]
-    try:
-        runpy.run_path(str(path), run_name="__main__")
-    except SystemExit as exc:  # the benchmark's own argparse/exit
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    finally:
-        sys.argv = old
+    if any(a in ("-h", "--help") for a in argv):
+        print("lorentzcv bench [OPTIONS of benchmarks/compute.py] [--out FILE.json] [--json]\n"
+              "  prints readable tables; --out also writes the full JSON, --json prints the JSON instead.\n"
+              "  The benchmark's own stderr (profiler messages) is kept off the terminal unless it fails.\n")
+        sys.stdout.flush()
+        return subprocess.run([sys.executable, str(path), "--help"]).returncode
+    argv, out, as_json = _split_bench_args(argv)
+    with tempfile.TemporaryDirectory(prefix="lorentzcv-bench-") as tmp:
+        json_path = Path(out) if out else Path(tmp) / "result.json"
+        if out:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"running {path} {' '.join(argv)} (this takes a while)", file=sys.stderr, flush=True)
+        proc = subprocess.run([sys.executable, str(path), *argv, "--out", str(json_path)], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            print(tail, file=sys.stderr)
+            print(f"error: benchmarks/compute.py failed (exit status {proc.returncode})", file=sys.stderr)
+            return proc.returncode
+        try:
+            result = json.loads(json_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"benchmarks/compute.py wrote no readable JSON ({exc})") from None
+    print(json.dumps(result, indent=1) if as_json else format_bench(result))
+    if out:
+        print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def version_string() -> str:
+    """``lorentzcv X (torch Y, timm Z, Python W)``, for ``--version`` and bug reports."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    def ver(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"lorentzcv {__version__} (torch {ver('torch')}, timm {ver('timm')}, Python {platform.python_version()})"
 
 
 # --------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    """The ``lorentzcv`` argument parser (subcommands ``train``, ``eval``, ``models``, ``datasets``, ``bench``)."""
+    """The ``lorentzcv`` argument parser (subcommands ``train``, ``eval``, ``plot``, ``config``, ``models``,
+    ``datasets``, ``bench``)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show full tracebacks instead of one-line errors")
 
     parser = argparse.ArgumentParser(
         prog="lorentzcv", parents=[common],
-        description="Hyperbolic (Lorentz) CNNs with curvature-aware optimization: train, evaluate, list, benchmark.",
+        description="Hyperbolic (Lorentz) CNNs with curvature-aware optimization: train, evaluate, plot, list, "
+                    "benchmark.",
         epilog="Run `lorentzcv COMMAND --help` for the options of a command. `lorentzcv train` with no arguments "
                "runs the offline digits demo.",
     )
+    parser.add_argument("--version", action="version", version=version_string())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -192,10 +345,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser(
+        "plot", parents=[common], help="draw training curves, curvature and Poincaré-disk embeddings of runs",
+        description="Write PNGs of one or several runs (one colour per run): curves.png (losses, accuracy, "
+                    "Recall@1/MAP@R per epoch), curvature.png (K = -1/k of every manifold per epoch) and, for "
+                    "metric-learning runs whose checkpoint and dataset are available, poincare.png (test "
+                    "embeddings in the Poincaré disk by class and superclass).",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `lorentzcv train`")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: RUN_DIR/plots for one run, else ./plots)")
+    p.add_argument("--no-embeddings", action="store_true", help="skip the Poincaré disk (needs the data)")
+    p.add_argument("--data", metavar="ROOT", help="dataset root for the Poincaré disk (default: the run's)")
+    p.add_argument("--split", default="test", choices=["test", "train"],
+                   help="embed the test (unseen classes) or training split (default: test)")
+    p.add_argument("--limit", type=int, default=2000, help="at most N embedded images, spread over the split "
+                   "(0 = all; default 2000)")
+    p.add_argument("--device", default="cpu", help="device for the embeddings: cpu (default), cuda, auto")
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("config", parents=[common], help="print the resolved config (YAML)",
+                       description="Print the config a run would use, as YAML: CONFIG (default: the digits demo) "
+                                   "or a run directory, with --set overrides applied and every default filled in.")
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="YAML config file or run directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.set_defaults(func=_cmd_config)
+
     p = sub.add_parser("models", parents=[common], help="list the registered models",
-                       description="List the registered model names (create_model names).")
+                       description="List the classifiers (create_model / timm.create_model names) and the "
+                                   "metric-learning embedding models.")
     p.add_argument("pattern", nargs="?", default="*", metavar="PATTERN",
                    help="shell-style filter, e.g. 'hecnn*' (default: all)")
+    p.add_argument("--names", action="store_true", help="only the names, one per line")
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("datasets", parents=[common], help="list the datasets with their expected layouts",
@@ -204,9 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", metavar="NAME", help="show only this dataset")
     p.set_defaults(func=_cmd_datasets)
 
-    p = sub.add_parser("bench", help="run the compute benchmark (benchmarks/compute.py)",
-                       description="Run benchmarks/compute.py of the source checkout; every argument after "
-                                   "`bench` is passed to it (`lorentzcv bench --help` shows its options).",
+    p = sub.add_parser("bench", help="run the compute benchmark (benchmarks/compute.py), print a table",
+                       description="Run benchmarks/compute.py of the source checkout and print its result as "
+                                   "tables; --out FILE also writes the JSON, --json prints it instead; the other "
+                                   "arguments go to compute.py (`lorentzcv bench --help` shows them).",
                        add_help=False)
     p.add_argument("bench_args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments of compute.py")
     p.set_defaults(func=_cmd_bench)
