@@ -47,6 +47,7 @@ import io
 import json
 import math
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -120,6 +121,8 @@ def train_one(method: str, seed: int, run_dir: Path, quick: bool, extra: Sequenc
     if old and old.get("config_digest") == digest and old.get("status") == "ok" and not force:
         print(f"  {key}: cached (R@1 {100 * old['recall']['1']:.2f} %)", flush=True)
         return old
+    if run_dir.exists():  # a stale directory of an earlier or interrupted run: start afresh
+        shutil.rmtree(run_dir)
     t0 = time.perf_counter()
     s = train(cfg, stream=io.StringIO())
     wall = time.perf_counter() - t0

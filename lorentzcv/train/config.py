@@ -63,6 +63,10 @@ class ConfigError(ValueError):
     """A configuration problem the user can fix (unknown key, wrong type, bad value, unreadable file)."""
 
 
+class _NonFiniteError(ConfigError):
+    """A number that is ``nan`` or ``inf`` (the right type, so a ``X | None`` union must not swallow it)."""
+
+
 # --------------------------------------------------------------------------------------------- sections
 @dataclass
 class ModelConfig:
@@ -470,6 +474,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(value, arg, path)
+            except _NonFiniteError:
+                raise
             except ConfigError:
                 continue
         raise _fail(path, tp, value)
@@ -515,7 +521,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             raise _fail(path, tp, value)
         if not math.isfinite(number):
             key = path.split("[", 1)[0]
-            raise ConfigError(f"config key '{path}' must be a finite number, got {value!r}; fix it in the YAML "
+            raise _NonFiniteError(f"config key '{path}' must be a finite number, got {value!r}; fix it in the YAML "
                               f"file or with --set {key}=...")
         return number
     if tp is str:

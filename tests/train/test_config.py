@@ -92,6 +92,58 @@ def test_cross_field_validation(override, expected):
         load_config(None, [override])
 
 
+@pytest.mark.parametrize(
+    "override",
+    ["optim.lr=nan", "optim.lr=.inf", "optim.weight_decay=nan", "optim.curvature_lr=nan", "optim.manifold_lr=inf",
+     "schedule.warmup_start_factor=nan", "schedule.gamma=-.inf", "optim.betas=[0.9, nan]", "model.k_init=inf",
+     "train.grad_clip_norm=nan", "train.ddp_timeout_s=inf"],
+)
+def test_non_finite_numbers_are_refused_anywhere(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"'{key}(\[1\])?' must be a finite number"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optim.curvature_lr=-1e-4", "optim.curvature_lr must be >= 0"),
+        ("optim.manifold_lr=-0.1", "optim.manifold_lr must be >= 0"),
+        ("optim.weight_decay=-1", "weight_decay must be >= 0"),
+        ("schedule.min_lr_factor=-5", r"schedule.min_lr_factor must be in \[0, 1\]"),
+        ("schedule.warmup_start_factor=-0.1", r"schedule.warmup_start_factor must be in \[0, 1\]"),
+        ("train.label_smoothing=2", r"train.label_smoothing must be in \[0, 1\]"),
+        ("train.threads=-1", "train.threads must be >= 1"),
+        ("train.device=meta", "train.device must be auto, cpu, cuda"),
+        ("train.max_skipped_steps=0", "train.max_skipped_steps must be >= 1"),
+        ("train.ddp_timeout_s=0", "train.ddp_timeout_s must be > 0"),
+        ("optim.betas=[0.9, 1.5]", r"optim.betas must be in \[0, 1\)"),
+        ("optim.eps=0", "optim.eps must be > 0"),
+    ],
+)
+def test_values_that_can_only_give_nans_or_crash_are_refused(override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(None, [override])
+
+
+def test_refused_values_leave_no_run_directory(tmp_path, capsys):
+    from lorentzcv.cli import main
+
+    run = tmp_path / "run"
+    for override in ("train.label_smoothing=2", "train.threads=-1", "train.device=meta", "optim.lr=nan"):
+        assert main(["train", "--set", override, "--set", f"output.dir={run}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
+    assert "must be a finite number" in err[3]
+    assert not run.exists()
+
+
+def test_reliability_defaults():
+    t, o = Config().train, Config().output
+    assert t.max_skipped_steps == 10 and t.ddp_timeout_s == 300.0 and o.overwrite is False
+    assert load_config(None, ["train.max_skipped_steps=null"]).train.max_skipped_steps is None
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
