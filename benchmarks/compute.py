@@ -55,6 +55,7 @@ The reference figures (CPU, float32, batch 32, 64 channels, 32×32, forward+back
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import platform
@@ -70,9 +71,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lorentzcv.geometry import Lorentz, RescaleConfig
 from lorentzcv.geometry import math as lmath
+from lorentzcv.kernels import LAUNCHES, emulate_cuda
 from lorentzcv.models import create_model, list_models
 from lorentzcv.nn import LorentzBatchNorm2d, LorentzConv2d
 from lorentzcv.optim import create_optimizer
@@ -197,6 +200,75 @@ def _add_kernel_ops(res: dict[str, dict], steps: dict[str, Step], base: str) -> 
         res[n]["kernel_ops_ratio"] = round(counts[n] / counts[base], 2) if counts[base] else None
 
 
+#: Ops that launch no kernel on a GPU: allocations, aliasing and bookkeeping (view ops are recognised by their
+#: schema, ``OpOverload.is_view``).
+_FREE_OPS = frozenset({
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "detach", "alias", "lift_fresh",
+    "set_", "resize_", "_record_function_enter_new", "_record_function_exit", "_reshape_alias", "is_same_size",
+    "_has_same_storage_numel", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "_version",
+})
+
+
+class _LaunchCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self.ops[func.name()] += _launches_of(func, args, kwargs)
+        return func(*args, **kwargs)
+
+
+def _launches_of(func, args, kwargs) -> int:
+    name = func.name()  # e.g. "aten::mul.Tensor", "lorentzcv::fused_lift"
+    packet = name.split(".")[0]
+    if packet in LAUNCHES:
+        return LAUNCHES[packet]
+    base = packet.split("::")[-1]
+    if func.is_view or base in _FREE_OPS:
+        return 0
+    if base == "convolution_backward":  # grad input, grad weight, grad bias: one kernel each that is asked for
+        mask = args[-1] if len(args) >= 11 else kwargs.get("output_mask", [True, True, True])
+        return sum(bool(m) for m in mask)
+    return 1
+
+
+def count_launches(step: Step, *, by_op: bool = False) -> int | dict[str, int]:
+    """Kernel launches of one call of ``step`` (forward, backward, optimizer; after a warm-up call) as the
+    default path of a CUDA user dispatches them, counted on any device.
+
+    How it is counted: the step runs under :func:`lorentzcv.kernels.emulate_cuda` — the Lorentz layers take the
+    branches a CUDA tensor takes (the fused kernels, no CPU-only cache blocking or host-synchronising
+    shortcuts) — and under a ``TorchDispatchMode`` that sees every ATen/custom op *below autograd*, i.e. the
+    ops that actually run (composite ops arrive decomposed; what an op calls internally is not seen). Each op
+    counts as the kernels it launches on CUDA: view ops (by schema) and allocations/bookkeeping (``_FREE_OPS``)
+    0; ``convolution_backward`` one per gradient asked for (input, weight, bias); a fused ``lorentzcv::`` op its
+    declared count (:data:`lorentzcv.kernels.LAUNCHES`: e.g. the fused lift 1 forward, 2 backward); a
+    ``_foreach_*`` op 1 (CUDA's multi-tensor apply launches one kernel per few hundred thousand elements:
+    1–3 at these model sizes, so this slightly favours the Euclidean optimizers); every other op 1. Optimizers
+    must be built as on CUDA (``foreach=True`` for ``torch.optim``; :func:`_model_and_step` does that when
+    counting). The count depends on neither the machine nor the thread count (a test pins this).
+
+    Args:
+        step: a zero-argument callable (one training step or layer call).
+        by_op: return the launches per op name instead of the total.
+    """
+    step()
+    with emulate_cuda(), _LaunchCounter() as counter:
+        step()
+    ops = {k: v for k, v in counter.ops.items() if v}
+    return dict(sorted(ops.items(), key=lambda kv: -kv[1])) if by_op else sum(ops.values())
+
+
+def _add_launches(res: dict[str, dict], steps: dict[str, Step], base: str) -> None:
+    """``launches`` and ``launches_ratio`` (to ``base``) into every entry of ``res``."""
+    counts = {n: count_launches(steps[n]) for n in res}
+    for n in res:
+        res[n]["launches"] = counts[n]
+        res[n]["launches_ratio"] = round(counts[n] / counts[base], 2) if counts[base] else None
+
+
 def interleaved(
     steps: dict[str, Step], repeats: int, warmup: int, device: torch.device
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
@@ -300,18 +372,23 @@ def bench_layers(args: argparse.Namespace, device: torch.device, amp: bool) -> d
         out[suite] = _summary(times, mem, base, "act_mem_mb" if device.type == "cpu" else "peak_extra_mb",
                               args.timer)
         _add_kernel_ops(out[suite], steps, base)
+        _add_launches(out[suite], steps, base)
     return out
 
 
 # ------------------------------------------------------------------------------------------------------------
 # models
 # ------------------------------------------------------------------------------------------------------------
-def _model_and_step(name: str, args: argparse.Namespace, device: torch.device, amp: bool):
+def _model_and_step(name: str, args: argparse.Namespace, device: torch.device, amp: bool,
+                    foreach: bool | None = None):
+    """Model, optimizer, batch and training step of ``name`` (``foreach=True``: the optimizers as CUDA runs
+    them, for :func:`count_launches`; ``None``: torch's default for the device)."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=args.num_classes, img_size=args.size, width=args.channels).to(device)
     model.train()
     opt_name = "rsgd" if model.manifolds() else "sgd"
-    opt = create_optimizer(model, opt_name, lr=0.01, weight_decay=5e-4, momentum=0.9, nesterov=True)
+    opt = create_optimizer(model, opt_name, lr=0.01, weight_decay=5e-4, momentum=0.9, nesterov=True,
+                           foreach=foreach)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     y = torch.randint(0, args.num_classes, (args.batch,), device=device)
 
@@ -364,6 +441,7 @@ def bench_models(args: argparse.Namespace, device: torch.device, amp: bool) -> d
         for n in group:
             res[n].update(info[n])
         _add_kernel_ops(res, steps, base)
+        _add_launches(res, {n: _model_and_step(n, args, device, amp, foreach=True)[3] for n in group}, base)
         out.update(res)
     if args.rss and device.type == "cpu":
         for name in names:

@@ -12,12 +12,14 @@ one partial sum of ``∂L/∂k`` per program.
 import triton
 import triton.language as tl
 
+
 @triton.jit
 def _asinh_pos(n):  # n >= 0; log1p(z) = log(u)·z/(u-1), u = 1+z (exact to rounding near 0)
     n2 = n * n
     z = n + n2 / (1.0 + tl.sqrt(1.0 + n2))
     u = 1.0 + z
     return tl.where(u == 1.0, z, tl.log(u) * z / (u - 1.0))
+
 
 @triton.jit
 def _sinh_pos(b):  # b >= 0, Taylor below 0.5 (no cancellation)
@@ -26,12 +28,14 @@ def _sinh_pos(b):  # b >= 0, Taylor below 0.5 (no cancellation)
     e = tl.exp(b)
     return tl.where(b < 0.5, ser, 0.5 * (e - 1.0 / e))
 
+
 @triton.jit
 def _tanh_pos(u):  # u >= 0, Taylor below 0.25
     u2 = u * u
     ser = u * (1.0 + u2 * (-1.0 / 3.0 + u2 * (2.0 / 15.0 + u2 * (-17.0 / 315.0 + u2 * (62.0 / 2835.0)))))
     e = tl.exp(-2.0 * u)
     return tl.where(u < 0.25, ser, (1.0 - e) / (1.0 + e))
+
 
 @triton.jit
 def _scale(sq, k, m0, mc):  # rescaling: (ratio, n, r, th, b) per pixel, as fast_scale
@@ -43,6 +47,7 @@ def _scale(sq, k, m0, mc):  # rescaling: (ratio, n, r, th, b) per pixel, as fast
     b = (m / sk) * th
     ratio = tl.where(sq > 0.0, _sinh_pos(b) / n, mc)
     return ratio, n, r, th, b
+
 
 @triton.jit
 def lift_fwd(X, Y, K, OUT, SQ, C, inner, npix,
@@ -81,6 +86,7 @@ def lift_fwd(X, Y, K, OUT, SQ, C, inner, npix,
             v += tl.load(yb + c * syc, mask=mask, other=0.0).to(tl.float32)
         tl.store(ob + (c + 1) * soc, v * ratio, mask=mask)
     tl.store(SQ + o * sqo + i * sqi, sq, mask=mask)
+
 
 @triton.jit
 def lift_bwd(G, OUT, SQ, K, GIN, GKP, C, inner, npix,

@@ -1,0 +1,62 @@
+"""Run the Triton lift kernels in Triton's interpreter against the eager closed form; print JSON errors.
+
+Run as a script with ``TRITON_INTERPRET=1`` in the environment (``test_fused_lift.py`` does that in a
+subprocess: the variable must be set before Triton is first imported).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from lorentzcv.kernels import lift as KL
+
+
+def _cases():
+    g = torch.Generator().manual_seed(0)
+
+    def rnd(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g) * scale
+
+    for k in (0.05, 1.0, 4.0):
+        for src in (0, 1, 2):
+            for rescale in ((False, True) if src != 1 else (False,)):
+                x = rnd(3, 6 + (src > 0), 5, 7, scale=2.0)
+                x[0, :, 0, 0] = 0  # an exact zero vector (space)
+                x[1, :, 1, 1] *= 1e-6  # a tiny one
+                x[2, :, 2, 2] *= 1e3  # a far one (rescaling saturates)
+                y = rnd(*x.shape) if src == 2 else None
+                yield f"k{k}-src{src}-rs{int(rescale)}", x, y, k, src, 1, rescale
+    # layouts: channels-last maps, vectors (dim -1), one pixel, a pixel count that is not a multiple of the block
+    yield "channels_last", rnd(2, 5, 4, 3).contiguous(memory_format=torch.channels_last), None, 1.0, 0, 1, True
+    yield "vectors", rnd(9, 17, scale=3.0), None, 0.5, 0, 1, True
+    yield "one_pixel", rnd(1, 4, 1, 1), None, 1.0, 0, 1, True
+    yield "odd_count", rnd(3, 3, 9, 11), rnd(3, 3, 9, 11), 2.0, 2, 1, True
+
+
+def main() -> None:
+    m0, mc = 1.2 * 0.5 * math.acosh(1 / (2 * torch.finfo(torch.float32).eps)), math.atanh(0.99) / 2.0
+    out = {}
+    for name, x, y, k, src, dim, rescale in _cases():
+        kt = torch.tensor(k)
+        ref_out, ref_sq = KL._fused_lift_op(x, y, kt, src, dim, rescale, m0, mc)
+        tri_out, tri_sq = KL.launch_triton_lift(x, y, kt, src, dim, rescale, m0, mc)
+        gout = torch.randn(ref_out.shape, generator=torch.Generator().manual_seed(2))
+        if name == "one_pixel":
+            gout = gout[:1, :1].expand_as(ref_out)  # a broadcast (stride-0) gradient
+        ref_g, ref_gk = KL._fused_lift_backward_op(gout, ref_out, ref_sq, kt, src, dim, rescale, m0, mc)
+        tri_g, tri_gk = KL.launch_triton_lift_backward(gout, ref_out, ref_sq, kt, src, dim, rescale, m0, mc)
+
+        def rel(a, b):
+            return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+        out[name] = {"out": rel(tri_out, ref_out), "sq": rel(tri_sq, ref_sq), "grad": rel(tri_g, ref_g),
+                     "grad_k": rel(tri_gk, ref_gk), "layout_kept": tri_out.stride() == ref_out.stride(),
+                     "finite": bool(torch.isfinite(tri_out).all() and torch.isfinite(tri_g).all())}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The fused lift (``lorentzcv.kernels.lift``): custom ops vs the eager closed forms, the Triton kernels in Triton's
+interpreter, gradients in float64, and the layers/models on the fused path vs the eager one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lorentzcv.geometry import Lorentz, RescaleConfig
+from lorentzcv.geometry import math as lmath
+from lorentzcv.kernels import backend, emulate_cuda, triton_available, use_fused
+from lorentzcv.kernels import lift as KL
+from lorentzcv.models import create_model
+from lorentzcv.nn import LorentzConv2d, LorentzReLU, LorentzResidual
+
+HERE = Path(__file__).resolve().parent
+M0, MC = 11.48, 1.32  # a rescaling radius (before min(1, √k)) and m·c
+
+
+def _points(shape, k, scale=1.0, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    ys = torch.randn(shape, generator=g, dtype=dtype) * scale
+    return lmath.add_time(ys, torch.tensor(k, dtype=dtype), dim=1)
+
+
+@pytest.mark.skipif(not triton_available(), reason="Triton is not installed")
+def test_triton_kernels_match_the_eager_closed_form_in_the_interpreter():
+    """Every source, with and without rescaling, k at 0.05/1/4, zero/tiny/far vectors, channels-last maps, vectors,
+    one pixel with a broadcast gradient, a pixel count that is not a multiple of the block."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, str(HERE / "_triton_cases.py")], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(res) == 19
+    for name, r in res.items():
+        assert r["finite"] and r["layout_kept"], name
+        assert r["out"] < 1e-5 and r["sq"] < 1e-5, (name, r)
+        assert r["grad"] < 1e-5 and r["grad_k"] < 5e-5, (name, r)
+
+
+@pytest.mark.parametrize("src,rescale", [("space", False), ("space", True), ("relu", False), ("sum", False),
+                                         ("sum", True)])
+def test_fused_lift_gradcheck_float64(src, rescale):
+    k = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    if src == "space":
+        x = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+        args = (x,)
+    else:
+        x = _points((2, 3, 2, 2), 0.7, seed=1, dtype=torch.float64).requires_grad_()
+        args = (x,) if src == "relu" else (x, _points((2, 3, 2, 2), 0.7, seed=2, dtype=torch.float64).requires_grad_())
+
+    def fn(*inputs):
+        *pts, kk = inputs
+        return KL.fused_lift(pts[0], kk, dim=1, src=src, y=pts[1] if len(pts) > 1 else None,
+                             rescale=(M0, MC) if rescale else None)
+
+    assert torch.autograd.gradcheck(fn, (*args, k), eps=1e-6, atol=1e-6)
+
+
+def test_fused_lift_opcheck():
+    x = torch.randn(2, 4, 3, 3)
+    torch.library.opcheck(KL._fused_lift_op, (x, None, torch.tensor(1.0), 0, 1, True, M0, MC))
+
+
+def test_fused_lift_refuses_bad_arguments():
+    x = _points((1, 2, 2, 2), 1.0)
+    with pytest.raises(ValueError, match="y exactly"):
+        KL.fused_lift(x, torch.tensor(1.0), dim=1, src="sum")
+    with pytest.raises(ValueError, match="time-only"):
+        KL.fused_lift(x, torch.tensor(1.0), dim=1, src="relu", rescale=(M0, MC))
+
+
+def _layer_grads(layer, inputs, impl, amp=False):
+    inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    layer.zero_grad(set_to_none=True)
+    with backend(impl), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        y = layer(*inputs)
+    y.backward(torch.linspace(-1, 1, y.numel()).reshape(y.shape))
+    grads = [t.grad for t in inputs] + [p.grad for p in layer.parameters() if p.grad is not None]
+    return y.detach(), grads
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
+def test_layers_on_the_fused_path_equal_the_eager_path(amp):
+    man = Lorentz(0.8, learnable=True, rescale=RescaleConfig(s=2.0))
+    x = _points((3, 5, 4, 4), 0.8, scale=2.0)
+    cases = [
+        (LorentzConv2d(man, 5, 6, 3, padding=1), [x]),
+        (LorentzConv2d(man, 5, 6, 3, padding=1, rescale=False), [x]),
+        (LorentzReLU(man), [x]),
+        (LorentzResidual(man), [x, _points((3, 5, 4, 4), 0.8, seed=3)]),
+        (LorentzResidual(man, rescale=False), [x, _points((3, 5, 4, 4), 0.8, seed=4)]),
+    ]
+    for layer, inputs in cases:
+        y_f, g_f = _layer_grads(layer, inputs, "fused", amp)
+        y_e, g_e = _layer_grads(layer, inputs, "eager", amp)
+        torch.testing.assert_close(y_f, y_e, rtol=1e-5, atol=1e-5)
+        assert len(g_f) == len(g_e) >= 2
+        for a, b in zip(g_f, g_e):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_k_gradient_reaches_the_manifold_on_the_fused_path():
+    man = Lorentz(1.3, learnable=True, rescale=RescaleConfig(s=2.0))
+    x = _points((2, 4, 3, 3), 1.3)
+    grads = {}
+    conv = LorentzConv2d(man, 4, 4, 3, padding=1)
+    conv.weight.requires_grad_(False)
+    for impl in ("fused", "eager"):
+        man.k.grad = None
+        with backend(impl):
+            conv(x).sum().backward()
+        grads[impl] = man.k.grad.clone()
+    torch.testing.assert_close(grads["fused"], grads["eager"], rtol=1e-4, atol=1e-6)
+
+
+def test_policy():
+    x = torch.zeros(2)
+    assert not use_fused(x)  # CPU default: the eager closed forms
+    with backend("fused"):
+        assert use_fused(x)
+    with emulate_cuda():
+        assert use_fused(x)
+    with pytest.raises(ValueError, match="unknown kernel backend"):
+        with backend("triton"):
+            pass
+
+
+def test_model_on_the_emulated_cuda_path_equals_eager():
+    """hecnn_resnet18 with every fused kernel (as CUDA runs it) vs the eager default: loss and all gradients."""
+    torch.manual_seed(0)
+    model = create_model("hecnn_resnet18", num_classes=5, img_size=16, width=4)
+    x, y = torch.randn(3, 3, 16, 16), torch.tensor([0, 1, 4])
+    out = {}
+    for name, ctx in (("eager", backend("eager")), ("cuda_path", emulate_cuda())):
+        model.zero_grad(set_to_none=True)
+        with ctx:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        out[name] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(out["cuda_path"][0], out["eager"][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(out["cuda_path"][1], out["eager"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
