@@ -7,7 +7,9 @@ Scans the repository's own text files (``.py``, ``.md``, ``.yaml``, ``.toml``; t
   ``benchmarks/``, ``examples/`` ending in ``.py``, ``.json``, ``.png`` …; each must name a file of the
   repository, resolved against the repository root or the citing file's folder. Skipped: in Python files a
   token that is a whole string literal (``"config.yaml"``: a file name the code writes or reads, not a
-  citation), paths with a placeholder (``metric_results_TAG.json``) and outputs under ``runs/``;
+  citation), paths with a placeholder (``metric_results_TAG.json``), outputs under ``runs/``, and bare
+  ``NAME.yaml`` names that are no file of the repository (a run's ``config.yaml``; a bare name that *is* a
+  config elsewhere must be cited with its folder);
 - citations of notes that live outside the repository (``spec/...``, ``spec §N``, ``/work/...``);
 - section citations ``docs/method.md §N`` / ``docs/design.md §N`` / ``docs/ecosystem.md §N``: section ``N``
   must be a numbered heading of that page;
@@ -115,11 +117,12 @@ def _normalise(path: PurePosixPath) -> str | None:
 
 
 def resolve(token: str, citing: str) -> str | None:
-    """The repository file ``token`` names, relative to the root or to the citing file's folder, else None."""
+    """The repository file (or folder: a Markdown link) ``token`` names, relative to the root or to the citing
+    file's folder, else None."""
     files = repo_files()
     for base in (PurePosixPath(), PurePosixPath(citing).parent):
         rel = _normalise(base / token)
-        if rel is not None and rel in files:
+        if rel is not None and (rel in files or any(f.startswith(rel.rstrip("/") + "/") for f in files)):
             return rel
     return None
 
@@ -140,8 +143,14 @@ def check_line(citing: str, line: str, has_design_legend: bool) -> list[str]:
     for start, end, token in sorted(set(tokens)):
         target = resolve(token, citing)
         if target is None:
-            if not (_PLACEHOLDER.search(token) or token.startswith("runs/")):  # runs/: a run's outputs
-                problems.append(f"cites {token!r}, which is not a file of the repository")
+            if _PLACEHOLDER.search(token) or token.startswith("runs/"):  # runs/: a run's outputs
+                continue
+            if "/" not in token and not token.endswith(".md"):  # "config.yaml": a file of a run, unless ...
+                elsewhere = sorted(f for f in repo_files() if PurePosixPath(f).name == token)
+                if elsewhere:  # ... the name is a config of the repository cited without its folder
+                    problems.append(f"cites {token!r} without its folder: {', '.join(elsewhere)}")
+                continue
+            problems.append(f"cites {token!r}, which is not a file of the repository")
         elif target in SECTIONED:
             resolved.append((start, end, target, False))
     if has_design_legend:  # "design §N" is docs/design.md §N (a later bare "§M" is the legend's other page)
@@ -193,6 +202,7 @@ def test_checker_catches_bad_references() -> None:
         "``docs/method.md`` §5.4, §5.99": "no such section",
         "design §4.7": "without saying",
         "docs/missing_page.md": "not a file of the repository",
+        "(`digits_hecnn.yaml`)": "without its folder",
     }
     for line, expected in flagged.items():
         problems = check_line("lorentzcv/x.py", line, has_design_legend=False)
@@ -205,11 +215,13 @@ def test_checker_catches_bad_references() -> None:
     ]
     for line in accepted:
         assert check_line("lorentzcv/x.py", line, has_design_legend=False) == [], line
-    assert check_line("docs/x.md", "[results](results.md), [bench](../BENCHMARKS.md)", False) == []
+    assert check_line("docs/x.md", "[results](results.md), [bench](../BENCHMARKS.md), [c](../configs/)", False) == []
+    assert check_line("docs/x.md", "[nothing](../no_such_folder/)", False) != []
     assert check_line("configs/a.yaml", "design §4.7", has_design_legend=True) == []
     assert check_line("configs/a.yaml", "docs/method.md §7.2, design §4.8", has_design_legend=True) == []
     assert check_line("configs/a.yaml", "design §4.42", has_design_legend=True) != []
     assert check_line("configs/a.yaml", "design §4.9: never on test ([H] did, §8)", has_design_legend=True) == []
     assert check_line("x.md", "runs/x/report.md and docs/data/metric_results_TAG.json", False) == []
     assert check_line("tests/x.py", 'tmp / "config.yaml", "report.md"', False) == []
+    assert check_line("tests/x.py", "# the run's config.yaml and metrics.jsonl", False) == []
     assert check_line("x.md", '"docs/missing.md"', False) != []
