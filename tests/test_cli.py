@@ -36,7 +36,7 @@ def _error_line(capsys) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- help
-@pytest.mark.parametrize("argv", [[], ["train"], ["eval"], ["models"], ["datasets"]])
+@pytest.mark.parametrize("argv", [[], ["train"], ["eval"], ["models"], ["datasets"], ["plot"], ["config"]])
 def test_help_everywhere(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main([*argv, "--help"])
@@ -47,19 +47,73 @@ def test_help_everywhere(argv, capsys):
 def test_no_command_prints_help(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    for cmd in ("train", "eval", "models", "datasets", "bench"):
+    for cmd in ("train", "eval", "plot", "config", "models", "datasets", "bench"):
         assert cmd in out
+
+
+def test_version(capsys):
+    import lorentzcv
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"lorentzcv {lorentzcv.__version__} (torch ") and "timm" in out
 
 
 # ----------------------------------------------------------------------------------------- listings
 def test_models(capsys):
     assert main(["models"]) == 0
-    names = capsys.readouterr().out.split()
+    out = capsys.readouterr().out
+    names = out.split()
     assert {"resnet18", "hybrid_resnet18", "hcnn_resnet18", "hecnn_resnet18", "hecnn_resnet50"} <= set(names)
-    assert main(["models", "hecnn*"]) == 0
-    assert set(capsys.readouterr().out.split()) == {"hecnn_resnet18", "hecnn_resnet50"}
+    # the embedding models are listed too, in their own section (the README promises it)
+    assert "lorentz_embed_resnet50" in names and "euclidean_embed_bninception" in names
+    assert out.index("classifiers") < out.index("hecnn_resnet18") < out.index("embedding models")
+    assert main(["models", "hecnn*", "--names"]) == 0
+    assert capsys.readouterr().out.split() == ["hecnn_resnet18", "hecnn_resnet50"]
+    assert main(["models", "*embed_dino*", "--names"]) == 0
+    assert capsys.readouterr().out.split() == ["euclidean_embed_dino_vits16", "lorentz_embed_dino_vits16",
+                                               "poincare_embed_dino_vits16"]
     assert main(["models", "nothing*"]) == 2
     assert "no model matches" in _error_line(capsys)
+
+
+# ------------------------------------------------------------------------------------------ config
+def test_config_prints_the_resolved_yaml(tmp_path, capsys):
+    import yaml
+
+    assert main(["config", "--set", "optim.lr=0.05", "--set", "model.width=4"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["optim"]["lr"] == 0.05 and cfg["model"]["width"] == 4 and cfg["model"]["name"] == "hecnn_resnet18"
+    assert {"data", "train", "schedule", "output"} <= set(cfg)  # every section, defaults filled in
+    metric = REPO / "configs" / "metric" / "demo" / "fashion_mnist_dml_lhier.yaml"
+    assert main(["config", str(metric)]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["task"] == "metric"
+    assert main(["config", "--set", "optim.lrr=1"]) == 2
+    assert "optim.lrr" in _error_line(capsys)
+    assert main(["config", str(tmp_path / "nope.yaml")]) == 2
+    _error_line(capsys)
+
+
+# -------------------------------------------------------------------------------------------- plot
+def test_plot_command(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.1 * e, "test_acc": 0.1 * e, "K/manifold": -1 + 0.1 * e}
+            for e in (1, 2)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["plot", str(run), "--out", str(tmp_path / "figs")]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'figs' / 'curves.png'}" in out and "curvature.png" in out
+    assert (tmp_path / "figs" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(run), "--no-embeddings"]) == 0  # default: RUN_DIR/plots for one run
+    assert (run / "plots" / "curvature.png").is_file()
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "missing")]) == 2
+    assert "no metrics.jsonl" in _error_line(capsys)
 
 
 def test_datasets_show_layouts(capsys):
@@ -175,17 +229,54 @@ def test_error_exit_status_in_a_real_process(tmp_path):
 
 
 # -------------------------------------------------------------------------------------------- bench
-def test_bench_runs_benchmarks_compute(tmp_path, monkeypatch, capsys):
+FAKE_BENCH = """
+import json, sys
+args = sys.argv[1:]
+print("profiler noise", file=sys.stderr)
+if "--fail" in args:
+    print("Traceback: it broke", file=sys.stderr)
+    sys.exit(3)
+entry = lambda t, r: {"time_ms": t, "time_ratio": r, "act_mem_mb": 1.5, "mem_ratio": 2.0, "kernel_ops": 8,
+                      "kernel_ops_ratio": 1.0}
+result = {"config": {"device": "cpu", "batch": 2}, "args": args[:args.index("--out")],
+          "layers": {"fp32": {"conv3x3": {"nn.Conv2d": entry(1.0, 1.0), "lorentz_efficient": entry(1.7, 1.7)}}},
+          "models": {"fp32": {"resnet18": entry(10.0, 1.0), "hecnn_resnet18": entry(30.0, 3.0)}},
+          "targets": {"hecnn_resnet18_step_time": {"ratio": 3.0, "target": 2.75, "met": False}}, "wall_s": 1.0}
+print(json.dumps(result, indent=1))  # 100+ lines of JSON on stdout, as compute.py does
+open(args[args.index("--out") + 1], "w").write(json.dumps(result))
+"""
+
+
+def test_bench_prints_tables_and_keeps_noise_off_the_terminal(tmp_path, monkeypatch, capsys):
+    import json
+
     script = tmp_path / "benchmarks" / "compute.py"
     script.parent.mkdir()
-    script.write_text("import sys\nprint('bench args', sys.argv[1:])\nsys.exit(3 if '--fail' in sys.argv else 0)\n")
+    script.write_text(FAKE_BENCH)
     monkeypatch.setattr(cli, "find_benchmark", lambda: script)
-    assert main(["bench", "--layers", "conv", "--json", "out.json"]) == 0
-    assert "bench args ['--layers', 'conv', '--json', 'out.json']" in capsys.readouterr().out
+    assert main(["bench", "--only", "layers"]) == 0
+    cap = capsys.readouterr()
+    assert "profiler noise" not in cap.out + cap.err and '"layers"' not in cap.out
+    lines = cap.out.splitlines()
+    assert any(ln.startswith("layers/fp32/conv3x3") and "x time" in ln for ln in lines)
+    assert any(ln.split()[:3] == ["hecnn_resnet18", "30", "3"] for ln in lines)
+    assert "hecnn_resnet18_step_time: 3 (target 2.75) NOT met" in cap.out
+    out = tmp_path / "res" / "bench.json"
+    assert main(["bench", "--only", "models", f"--out={out}"]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["args"] == ["--only", "models"] and "wrote" in capsys.readouterr().err
+    assert main(["bench", "--json", "--only", "layers"]) == 0
+    assert json.loads(capsys.readouterr().out)["args"] == ["--only", "layers"]
     assert main(["bench", "--fail"]) == 3
+    err = capsys.readouterr().err
+    assert "it broke" in err and "compute.py failed (exit status 3)" in err
     monkeypatch.setattr(cli, "find_benchmark", lambda: None)
     assert main(["bench"]) == 2
     assert "benchmarks/compute.py not found" in _error_line(capsys)
+
+
+def test_format_bench_on_an_empty_result():
+    assert cli.format_bench({}) == "lorentzcv bench"
 
 
 def test_find_benchmark_prefers_the_working_directory(tmp_path, monkeypatch):
