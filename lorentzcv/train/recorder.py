@@ -104,8 +104,12 @@ class RunRecorder:
         if self.enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except Exception:  # tensorboard not installed (optional dependency)
+            except ImportError:  # tensorboard not installed (optional dependency): say so once, per run
                 SummaryWriter = None
+                import warnings
+
+                warnings.warn("output.tensorboard is true but tensorboard is not installed: no TensorBoard logs "
+                              "(pip install tensorboard, or set output.tensorboard=false)", stacklevel=2)
             if SummaryWriter is not None:
                 self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
 
