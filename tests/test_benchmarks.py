@@ -49,3 +49,44 @@ def test_tiny_run_reports_kernel_ops_and_ratios(compute, capsys):
     assert models["resnet18"]["kernel_ops_ratio"] == 1.0
     assert models["hecnn_resnet18"]["kernel_ops"] > models["resnet18"]["kernel_ops"] > 0
     assert models["hecnn_resnet18"]["time_ratio"] > 0
+    assert models["resnet18"]["launches_ratio"] == 1.0 and models["hecnn_resnet18"]["launches"] > 0
+    assert bn["lorentz_bn_hcnn"]["launches"] > bn["nn.BatchNorm2d"]["launches"] > 0
+
+
+def test_launch_count_as_cuda_dispatches(compute):
+    """Convolutions count (forward 1, backward one per gradient asked for), views and allocations do not, a fused
+    lorentzcv op counts as its declared launches."""
+    from lorentzcv.geometry import Lorentz
+    from lorentzcv.nn import LorentzReLU
+
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def conv_step():
+        conv(x).sum().backward()
+
+    ops = compute.count_launches(conv_step, by_op=True)
+    assert ops["aten::convolution"] == 1 and ops["aten::convolution_backward"] == 3  # grad input, weight, bias
+    with torch.no_grad():
+        assert compute.count_launches(lambda: x.view(2, 192).t().unsqueeze(0)[0, 1:]) == 0
+        assert compute.count_launches(lambda: torch.empty(5)) == 0
+    man = Lorentz(1.0, learnable=True)
+    pts = man.add_time(torch.randn(2, 3, 4, 4), dim=1).detach().requires_grad_()
+    relu = compute.count_launches(lambda: LorentzReLU(man)(pts).sum().backward(), by_op=True)
+    assert relu["lorentzcv::fused_lift"] == 1 and relu["lorentzcv::fused_lift_backward"] == 2
+
+
+def test_launch_count_does_not_depend_on_threads(compute):
+    import argparse
+
+    args = argparse.Namespace(num_classes=10, size=16, channels=4, batch=4)
+    n = torch.get_num_threads()
+    counts = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            step = compute._model_and_step("hecnn_resnet18", args, torch.device("cpu"), False, foreach=True)[3]
+            counts.append(compute.count_launches(step))
+    finally:
+        torch.set_num_threads(n)
+    assert counts[0] == counts[1] > 0
