@@ -245,7 +245,7 @@ def run_embeddings(run_dir: PathLike, split: str = "test", limit: int | None = 2
 
     Args:
         run_dir: the run directory (or a checkpoint file).
-        split: ``"test"`` (the retrieval split, unseen classes; In-Shop: its gallery) or ``"train"`` (the
+        split: ``"test"`` (the retrieval split, unseen classes; In-Shop: its query split) or ``"train"`` (the
             training classes, evaluation transform).
         limit: at most this many samples (``None``: all), spread evenly over the split (``spread=True``) or
             the first ones.
@@ -277,7 +277,7 @@ def run_embeddings(run_dir: PathLike, split: str = "test", limit: int | None = 2
 
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
     data = build_metric_datasets(cfg, splits=("train",) if split == "train" else ("eval",), augment_train=False)
-    ds = data["train"] if split == "train" else list(data["eval"].values())[-1]
+    ds = data["train"] if split == "train" else next(iter(data["eval"].values()))
     meta = state.get("meta", {})
     model = build_metric_model(cfg, meta.get("in_chans", data["in_chans"]), meta.get("img_size", data["img_size"]),
                                pretrained=False)

@@ -158,47 +158,20 @@ def aggregate(runs: dict[str, dict], seeds: Sequence[int], ks: Sequence[str] = (
 # ----------------------------------------------------------------------------------------------- picture
 def _embeddings(run_dir: Path, split: str = "test", limit: int = 2000):
     """Embeddings of ``split`` (``"test"``: the unseen classes; ``"train"``: the training classes, evaluation
-    transform), their class names, the LCAs and the curvature of a finished run; ball coordinates scaled to the
-    unit disk."""
-    import torch
-    from torch.utils.data import DataLoader
+    transform; the first ``limit`` images), their class names, the LCAs and the curvature of a finished run
+    (its ``last.pt``); ball coordinates scaled to the unit disk (:func:`lorentzcv.plot.run_embeddings`)."""
+    from lorentzcv.plot import run_embeddings
 
-    from lorentzcv.geometry import math as lmath
-    from lorentzcv.train import config_from_dict, load_checkpoint
-    from lorentzcv.train.metric import build_metric_datasets, build_metric_model, compute_embeddings
-
-    state = load_checkpoint(run_dir / "last.pt")
-    cfg = config_from_dict(state["config"])
-    data = build_metric_datasets(cfg, splits=("train",) if split == "train" else ("eval",), augment_train=False)
-    model = build_metric_model(cfg, data["in_chans"], data["img_size"], pretrained=False)
-    model.load_state_dict(state["model"])
-    ds = data["train"] if split == "train" else next(iter(data["eval"].values()))
-    ds = ds.subset(range(min(limit, len(ds))))
-    z, y = compute_embeddings(model, DataLoader(ds, batch_size=512), torch.device("cpu"))
-    names = [f"{int(c)}: {ds.classes[int(c)]}" if ds.classes else str(int(c)) for c in y.tolist()]
-    lcas = state["objective"]["hier_loss.lcas"].float()
-    if cfg.model.head == "lorentz":
-        k = state["model"]["head.manifold.k"].float()
-        ball = lmath.to_poincare(z, k) / k.sqrt()
-        lcas = lmath.to_poincare(lmath.projx(lcas, k), k) / k.sqrt()
-        curv = -1.0 / float(k)
-    else:  # HIER: ToPoincare of its Euclidean LCA parameters, ball of radius 1/sqrt(c)
-        from lorentzcv.metric.poincare import ToPoincare
-
-        c = cfg.model.c
-        ball = z * math.sqrt(c)
-        lcas = ToPoincare(c=c, clip_r=cfg.model.clip_r)(lcas) * math.sqrt(c)
-        curv = -c
-    return ball.detach().numpy(), names, lcas.detach().numpy(), curv
+    e = run_embeddings(run_dir, split=split, limit=limit, checkpoint="last.pt", spread=False)
+    names = [f"{c}: {e.class_names[c]}" if c in e.class_names else str(c) for c in e.labels.tolist()]
+    return e.points, names, e.lcas, e.curvature
 
 
 def _project(points, lcas):
     """Orthogonal projection onto the first two uncentred principal directions of the points."""
-    import numpy as np
+    from lorentzcv.plot import project_2d
 
-    _, _, vt = np.linalg.svd(points, full_matrices=False)
-    basis = vt[:2].T
-    return points @ basis, lcas @ basis
+    return project_2d(points, lcas)
 
 
 def draw_picture(panels: list[tuple[str, Path, bool]], path: Path) -> None:

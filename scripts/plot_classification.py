@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lorentzcv.plot import load_history, mean_std
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = REPO / "docs" / "data" / "classification_results.json"
 DEFAULT_OUT = REPO / "docs" / "img"
@@ -43,9 +45,7 @@ def history(rec: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-epoch rows of one run: the cached history, else the run's ``metrics.jsonl``."""
     if rec.get("history"):
         return rec["history"]
-    path = REPO / rec["run_dir"] / "metrics.jsonl"
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return load_history(REPO / rec["run_dir"])
 
 
 def runs_of(results: dict[str, Any], variant: str) -> list[dict[str, Any]]:
@@ -65,14 +65,6 @@ def _series(runs: Sequence[dict[str, Any]], key: str) -> list[list[float]]:
 def _legend(ax, **kw) -> None:
     if ax.get_legend_handles_labels()[0]:  # a panel may be empty when only some experiments have run
         ax.legend(**kw)
-
-
-def _mean_std(series: list[list[float]]):
-    import numpy as np
-
-    n = min(len(s) for s in series)
-    a = np.array([s[:n] for s in series], dtype=float)
-    return np.arange(1, n + 1), a.mean(0), (a.std(0, ddof=1) if len(a) > 1 else np.zeros(n))
 
 
 def plot_curvature(results: dict[str, Any], path: Path) -> bool:
@@ -104,7 +96,7 @@ def plot_curvature(results: dict[str, Any], path: Path) -> bool:
         for name, marker in (("encoder_manifold", "o"), ("decoder_manifold", "s")):
             if not any(f"K/{name}" in h for h in history(vr[0])):
                 continue
-            ep, m, sd = _mean_std(_series(vr, f"K/{name}"))
+            ep, m, sd = mean_std(_series(vr, f"K/{name}"))
             ax.plot([0, *ep], [k0, *m], color=color, ls=ls, marker=marker, ms=3,
                     label=f"{label}, {name.split('_')[0]}")
     ax.set(xlabel="epoch", ylabel="curvature K (mean over seeds)", title="curvature-aware vs naive learning")
@@ -127,7 +119,7 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> bool:
         vr = runs_of(results, variant)
         if not vr:
             continue
-        ep, m, sd = _mean_std(_series(vr, "test_acc"))
+        ep, m, sd = mean_std(_series(vr, "test_acc"))
         ax.plot(ep, 100 * m, marker="o", ms=3, label=f"{label} (n={len(vr)})")
         ax.fill_between(ep, 100 * (m - sd), 100 * (m + sd), alpha=0.2)
         drawn = True
