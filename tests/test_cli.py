@@ -299,3 +299,15 @@ def test_full_demo(tmp_path, monkeypatch, capsys):
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["test_acc"] > 0.9
     assert all(k != -1.0 for k in summary["curvatures"].values())
+
+
+# ---------------------------------------------------------------------------------------- packaging
+def test_package_metadata_license_and_typing_marker():
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert any(d.split(">")[0].split("=")[0].strip() == "matplotlib" for d in meta["project"]["dependencies"])
+    assert "py.typed" in meta["tool"]["setuptools"]["package-data"]["lorentzcv"]
+    assert (REPO / "lorentzcv" / "py.typed").is_file()
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "Copyright (c) 2026 the lorentzcv authors" in text
