@@ -303,7 +303,7 @@ def test_full_demo(tmp_path, monkeypatch, capsys):
 
 # ---------------------------------------------------------------------------------------- packaging
 def test_package_metadata_license_and_typing_marker():
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert any(d.split(">")[0].split("=")[0].strip() == "matplotlib" for d in meta["project"]["dependencies"])
