@@ -133,7 +133,8 @@ def create_model(
     if pretrained:
         raise ValueError(
             f"no pretrained weights are available for {model_name!r}; build it with pretrained=False and load a "
-            "checkpoint with model.load_state_dict(torch.load(path))"
+            "checkpoint with model.load_state_dict(torch.load(path)['model']), or use timm.create_model("
+            f"{model_name!r}, pretrained=True, pretrained_cfg_overlay=dict(file=path))"
         )
     _check_kwargs(model_name, fn, kwargs)
     model = fn(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
