@@ -37,13 +37,18 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from ..geometry import ManifoldParameter
+from ..geometry import Lorentz
 from ..geometry import math as lmath
+from ..geometry.rescale import max_rapidity_radius
 
-__all__ = ["move_to_curvature", "CurvatureAwareOptimizer", "CURVATURE_MODES", "CURVATURE_MOVES"]
+__all__ = [
+    "move_to_curvature", "CurvatureAwareOptimizer", "CURVATURE_MODES", "CURVATURE_MOVES", "manifold_of",
+    "geodesic_step_limit", "cap_points", "tangent_norm",
+]
 
 CURVATURE_MODES = ("aware", "naive")
 CURVATURE_MOVES = ("explog", "scale")
@@ -51,7 +56,7 @@ CURVATURE_MOVES = ("explog", "scale")
 
 def move_to_curvature(
     x: torch.Tensor, k_old: torch.Tensor, k_new: torch.Tensor, m: torch.Tensor | None = None, *,
-    variant: str = "explog", dim: int = -1,
+    variant: str = "explog", dim: int = -1, r: float | None = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Move points ``x`` of :math:`\mathbb{H}_{k_{old}}` (and tangent vectors ``m`` at them) to ``k_new``.
 
@@ -65,31 +70,61 @@ def move_to_curvature(
             parallel-transported through the origin (keeps ``dist0``, direction and :math:`\|m\|_L`);
             ``"scale"`` — multiply both by :math:`\sqrt{k_{new}/k_{old}}` (keeps the rapidity).
         dim: manifold dimension.
+        r: cap the moved points at the radius :math:`m\min(1,\sqrt{k_{new}})`, ``m = max_distance(x.dtype, r)``
+            (:func:`~lorentzcv.geometry.max_distance`; the default ``r = 1`` is the largest rapidity
+            ``½·arccosh(1/(2ε))`` at which the dtype still resolves ``<x,x>_L = -k``, see
+            :class:`CurvatureAwareOptimizer`): a point the move would take farther (the explog move at a
+            shrinking ``k`` raises the rapidity :math:`d_0/\sqrt{k}`, the scale move at a growing ``k`` raises
+            :math:`d_0`) is put on that radius in its direction, its moment transported there through the origin.
+            None: no cap (the rapidity is only clamped to ``max_rapidity`` against overflow).
 
     Returns:
         ``(x_new, m_new)`` on/tangent to the new manifold (``m_new`` is None when ``m`` is None).
     """
     if variant not in CURVATURE_MOVES:
         raise ValueError(f"unknown curvature move variant {variant!r}; expected one of {CURVATURE_MOVES}")
+    kn = lmath._k(k_new, x)
+    cap = max_rapidity_radius(kn, x.dtype, r) if r is not None else None
     if variant == "scale":
         x = lmath.projx(x, k_old, dim=dim)
-        s = lmath._kdim((lmath._k(k_new, x) / lmath._k(k_old, x)).sqrt(), x.dim(), dim)
+        s = lmath._kdim((kn / lmath._k(k_old, x)).sqrt(), x.dim(), dim)
         if m is not None:
             m = s * lmath.proju(x, m, k_old, dim=dim)
-        x = lmath.projx(s * x, k_new, dim=dim)
-        return x, (lmath.proju(x, m, k_new, dim=dim) if m is not None else None)
-    return _move_explog(x, lmath._k(k_old, x), lmath._k(k_new, x), m, dim)
+        x = lmath.projx(s * x, kn, dim=dim)
+        m = lmath.proju(x, m, kn, dim=dim) if m is not None else None
+        return (x, m) if cap is None else cap_points(x, kn, cap, m, dim=dim)
+    return _move_explog(x, lmath._k(k_old, x), kn, m, dim, cap)
+
+
+def cap_points(
+    x: torch.Tensor, k: torch.Tensor, cap: torch.Tensor, m: torch.Tensor | None = None, *, dim: int = -1,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    r"""Put points beyond rapidity ``cap`` (``d_0/\sqrt{k}``) on it, moving their tangent vectors ``m`` along.
+
+    A point beyond keeps its direction (the radial move ``exp_0∘log_0`` at fixed ``k`` with the rapidity clamped
+    to ``cap``) and its moment is parallel-transported through the origin, which is accurate to
+    :math:`\varepsilon\cosh r` where a projection from the old point onto the tangent space of the new one would
+    amplify rounding by :math:`\varepsilon\cosh^2 r`. Points within ``cap`` and their moments are returned as they
+    are (bit for bit).
+    """
+    k = lmath._k(k, x)
+    sk, capk = lmath._kdim(k, x.dim(), dim).sqrt(), lmath._kdim(lmath._k(cap, x), x.dim(), dim)
+    beyond = lmath._sqnorm(lmath.space(x, dim=dim), dim) > (sk * torch.sinh(capk)) ** 2
+    capped, m_capped = _move_explog(x, k, k, m, dim, cap)
+    return torch.where(beyond, capped, x), (torch.where(beyond, m_capped, m) if m is not None else None)
 
 
 def _move_explog(
-    x: torch.Tensor, k_old: torch.Tensor, k_new: torch.Tensor, m: torch.Tensor | None, dim: int
+    x: torch.Tensor, k_old: torch.Tensor, k_new: torch.Tensor, m: torch.Tensor | None, dim: int,
+    cap: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Closed form of ``projx/proju`` at ``k_old`` → ``transp0back`` → ``expmap0∘logmap0`` → ``transp0`` →
     ``projx/proju`` at ``k_new`` with per-point scalars (two reductions instead of ~40 full-size kernels).
 
     With :math:`r = \|x_s\|`, :math:`d = \sqrt{k_{old}}\operatorname{asinh}(r/\sqrt{k_{old}})`:
     :math:`x'_s = f x_s`, :math:`f = \sqrt{k_{new}}\sinh(d/\sqrt{k_{new}})/r`. Every tangent vector in the
-    chain is ``m_s + c·x_s`` in space, so the moment's space part is one ``addcmul``.
+    chain is ``m_s + c·x_s`` in space, so the moment's space part is one ``addcmul``. The new rapidity is clamped
+    to ``cap`` (a tensor broadcastable like ``k``) and to ``max_rapidity``.
     """
     ko = lmath._kdim(k_old, x.dim(), dim)
     kn = lmath._kdim(k_new, x.dim(), dim)
@@ -101,7 +136,10 @@ def _move_explog(
     d_over_r = lmath.asinhc(r / sko)  # dist0 / r (logmap0's coefficient)
     theta = r * d_over_r / skn  # rapidity on the new manifold, clamped as in expmap0
     theta_c = theta.clamp_max(lmath.max_rapidity(x.dtype))
-    sh = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(1.0), lmath.sinhc(theta))
+    if cap is not None:
+        theta_c = torch.minimum(theta_c, lmath._kdim(cap, x.dim(), dim))
+    sh = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(torch.finfo(theta.dtype).tiny),
+                     lmath.sinhc(theta_c))
     f = sh * d_over_r
     xn0 = (f * f * r2 + kn).sqrt()
     x_new = torch.cat([xn0, f * xs], dim=dim)
@@ -116,6 +154,86 @@ def _move_explog(
     c2 = f * xmo / (kn + skn * xn0)  # transp0 at k_new: m_n = m_o + c2·(x_new + o_new)
     m_new = torch.cat([c2 * (xn0 + skn), torch.addcmul(ms, xs, alpha - c1 + c2 * f)], dim=dim)
     return x_new, lmath.proju(x_new, m_new, k_new, dim=dim)
+
+
+DEFAULT_BOUNDS = (0.05, 20.0)  # Lorentz's default; used for geoopt manifolds, which carry no bounds
+
+
+def _geoopt_class(manifold: Any, *names: str) -> bool:
+    """Whether ``manifold`` is (a subclass of) geoopt's class named one of ``names`` (no geoopt import)."""
+    return any(c.__name__ in names and c.__module__.split(".")[0] == "geoopt" for c in type(manifold).__mro__)
+
+
+def manifold_of(p: torch.Tensor) -> Any | None:
+    """The Lorentz manifold a parameter lives on, or None for a Euclidean parameter.
+
+    Detection is by duck typing, without importing geoopt: a tensor with a ``.manifold`` attribute is a manifold
+    parameter (:class:`~lorentzcv.geometry.ManifoldParameter`, geoopt's ``ManifoldParameter``/``ManifoldTensor``).
+    Supported manifolds are :class:`~lorentzcv.geometry.Lorentz` and geoopt's ``Lorentz`` (or a subclass, e.g.
+    HCNN's ``CustomLorentz``), which uses the same convention (tensor ``k > 0``, ``<x,x>_L = -k``, time at index 0
+    of the last dimension); geoopt's ``Euclidean`` means a plain parameter.
+
+    Raises:
+        ValueError: any other manifold (e.g. geoopt's ``PoincareBall`` or ``Stiefel``), which these optimizers
+            would otherwise step as if it were Euclidean and move off its manifold.
+    """
+    man = getattr(p, "manifold", None)
+    if man is None or isinstance(man, Lorentz):
+        return man
+    if _geoopt_class(man, "Lorentz") and isinstance(getattr(man, "k", None), torch.Tensor):
+        return man
+    if _geoopt_class(man, "Euclidean", "R"):
+        return None
+    cls = type(man)
+    raise ValueError(
+        f"a parameter of shape {tuple(p.shape)} lives on {cls.__module__}.{cls.__qualname__}, which the lorentzcv "
+        "optimizers cannot step (supported: lorentzcv.Lorentz and geoopt.Lorentz manifolds); use geoopt's own "
+        "optimizer for it or convert it to a lorentzcv ManifoldParameter on a Lorentz manifold"
+    )
+
+
+def _cap_r(manifold: Any) -> float:
+    """``min(1, RescaleConfig.r)`` of the manifold (1 for manifolds without one, e.g. geoopt's)."""
+    return min(1.0, float(getattr(getattr(manifold, "rescale_config", None), "r", 1.0)))
+
+
+def tangent_norm(x: torch.Tensor, v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    r"""Lorentz norm :math:`\|v\|_L` of tangent vectors ``v`` at points ``x`` (manifold dim -1, keepdim), read at
+    the origin: :math:`\|v\|_L = \|(P_{x\to o}v)_s\| = \|v_s - \frac{v_0}{\sqrt{k} + x_0}x_s\|`.
+
+    :math:`\sqrt{\langle v,v\rangle_L}` cancels ambient components of size :math:`\cosh(r)\|v\|_L` and loses
+    :math:`\varepsilon\cosh^2 r` of relative precision (all of it in float32 near the representable radius); the
+    transported form loses only :math:`\varepsilon\cosh r`. Exact for tangent ``v`` (parallel transport keeps norms).
+    """
+    c = v[..., :1] / (k.sqrt() + x[..., :1])
+    return lmath._safe_norm(torch.addcmul(v[..., 1:], x[..., 1:], c, value=-1.0), -1)
+
+
+def geodesic_step_limit(
+    x0: torch.Tensor, u0: torch.Tensor, u_norm: torch.Tensor, k: torch.Tensor, cap: torch.Tensor
+) -> torch.Tensor:
+    r"""Longest rapidity :math:`\theta^* \ge 0` the geodesic :math:`\exp_x(\theta\sqrt{k}\,\hat u)` may travel
+    without leaving the ball of rapidity ``cap`` around the origin (per point; all arguments size 1 along the
+    manifold dimension).
+
+    With :math:`A = x_0/\sqrt{k} = \cosh r_x` and :math:`B = \hat u_0 = u_0/\|u\|_L`, the point at rapidity
+    :math:`\theta` has :math:`\cosh\rho(\theta) = A\cosh\theta + B\sinh\theta =
+    \sqrt{A^2-B^2}\,\cosh(\theta+\varphi)`, :math:`\tanh\varphi = B/A`, so
+
+    .. math:: \theta^* = \operatorname{arcosh}\Big(\frac{\cosh(\text{cap})}{\sqrt{(A-B)(A+B)}}\Big) -
+              \tfrac12\log\frac{A+B}{A-B}.
+
+    Written with ``(A-B)(A+B)`` and the log form of ``artanh`` (no cancellation beyond the inputs' rounding);
+    where rounding leaves the estimate uncertain (outward radial steps near ``cap`` in float32) it errs either
+    way by at most about one unit of rapidity, which the final :func:`cap_points` absorbs. A point already beyond ``cap`` may only travel to its geodesic's closest approach to the origin.
+    """
+    tiny = torch.finfo(x0.dtype).tiny
+    sk = k.sqrt()
+    a = x0 / sk
+    b = u0 / u_norm.clamp_min(tiny)
+    amb, apb = (a - b).clamp_min(tiny), (a + b).clamp_min(tiny)
+    q = (torch.cosh(cap) / (amb * apb).sqrt().clamp_min(1.0)).clamp_min(1.0)
+    return (torch.acosh(q) - 0.5 * torch.log(apb / amb)).clamp_min(0.0)
 
 
 def _is_pair(b) -> bool:
@@ -141,8 +259,8 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
     def __init__(self, params, defaults: dict) -> None:
         defaults = {"curvature": False, **defaults}
         super().__init__(params, defaults)
-        curvatures = {id(p.manifold.k) for g in self.param_groups for p in g["params"]
-                      if isinstance(p, ManifoldParameter)}
+        curvatures = {id(manifold_of(p).k) for g in self.param_groups for p in g["params"]
+                      if manifold_of(p) is not None}
         if any(id(p) in curvatures for g in self.param_groups if not g["curvature"] for p in g["params"]):
             warnings.warn(
                 "the curvature k of a ManifoldParameter's manifold is in a group not flagged 'curvature': it is "
@@ -161,8 +279,9 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
         if group["curvature_move"] not in CURVATURE_MOVES:
             raise ValueError(
                 f"curvature_move must be one of {CURVATURE_MOVES}, got {group['curvature_move']!r}")
+        manifolds = [manifold_of(p) for p in group["params"]]  # raises on unsupported (e.g. geoopt) manifolds
         if group["curvature"]:
-            if any(isinstance(p, ManifoldParameter) for p in group["params"]):
+            if any(man is not None for man in manifolds):
                 raise ValueError(
                     "a group flagged 'curvature' must hold curvature parameters (Lorentz.k), not "
                     "ManifoldParameters; put manifold parameters in an ordinary group"
@@ -174,13 +293,14 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
                     f"got {b!r} for {len(group['params'])} parameters"
                 )
 
-    def _manifold_params(self) -> dict[int, list[ManifoldParameter]]:
+    def _manifold_params(self) -> dict[int, list[torch.Tensor]]:
         """``id(p.manifold.k)`` → the manifold parameters of this optimizer living on that ``k``."""
-        index: dict[int, list[ManifoldParameter]] = {}
+        index: dict[int, list[torch.Tensor]] = {}
         for group in self.param_groups:
             for p in group["params"]:
-                if isinstance(p, ManifoldParameter):
-                    index.setdefault(id(p.manifold.k), []).append(p)
+                man = manifold_of(p)
+                if man is not None:
+                    index.setdefault(id(man.k), []).append(p)
         return index
 
     def _bounds(self, group: dict, i: int, k: torch.Tensor, index: dict) -> tuple[float, float]:
@@ -189,7 +309,7 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
             return tuple(b) if _is_pair(b) else tuple(b[i])
         on_k = index.get(id(k))
         if on_k:
-            return on_k[0].manifold.bounds
+            return tuple(getattr(on_k[0].manifold, "bounds", DEFAULT_BOUNDS))
         return (torch.finfo(k.dtype).tiny, math.inf)
 
     def _clamp(self, group: dict, index: dict) -> None:
@@ -201,18 +321,23 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
     def _euclidean_step(self, group: dict, params: list[torch.Tensor]) -> None:  # pragma: no cover
         raise NotImplementedError
 
-    def _manifold_step(self, group: dict, p: ManifoldParameter) -> None:  # pragma: no cover
+    def _manifold_step(self, group: dict, p: torch.Tensor) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    @staticmethod
+    def _cap(p: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The radius manifold parameter ``p`` is kept within, in rapidity units (class docstring)."""
+        return max_rapidity_radius(k, p.dtype, _cap_r(p.manifold))
+
     def _step_group(self, group: dict, index: dict | None) -> None:
-        euclid = [p for p in group["params"] if p.grad is not None and not isinstance(p, ManifoldParameter)]
+        euclid = [p for p in group["params"] if p.grad is not None and manifold_of(p) is None]
         if euclid:
             self._euclidean_step(group, euclid)
         if group["curvature"]:
             self._clamp(group, index if index is not None else self._manifold_params())
             return
         for p in group["params"]:
-            if p.grad is not None and isinstance(p, ManifoldParameter):
+            if p.grad is not None and manifold_of(p) is not None:
                 if p.grad.is_sparse:
                     raise RuntimeError("sparse gradients are not supported on manifold parameters")
                 self._manifold_step(group, p)
@@ -252,7 +377,8 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
             for p in on_k:
                 state = self.state.get(p)
                 m = state.get(self.moment_key) if state else None
-                x_new, m_new = move_to_curvature(p, k_old, k_new, m, variant=variant)
+                x_new, m_new = move_to_curvature(p.detach(), k_old, k_new, m, variant=variant,
+                                                 r=_cap_r(p.manifold))
                 p.copy_(x_new)
                 if m is not None:
                     m.copy_(m_new)

@@ -5,8 +5,10 @@ Groups (each has a ``"name"`` key; empty groups are left out):
 - ``decay``: Euclidean parameters with ``ndim >= 2``; lr ``lr``, decay ``weight_decay``.
 - ``no_decay``: Euclidean parameters with ``ndim <= 1`` (biases, norm weights, scalars) and the names a model
   lists in its optional ``no_weight_decay()``; lr ``lr``, decay 0.
-- ``manifold``: every ``ManifoldParameter``; lr ``manifold_lr or lr``, decay ``weight_decay``.
-- ``curvature``: each trainable ``Lorentz.k`` (deduplicated), flagged ``"curvature": True`` with ``"bounds"``
+- ``manifold``: every ``ManifoldParameter`` (also geoopt's, detected by duck typing: a tensor with a non-Euclidean
+  ``.manifold``); lr ``manifold_lr or lr``, decay ``weight_decay``.
+- ``curvature``: each trainable ``Lorentz.k`` (deduplicated; geoopt's ``Lorentz`` too, with the default bounds
+  ``(0.05, 20)``), flagged ``"curvature": True`` with ``"bounds"``
   (one ``(k_min, k_max)`` per ``k``); lr ``curvature_lr``, decay ``curvature_weight_decay``.
 
 Membership is decided by type (``isinstance``) and identity, never by matching parameter names (except the
@@ -21,7 +23,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..geometry import Lorentz, ManifoldParameter
+from ..geometry import Lorentz
+from .curvature import DEFAULT_BOUNDS, _geoopt_class, manifold_of
 from .radamw import RiemannianAdamW
 from .rsgd import RiemannianSGD
 
@@ -33,6 +36,20 @@ OPTIMIZERS = {
     "sgd": torch.optim.SGD,
     "adamw": torch.optim.AdamW,
 }
+
+
+def _is_lorentz(m: object) -> bool:
+    """A lorentzcv ``Lorentz`` or geoopt's (same ``k`` convention; detected without importing geoopt)."""
+    return isinstance(m, Lorentz) or (m is not None and _geoopt_class(m, "Lorentz")
+                                      and isinstance(getattr(m, "k", None), torch.Tensor))
+
+
+def _on_manifold(p: torch.Tensor) -> bool:
+    """Whether ``p`` carries a non-Euclidean ``.manifold`` (unsupported ones too: the optimizer then refuses them)."""
+    try:
+        return manifold_of(p) is not None
+    except ValueError:
+        return True
 
 
 def param_groups(
@@ -62,8 +79,8 @@ def param_groups(
             skip = set(hook())
         curv = {}
         for mod in model_or_params.modules():
-            if isinstance(mod, Lorentz) and mod.k.requires_grad:
-                curv.setdefault(id(mod.k), (mod.k, mod.bounds))
+            if _is_lorentz(mod) and mod.k.requires_grad:
+                curv.setdefault(id(mod.k), (mod.k, getattr(mod, "bounds", DEFAULT_BOUNDS)))
     else:
         params = list(model_or_params)
         if any(isinstance(p, dict) for p in params):
@@ -77,14 +94,15 @@ def param_groups(
         skip = set()
         curv = {}
         for _, p in named:
-            if isinstance(p, ManifoldParameter) and p.manifold.k.requires_grad and id(p.manifold.k) in seen:
-                curv.setdefault(id(p.manifold.k), (p.manifold.k, p.manifold.bounds))
+            man = getattr(p, "manifold", None)
+            if _is_lorentz(man) and man.k.requires_grad and id(man.k) in seen:
+                curv.setdefault(id(man.k), (man.k, getattr(man, "bounds", DEFAULT_BOUNDS)))
 
     decay, no_decay, manifold, curvature, bounds = [], [], [], [], []
     for name, p in named:
         if id(p) in curv:
             continue
-        if isinstance(p, ManifoldParameter):
+        if _on_manifold(p):
             manifold.append(p)
         elif p.ndim <= 1 or name in skip:
             no_decay.append(p)

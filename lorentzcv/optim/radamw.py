@@ -8,9 +8,8 @@ from __future__ import annotations
 import torch
 from torch.optim.adamw import adamw as _torch_adamw
 
-from ..geometry import ManifoldParameter
 from ..geometry import math as lmath
-from .curvature import CurvatureAwareOptimizer
+from .curvature import CurvatureAwareOptimizer, cap_points, geodesic_step_limit, tangent_norm
 
 __all__ = ["RiemannianAdamW"]
 
@@ -39,6 +38,12 @@ class RiemannianAdamW(CurvatureAwareOptimizer):
     4. :math:`u = (m/bc_1)/(\sqrt{v/bc_2}+\epsilon)`, :math:`x \leftarrow \exp_{\tilde x}(-\eta u)`,
        :math:`m \leftarrow P_{\tilde x\to x}(m)`, then stabilize
        :math:`m \leftarrow \operatorname{proju}(x, m)` (``expmap`` already ends with ``projx``).
+
+    **Representable radius.** A step never takes a point beyond the radius :math:`m_k = m\min(1,\sqrt{k})` of
+    maximum distance rescaling for the parameter's dtype (float32: ``m = 9.56``): the geodesic is cut where it
+    leaves that ball (:func:`~lorentzcv.optim.geodesic_step_limit`), and a point left beyond it by rounding or by
+    its initial value is put on it (:func:`~lorentzcv.geometry.clip_to_max_distance`). Beyond that radius the
+    dtype no longer resolves ``<x,x>_L = -k`` and the step diverges.
 
     **Curvatures** (groups with ``"curvature": True``, see :func:`~lorentzcv.optim.create_optimizer`) get
     AdamW with *their group's* lr/weight decay, after all other parameters, are clamped to their bounds, and
@@ -117,7 +122,7 @@ class RiemannianAdamW(CurvatureAwareOptimizer):
             maximize=group["maximize"],
         )
 
-    def _manifold_step(self, group: dict, p: ManifoldParameter) -> None:
+    def _manifold_step(self, group: dict, p: torch.Tensor) -> None:
         """Steps 1–4 of the class docstring, written with per-point scalars so that each full-size tensor
         is touched by few kernels (the maps are the closed forms of ``lmath.normalize/egrad2rgrad/proju/
         expmap/transp``; ``tests/optim`` checks them against those kernels)."""
@@ -131,6 +136,10 @@ class RiemannianAdamW(CurvatureAwareOptimizer):
         state["step"] += 1
         t = float(state["step"])
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        # 0. a point beyond the representable radius (initial value, naive curvature mode, …) is put on it first
+        cap = self._cap(p, k)
+        x, m_c = cap_points(x, k, cap, m)
+        m.copy_(m_c)
 
         # 1. decay: x̃ = normalize(μ), μ = (1-λ')x + λ'o; on the manifold <μ,μ>_L = -(1-λ')²k - 2λ'(1-λ')√k x_0 - λ'²k
         if wd != 0:
@@ -155,11 +164,15 @@ class RiemannianAdamW(CurvatureAwareOptimizer):
         bc1 = 1 - beta1**t
         bc2 = 1 - beta2**t
         step = (lr / bc1) / (v / bc2).sqrt_().add_(eps)  # (…, 1): the update is u = -step·m
-        # 4. x_new = exp_x̃(u) = cosh(θ)x̃ + sinhc(θ)u, θ = ‖u‖_L/√k (clamped as in lmath.expmap), then projx
-        mm = lmath.inner(m, m, keepdim=True).clamp_min_(0)
-        theta = step * mm.sqrt() / sk
-        theta_c = theta.clamp_max(lmath.max_rapidity(x.dtype))
-        sh = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(1.0), lmath.sinhc(theta))
+        # 4. x_new = exp_x̃(u) = cosh(θ)x̃ + sinhc(θ)u, θ = ‖u‖_L/√k, then projx; θ is clamped to the part of the
+        #    geodesic inside the representable ball (and to max_rapidity, as in lmath.expmap)
+        mn = tangent_norm(x, m, k)  # ‖m‖_L read at the origin (accurate far from it, unlike sqrt<m,m>_L)
+        mm = mn * mn
+        theta = step * mn / sk
+        limit = geodesic_step_limit(x[..., :1], -m[..., :1], mn, k, cap)  # u = -step·m
+        theta_c = torch.minimum(theta, limit).clamp_max_(lmath.max_rapidity(x.dtype))
+        sh = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(torch.finfo(theta.dtype).tiny),
+                         lmath.sinhc(theta_c))
         ch = torch.cosh(theta_c)
         b = -step * sh  # x_new = ch·x̃ + b·m
         x_new = torch.addcmul(x * ch, m, b)
@@ -169,6 +182,8 @@ class RiemannianAdamW(CurvatureAwareOptimizer):
         #    <x_new,m>_L = b<m,m>_L and <x̃,x_new>_L = -k·cosh(θ) since <x̃,m>_L = 0
         coef = b * mm / (k * (1 + ch))
         m.addcmul_(x, coef).addcmul_(x_new, coef)
+        x_new, m_new = cap_points(x_new, k, cap, m)  # rounding may leave a point just beyond the radius
+        m.copy_(m_new)
         p.copy_(x_new)
         # stabilize: m <- proju(x, m)  (x is on the manifold: its time was just recomputed from space)
         m.addcmul_(x_new, lmath.inner(x_new, m, keepdim=True) / k)

@@ -8,9 +8,8 @@ from __future__ import annotations
 import torch
 from torch.optim.sgd import sgd as _torch_sgd
 
-from ..geometry import ManifoldParameter
 from ..geometry import math as lmath
-from .curvature import CurvatureAwareOptimizer
+from .curvature import CurvatureAwareOptimizer, cap_points, geodesic_step_limit, tangent_norm
 
 __all__ = ["RiemannianSGD"]
 
@@ -28,6 +27,9 @@ class RiemannianSGD(CurvatureAwareOptimizer):
     L2), the same buffer/nesterov rule, :math:`x \leftarrow \exp_x(-\eta d)`,
     :math:`b \leftarrow P_{x\to x_{new}}(b)`. Every ``stabilize`` steps:
     :math:`x \leftarrow \operatorname{projx}(x)`, :math:`b \leftarrow \operatorname{proju}(x, b)`.
+    A step never takes a point beyond the representable radius :math:`m_k = m\min(1,\sqrt{k})` of maximum
+    distance rescaling for the parameter's dtype: the geodesic is cut where it leaves that ball and a point left
+    beyond it is put on it (as in :class:`RiemannianAdamW`).
 
     **Curvatures** (groups with ``"curvature": True``) get SGD with their group's settings after all other
     parameters, are clamped to their bounds, and manifold parameters on a changed ``k`` are moved with their
@@ -84,15 +86,21 @@ class RiemannianSGD(CurvatureAwareOptimizer):
             for p, buf in zip(params, bufs):
                 self.state[p]["momentum_buffer"] = buf
 
-    def _manifold_step(self, group: dict, p: ManifoldParameter) -> None:
+    def _manifold_step(self, group: dict, p: torch.Tensor) -> None:
         k = p.manifold.k.detach()
         lr, wd, mom, damp = group["lr"], group["weight_decay"], group["momentum"], group["dampening"]
         x = p.detach()
+        state = self.state[p]
+        # a point beyond the representable radius (initial value, naive curvature mode, …) is put on it first
+        cap = self._cap(p, k)
+        kk = lmath._k(k, x)
+        x, buf = cap_points(x, kk, cap, state.get("momentum_buffer") if mom != 0 else None)
+        if buf is not None:
+            state["momentum_buffer"].copy_(buf)
         grad = -p.grad if group["maximize"] else p.grad
         if wd != 0:
             grad = grad.add(x, alpha=wd)
         rgrad = lmath.egrad2rgrad(x, grad, k)
-        state = self.state[p]
         buf = None
         if mom != 0:
             buf = state.get("momentum_buffer")
@@ -103,7 +111,18 @@ class RiemannianSGD(CurvatureAwareOptimizer):
             direction = rgrad.add(buf, alpha=mom) if group["nesterov"] else buf
         else:
             direction = rgrad
-        x_new = lmath.expmap(x, direction * -lr, k)
+        u = direction * -lr
+        # cut the geodesic where it leaves the representable ball (CurvatureAwareOptimizer docs), then exp
+        #    x_new = cosh(θ)x + sinhc(θ)u, θ = ‖u‖_L/√k with ‖u‖_L read at the origin (see tangent_norm), clamped to
+        #    the geodesic limit and max_rapidity as in lmath.expmap, then projx
+        sk = kk.sqrt()
+        un = tangent_norm(x, u, kk)
+        limit = geodesic_step_limit(x[..., :1], u[..., :1], un, kk, cap)
+        theta = un / sk
+        theta_c = torch.minimum(theta, limit).clamp_max_(lmath.max_rapidity(x.dtype))
+        sh = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(torch.finfo(theta.dtype).tiny),
+                         lmath.sinhc(theta_c))
+        x_new = lmath.projx(torch.addcmul(torch.cosh(theta_c) * x, u, sh), kk)
         if buf is not None:
             buf.copy_(lmath.transp(x, x_new, buf, k))
         state["step"] = state.get("step", 0) + 1
@@ -112,4 +131,7 @@ class RiemannianSGD(CurvatureAwareOptimizer):
             x_new = lmath.projx(x_new, k)
             if buf is not None:
                 buf.copy_(lmath.proju(x_new, buf, k))
+        x_new, buf_new = cap_points(x_new, kk, cap, buf)  # rounding may leave a point just beyond the radius
+        if buf is not None:
+            buf.copy_(buf_new)
         p.copy_(x_new)
