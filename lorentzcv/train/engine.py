@@ -283,10 +283,14 @@ def _unwrap(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None,
              dist_info: DistInfo | None = None, channels_last: bool = False) -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy over ``loader`` (summed over ranks when distributed)."""
+    """Mean cross-entropy and top-1 accuracy over ``loader`` (summed over ranks when distributed).
+
+    Returns ``{"loss", "acc", "n", "nonfinite"}``; ``nonfinite`` counts the images that are finite but whose
+    logits are not (a model that diverged; images holding NaN/Inf themselves are not counted).
+    """
     was_training = model.training
     model.eval()
-    stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    stats = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, correct, count, non-finite outputs
     for x, y in loader:
         x = x.to(device, non_blocking=True)
         if channels_last:
@@ -298,11 +302,12 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dty
         stats[0] += F.cross_entropy(out, y, reduction="sum").double()
         stats[1] += (out.argmax(1) == y).sum()
         stats[2] += y.numel()
+        stats[3] += (torch.isfinite(x).flatten(1).all(1) & ~torch.isfinite(out).all(1)).sum()
     if dist_info is not None:
         all_reduce_sum(stats, dist_info)
     model.train(was_training)
-    loss, correct, n = stats.tolist()
-    return {"loss": loss / max(n, 1), "acc": correct / max(n, 1), "n": int(n)}
+    loss, correct, n, nonfinite = stats.tolist()
+    return {"loss": loss / max(n, 1), "acc": correct / max(n, 1), "n": int(n), "nonfinite": int(nonfinite)}
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -437,7 +442,8 @@ class Trainer:
             raise
         except BaseException as exc:
             text = str(exc).strip().splitlines()
-            self._note(f"error: {text[0] if text else type(exc).__name__}")
+            self._note("interrupted" if isinstance(exc, KeyboardInterrupt)
+                       else f"error: {text[0] if text else type(exc).__name__}")
             raise
         finally:
             rec = getattr(self, "rec", None)
@@ -616,7 +622,8 @@ class Trainer:
 
     def _wrap_ddp(self, module: nn.Module) -> None:
         """Wrap ``module`` (what the training step calls) in DDP when the run is distributed, and note its
-        buffers, which a skipped step restores (:meth:`_guarded_step`)."""
+        buffers, which a skipped step restores (:meth:`_guarded_step`; modules update them in place, as torch's
+        and lorentzcv's batch norms do)."""
         self.step_module = module
         self.guard_buffers = list(module.buffers())
         self.buffer_copies: list[torch.Tensor] | None = None
@@ -715,9 +722,11 @@ class Trainer:
             last = epoch + 1 == t.epochs
             if self.val_loader is not None:
                 v = self._eval(self.val_loader)
+                self._check_outputs(epoch, "validation", v["nonfinite"])
                 row.update(val_loss=v["loss"], val_acc=v["acc"])
             if self.test_loader is not None and (last or (t.eval_test_every and (epoch + 1) % t.eval_test_every == 0)):
                 r = self._eval(self.test_loader)
+                self._check_outputs(epoch, "test", r["nonfinite"])
                 row.update(test_loss=r["loss"], test_acc=r["acc"])
             improved = self.val_loader is not None and (self.best is None or row["val_acc"] > self.best["val_acc"])
             if improved:
@@ -763,9 +772,23 @@ class Trainer:
             return "no checkpoint was written (no earlier epoch to keep)"
         return f"{self.run_dir / 'last.pt'} keeps epoch {done}, the last finite state"
 
+    def _diverged(self, what: str, epoch: int) -> TrainingDivergedError:
+        return TrainingDivergedError(
+            f"training diverged after epoch {epoch + 1}: {what}; the run stopped and {self._saved_epoch_text()}. "
+            f"Lower optim.lr (now {self.cfg.optim.lr:g}) or set train.grad_clip_norm"
+        )
+
+    def _check_outputs(self, epoch: int, split: str, nonfinite: int) -> None:
+        """Stop the run if the model gave non-finite outputs for finite images of ``split`` (its weights can be
+        finite and still overflow): the epoch is not checkpointed."""
+        if nonfinite:
+            raise self._diverged(f"the model gives non-finite outputs for {nonfinite} finite {split} images",
+                                 epoch)
+
     def _check_finite_state(self, epoch: int, row: dict[str, Any]) -> None:
-        """Raise :class:`TrainingDivergedError` if a parameter, buffer or optimizer state is non-finite after
-        ``epoch`` (checked on every rank, decided together), before anything of the epoch is saved."""
+        """Raise :class:`TrainingDivergedError` if every step of ``epoch`` was skipped, or if a parameter, buffer
+        or optimizer state is non-finite after it (checked on every rank, decided together), before anything of
+        the epoch is saved."""
         bad: str | None = None
         named = [("parameter", n, p) for n, p in self.step_module.named_parameters()]
         named += [("buffer", n, b) for n, b in self.step_module.named_buffers()]
@@ -774,20 +797,19 @@ class Trainer:
             for k, v in st.items():
                 if isinstance(v, torch.Tensor):
                     named.append(("optimizer state", f"{k} of {names.get(id(param), 'a parameter')}", v))
-        for kind, name, v in named:
-            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-                bad = f"{kind} '{name}'"
-                break
+        named = [(kind, name, v) for kind, name, v in named if v.is_floating_point() and v.numel()]
+        finite = torch.stack([torch.isfinite(v).all().to(self.device) for _, _, v in named]) if named else None
+        if finite is not None and not bool(finite.all()):  # one device sync; the name only on failure
+            kind, name, _ = named[int((~finite).nonzero()[0, 0])]
+            bad = f"{kind} '{name}'"
         flag = torch.tensor([0.0 if bad is None else 1.0], device=self.device)
         all_reduce_sum(flag, self.dist)
         if flag.item() > 0:
-            where = bad or "a tensor on another rank"
-            raise TrainingDivergedError(
-                f"training diverged: {where} is non-finite after epoch {epoch + 1} (train loss "
-                f"{row.get('train_loss', math.nan):.4g}, {row.get('skipped_steps', 0)} skipped steps); the run "
-                f"stopped and {self._saved_epoch_text()}. Lower optim.lr (now {self.cfg.optim.lr:g}) or set "
-                "train.grad_clip_norm"
-            )
+            raise self._diverged(f"{bad or 'a tensor on another rank'} is non-finite (train loss "
+                                 f"{row.get('train_loss', math.nan):.4g}, {row.get('skipped_steps', 0)} skipped "
+                                 "steps)", epoch)
+        if self.consecutive_skips >= self.steps_per_epoch:  # the same on every rank (all-reduced decisions)
+            raise self._diverged("every step of the epoch had a non-finite loss or gradient", epoch)
 
     def _lrs(self) -> dict[str, float]:
         groups = self.optimizer.param_groups

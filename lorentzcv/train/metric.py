@@ -455,7 +455,8 @@ def evaluate_retrieval(model: nn.Module, loaders: dict[str, DataLoader], device:
     """Recall@K (and MAP@R) with the model's distance (``model.distance()``, spec §7.4).
 
     ``loaders`` has ``"test"`` (leave-one-out, self-match masked by index) or ``"query"`` and ``"gallery"``
-    (query→gallery, nothing masked), or ``"train"`` (leave-one-out). Returns ``{"R@k": …, "MAP@R": …, "n": …}``.
+    (query→gallery, nothing masked), or ``"train"`` (leave-one-out). Returns ``{"R@k": …, "MAP@R": …, "n": …,
+    "nonfinite": …}`` (``nonfinite``: embeddings with a NaN/Inf coordinate, over all splits: a diverged model).
     """
     from ..metric import map_at_r, recall_at_k
 
@@ -471,6 +472,7 @@ def evaluate_retrieval(model: nn.Module, loaders: dict[str, DataLoader], device:
     if map_r:
         out["MAP@R"] = map_at_r(q, qy, g, gy, distance=distance, chunk_size=chunk_size)
     out["n"] = int(len(q))
+    out["nonfinite"] = sum(int((~torch.isfinite(z).all(1)).sum()) for z, _ in emb.values())
     return out
 
 
@@ -607,10 +609,12 @@ class MetricTrainer(Trainer):
             last = epoch + 1 == t.epochs
             if last or (t.eval_test_every and (epoch + 1) % t.eval_test_every == 0):
                 r = self._evaluate(self.eval_loaders)
-                row.update({k: v for k, v in r.items() if k != "n"})
+                self._check_outputs(epoch, "test", r["nonfinite"])
+                row.update({k: v for k, v in r.items() if k not in ("n", "nonfinite")})
                 if self.val_loaders:
                     r = self._evaluate(self.val_loaders)
-                    row.update({f"val_{k}": v for k, v in r.items() if k != "n"})
+                    self._check_outputs(epoch, "validation", r["nonfinite"])
+                    row.update({f"val_{k}": v for k, v in r.items() if k not in ("n", "nonfinite")})
             improved = "val_R@1" in row and (self.best is None or row["val_R@1"] > self.best["val_R@1"])
             if improved:
                 self.best = {"val_R@1": row["val_R@1"], "epoch": epoch + 1}

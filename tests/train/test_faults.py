@@ -155,10 +155,46 @@ def test_a_nan_parameter_stops_the_run_after_the_consecutive_skip_limit(tmp_path
 @pytest.mark.parametrize("target", ["parameter", "buffer"])
 def test_a_non_finite_state_at_the_end_of_an_epoch_is_never_checkpointed(tmp_path, target):
     cfg = _cfg(tmp_path, overrides=["train.epochs=2", "train.max_skipped_steps=null"])
-    with pytest.raises(TrainingDivergedError, match=rf"{target} '.*' is non-finite after epoch 2"):
+    with pytest.raises(TrainingDivergedError, match=rf"after epoch 2: {target} '.*' is non-finite"):
         type("P", (_Poison,), {"target": target})(cfg, stream=io.StringIO()).run()
     state = load_checkpoint(tmp_path / "run")
     assert state["epoch"] == 1 and _finite(state)
+
+
+class _NaNLossFrom2(Trainer):
+    """Every training loss of epoch 2 is NaN (the weights stay finite)."""
+
+    def _setup(self):
+        super()._setup()
+        criterion = self.criterion
+        self.criterion = lambda out, y: criterion(out, y) * (float("nan") if self.epoch == 1 else 1.0)
+
+
+def test_an_epoch_of_only_skipped_steps_stops_the_run(tmp_path):
+    cfg = _cfg(tmp_path, overrides=["train.epochs=3", "train.max_skipped_steps=null"])
+    with pytest.raises(TrainingDivergedError, match="after epoch 2: every step of the epoch had a non-finite loss"):
+        _NaNLossFrom2(cfg, stream=io.StringIO()).run()
+    assert load_checkpoint(tmp_path / "run")["epoch"] == 1
+
+
+class _Overflow(Trainer):
+    """After the training steps of epoch 2, the weights become huge but finite: the logits overflow."""
+
+    def _check_finite_state(self, epoch, row):
+        super()._check_finite_state(epoch, row)
+        if epoch == 1:
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    p.mul_(1e30)
+
+
+def test_finite_weights_with_non_finite_outputs_are_not_checkpointed(tmp_path):
+    cfg = _cfg(tmp_path, overrides=["train.epochs=2", "model.name=resnet18"])
+    with pytest.raises(TrainingDivergedError, match=r"after epoch 2: the model gives non-finite outputs for \d+ "
+                                                    "finite test images"):
+        _Overflow(cfg, stream=io.StringIO()).run()
+    state = load_checkpoint(tmp_path / "run")
+    assert state["epoch"] == 1 and math.isfinite(state["history"][0]["test_loss"])
 
 
 def test_a_diverging_lr_ends_with_a_one_line_error_and_no_nan_checkpoint(tmp_path, capsys):
@@ -168,8 +204,9 @@ def test_a_diverging_lr_ends_with_a_one_line_error_and_no_nan_checkpoint(tmp_pat
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: training diverged")
-    if (run / "last.pt").exists():
-        assert _finite(load_checkpoint(run))
+    if (run / "last.pt").exists():  # the last epoch that was finite and gave finite test outputs
+        state = load_checkpoint(run)
+        assert _finite(state) and math.isfinite(state["history"][-1]["test_loss"])
     assert not (run / "summary.json").exists()
 
 
