@@ -21,8 +21,9 @@ One :class:`Trainer` runs one run directory:
   step leaves the model exactly as it was: the module buffers (batch-norm running statistics, which the
   forward pass already updated from the bad batch) are restored from a copy taken before the forward. After
   ``train.max_skipped_steps`` consecutive skipped steps (float16 loss-scale back-offs of the GradScaler are
-  not counted while the scale is >= 1: that is its normal search at start-up), or when a parameter, buffer
-  or optimizer state is non-finite at the end of an epoch, the run stops with
+  not counted while the scale is >= 1: that is its normal search at start-up), when every step of an epoch
+  was skipped, when a parameter, buffer or optimizer state is non-finite at the end of an epoch, or when the
+  model's outputs on finite evaluation images are non-finite, the run stops with
   :class:`TrainingDivergedError` (a one-line error, exit status 2 on the command line) before writing a
   checkpoint, so ``last.pt`` keeps the last finite epoch. Optional clipping by norm
   (``train.grad_clip_norm``) and by value (``train.grad_clip_value``).
