@@ -224,7 +224,8 @@ def _launches_of(func, args, kwargs) -> int:
     name = func.name()  # e.g. "aten::mul.Tensor", "lorentzcv::fused_lift"
     packet = name.split(".")[0]
     if packet in LAUNCHES:
-        return LAUNCHES[packet]
+        n = LAUNCHES[packet]
+        return n(args, kwargs) if callable(n) else n
     base = packet.split("::")[-1]
     if func.is_view or base in _FREE_OPS:
         return 0

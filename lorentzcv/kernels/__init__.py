@@ -4,6 +4,9 @@ A Lorentz layer's work outside its convolution or matrix product is a chain of s
 (time from space, maximum distance rescaling, ReLU, residual sums). Written as PyTorch ops each link is one kernel
 launch, which bounds a GPU step at small batches. This package provides the same chains as single kernels:
 
+* :mod:`lorentzcv.kernels.batch_norm`: the Lorentz batch norm (forward 4 kernels in training, backward 5, the
+  running statistics 1), same structure (Triton on CUDA, the eager closed form with a hand-written backward
+  elsewhere).
 * :mod:`lorentzcv.kernels.lift`: :func:`~lorentzcv.kernels.lift.fused_lift`, the "space coordinates → point"
   epilogue of every efficient convolution, activation and residual (forward one kernel, backward one kernel plus
   the reduction of the curvature gradient), as ``torch.library`` custom ops: hand-written Triton kernels on CUDA,
@@ -25,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -34,8 +37,9 @@ __all__ = ["backend", "emulate_cuda", "use_fused", "cpu_path", "triton_available
 _BACKENDS = ("auto", "fused", "eager")
 _STATE = threading.local()
 
-#: Kernel launches of each fused custom op on CUDA (the launch counter of ``benchmarks/compute.py`` reads it).
-LAUNCHES: dict[str, int] = {}
+#: Kernel launches of each fused custom op on CUDA: a number, or a function of the op's ``(args, kwargs)`` (the launch
+#: counter of ``benchmarks/compute.py`` reads it).
+LAUNCHES: dict[str, int | Callable[[tuple, dict], int]] = {}
 
 
 def _get(name: str, default):

@@ -63,7 +63,7 @@ def empty_like_lifted(ys: torch.Tensor, dim: int) -> torch.Tensor:
     if ys.dim() == 4 and dim == 1 and not ys.is_contiguous() and ys.is_contiguous(
         memory_format=torch.channels_last
     ):
-        return ys.new_empty(shape).contiguous(memory_format=torch.channels_last)
+        return torch.empty(shape, dtype=ys.dtype, device=ys.device, memory_format=torch.channels_last)
     return ys.new_empty(shape)
 
 

@@ -1,6 +1,7 @@
 """Run the Triton lift kernels in Triton's interpreter against the eager closed form; print JSON errors.
 
-Run as a script with ``TRITON_INTERPRET=1`` in the environment (``test_fused_lift.py`` does that in a
+Also counts what each launcher launches against the declared :data:`lorentzcv.kernels.LAUNCHES`. Run as a module
+with ``TRITON_INTERPRET=1`` in the environment (``test_fused_lift.py`` does that in a
 subprocess: the variable must be set before Triton is first imported).
 """
 
@@ -11,7 +12,11 @@ import math
 
 import torch
 
+from lorentzcv.kernels import LAUNCHES
+from lorentzcv.kernels import _lift_triton as T
 from lorentzcv.kernels import lift as KL
+
+from ._launch_counting import count_launches
 
 
 def _cases():
@@ -42,18 +47,21 @@ def main() -> None:
     for name, x, y, k, src, dim, rescale in _cases():
         kt = torch.tensor(k)
         ref_out, ref_sq = KL._fused_lift_op(x, y, kt, src, dim, rescale, m0, mc)
-        tri_out, tri_sq = KL.launch_triton_lift(x, y, kt, src, dim, rescale, m0, mc)
+        (tri_out, tri_sq), n_fwd = count_launches(T, KL.launch_triton_lift, x, y, kt, src, dim, rescale, m0, mc)
         gout = torch.randn(ref_out.shape, generator=torch.Generator().manual_seed(2))
         if name == "one_pixel":
             gout = gout[:1, :1].expand_as(ref_out)  # a broadcast (stride-0) gradient
         ref_g, ref_gk = KL._fused_lift_backward_op(gout, ref_out, ref_sq, kt, src, dim, rescale, m0, mc)
-        tri_g, tri_gk = KL.launch_triton_lift_backward(gout, ref_out, ref_sq, kt, src, dim, rescale, m0, mc)
+        (tri_g, tri_gk), n_bwd = count_launches(T, KL.launch_triton_lift_backward, gout, ref_out, ref_sq, kt, src,
+                                                dim, rescale, m0, mc)
 
         def rel(a, b):
             return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
         out[name] = {"out": rel(tri_out, ref_out), "sq": rel(tri_sq, ref_sq), "grad": rel(tri_g, ref_g),
                      "grad_k": rel(tri_gk, ref_gk), "layout_kept": tri_out.stride() == ref_out.stride(),
+                     "launches_as_declared": (n_fwd == LAUNCHES["lorentzcv::fused_lift"]
+                                              and n_bwd == LAUNCHES["lorentzcv::fused_lift_backward"]),
                      "finite": bool(torch.isfinite(tri_out).all() and torch.isfinite(tri_g).all())}
     print(json.dumps(out))
 

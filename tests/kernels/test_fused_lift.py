@@ -3,12 +3,6 @@ interpreter, gradients in float64, and the layers/models on the fused path vs th
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -19,7 +13,8 @@ from lorentzcv.kernels import lift as KL
 from lorentzcv.models import create_model
 from lorentzcv.nn import LorentzConv2d, LorentzReLU, LorentzResidual
 
-HERE = Path(__file__).resolve().parent
+from ._interpreted import run_interpreted
+
 M0, MC = 11.48, 1.32  # a rescaling radius (before min(1, √k)) and m·c
 
 
@@ -32,15 +27,12 @@ def _points(shape, k, scale=1.0, seed=0, dtype=torch.float32):
 @pytest.mark.skipif(not triton_available(), reason="Triton is not installed")
 def test_triton_kernels_match_the_eager_closed_form_in_the_interpreter():
     """Every source, with and without rescaling, k at 0.05/1/4, zero/tiny/far vectors, channels-last maps, vectors,
-    one pixel with a broadcast gradient, a pixel count that is not a multiple of the block."""
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run([sys.executable, str(HERE / "_triton_cases.py")], capture_output=True, text=True, env=env,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    one pixel with a broadcast gradient, a pixel count that is not a multiple of the block; each launcher launches
+    what ``lorentzcv.kernels.LAUNCHES`` declares."""
+    res = run_interpreted("tests.kernels._triton_cases")
     assert len(res) == 19
     for name, r in res.items():
-        assert r["finite"] and r["layout_kept"], name
+        assert r["finite"] and r["layout_kept"] and r["launches_as_declared"], (name, r)
         assert r["out"] < 1e-5 and r["sq"] < 1e-5, (name, r)
         assert r["grad"] < 1e-5 and r["grad_k"] < 5e-5, (name, r)
 

@@ -11,8 +11,8 @@ from torch.func import functional_call
 from lorentzcv.geometry import Lorentz, ManifoldParameter, RescaleConfig
 from lorentzcv.geometry import math as lmath
 from lorentzcv.geometry.rescale import rescale_euclid
+from lorentzcv.kernels import batch_norm as bn_kernels
 from lorentzcv.nn import LorentzBatchNorm1d, LorentzBatchNorm2d
-from lorentzcv.nn import norm as norm_mod
 
 C = 3  # space channels
 VARIANTS = ["hcnn", "rhl"]
@@ -78,8 +78,8 @@ CASE_IDS = ["1d", "2d"]
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch):
     """Force several cache blocks even for the tiny test shapes (exercises the chunked loops)."""
-    monkeypatch.setattr(norm_mod, "_CHUNK_ELEMS", 20)
-    monkeypatch.setattr(norm_mod, "_CHUNK_ELEMS_MT", 20)
+    monkeypatch.setattr(bn_kernels, "_CHUNK_ELEMS", 20)
+    monkeypatch.setattr(bn_kernels, "_CHUNK_ELEMS_MT", 20)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -462,8 +462,8 @@ def test_cache_blocking_does_not_change_results(monkeypatch):
     """Whole-batch passes (the multi-threaded default) and small cache blocks give the same values/gradients."""
     out = []
     for elems in (20, None):
-        monkeypatch.setattr(norm_mod, "_CHUNK_ELEMS", elems if elems is not None else 1 << 40)
-        monkeypatch.setattr(norm_mod, "_CHUNK_ELEMS_MT", elems)
+        monkeypatch.setattr(bn_kernels, "_CHUNK_ELEMS", elems if elems is not None else 1 << 40)
+        monkeypatch.setattr(bn_kernels, "_CHUNK_ELEMS_MT", elems)
         m = Lorentz(k=0.75, learnable=True).double()
         layer = _make(LorentzBatchNorm2d, m, "rhl")
         x = _points((5, 1 + C, 3, 2), 0.75).requires_grad_()
