@@ -19,7 +19,12 @@ the points, gradients and momenta of every manifold parameter still live on the 
      :math:`d_0/\sqrt{k}`, scales distances and :math:`\|m\|_L` by :math:`\sqrt{k_{new}/k_{old}}`).
 
    Both start with :math:`x \leftarrow \operatorname{projx}_{k_{old}}(x)`, :math:`m \leftarrow
-   \operatorname{proju}_{k_{old}}(x, m)` and end with the same at ``k_new``. The second moment is not moved.
+   \operatorname{proju}_{k_{old}}(x, m)` and end with ``projx`` at ``k_new`` (``"scale"`` also with ``proju``; the
+   explog moment, transported in closed form, is tangent to rounding, and re-projecting it far from the origin
+   would amplify rounding by :math:`\varepsilon\cosh^2 r`). The second moment is not moved.
+
+   Both moves are capped: a point they would take beyond the resolvable radius (:class:`CurvatureAwareOptimizer`)
+   is put on it, its moment transported there through the origin (:func:`cap_points`).
    Unlike the authors' code ([A]), the transported moment is written back into the optimizer state.
 
 :class:`CurvatureAwareOptimizer` implements this orchestration once for
@@ -119,7 +124,7 @@ def _move_explog(
     cap: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Closed form of ``projx/proju`` at ``k_old`` → ``transp0back`` → ``expmap0∘logmap0`` → ``transp0`` →
-    ``projx/proju`` at ``k_new`` with per-point scalars (two reductions instead of ~40 full-size kernels).
+    ``projx`` at ``k_new`` with per-point scalars (two reductions instead of ~40 full-size kernels).
 
     With :math:`r = \|x_s\|`, :math:`d = \sqrt{k_{old}}\operatorname{asinh}(r/\sqrt{k_{old}})`:
     :math:`x'_s = f x_s`, :math:`f = \sqrt{k_{new}}\sinh(d/\sqrt{k_{new}})/r`. Every tangent vector in the
@@ -153,7 +158,7 @@ def _move_explog(
     xmo = xm + (alpha - c1) * r2  # x_s · m_o,s
     c2 = f * xmo / (kn + skn * xn0)  # transp0 at k_new: m_n = m_o + c2·(x_new + o_new)
     m_new = torch.cat([c2 * (xn0 + skn), torch.addcmul(ms, xs, alpha - c1 + c2 * f)], dim=dim)
-    return x_new, lmath.proju(x_new, m_new, k_new, dim=dim)
+    return x_new, m_new
 
 
 DEFAULT_BOUNDS = (0.05, 20.0)  # Lorentz's default; used for geoopt manifolds, which carry no bounds
