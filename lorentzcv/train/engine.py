@@ -809,7 +809,9 @@ class Trainer:
             raise self._diverged(f"{bad or 'a tensor on another rank'} is non-finite (train loss "
                                  f"{row.get('train_loss', math.nan):.4g}, {row.get('skipped_steps', 0)} skipped "
                                  "steps)", epoch)
-        if self.consecutive_skips >= self.steps_per_epoch:  # the same on every rank (all-reduced decisions)
+        # The same on every rank (the skip decisions are all-reduced). Two skips at least: one bad batch in a
+        # one-step epoch is not a divergence.
+        if self.consecutive_skips >= max(self.steps_per_epoch, 2):
             raise self._diverged("every step of the epoch had a non-finite loss or gradient", epoch)
 
     def _lrs(self) -> dict[str, float]:

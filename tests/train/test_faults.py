@@ -177,6 +177,18 @@ def test_an_epoch_of_only_skipped_steps_stops_the_run(tmp_path):
     assert load_checkpoint(tmp_path / "run")["epoch"] == 1
 
 
+class _FirstBatchBad(Trainer):
+    def _train_batches(self):
+        for step, x, y in super()._train_batches():
+            yield step, (x * float("nan") if self.epoch == 0 else x), y
+
+
+def test_one_bad_batch_in_a_one_step_epoch_is_not_a_divergence(tmp_path):
+    cfg = _cfg(tmp_path, overrides=["train.epochs=2", "train.max_steps_per_epoch=1"])
+    s = _FirstBatchBad(cfg, stream=io.StringIO()).run()
+    assert s["skipped_steps"] == 1 and math.isfinite(s["test_loss"])
+
+
 class _Overflow(Trainer):
     """After the training steps of epoch 2, the weights become huge but finite: the logits overflow."""
 
