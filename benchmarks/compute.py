@@ -232,7 +232,13 @@ def _launches_of(func, args, kwargs) -> int:
     if base == "convolution_backward":  # grad input, grad weight, grad bias: one kernel each that is asked for
         mask = args[-1] if len(args) >= 11 else kwargs.get("output_mask", [True, True, True])
         return sum(bool(m) for m in mask)
-    return 1
+    return _MULTI_KERNEL.get(base, 1)
+
+
+#: Ops that CUDA runs as more than one kernel: the backward of a view fills a zero tensor, then copies the gradient
+#: into the viewed part.
+_MULTI_KERNEL = {"slice_backward": 2, "select_backward": 2, "diagonal_backward": 2, "as_strided_backward": 2,
+                 "index_select_backward": 2, "unfold_backward": 2}
 
 
 def count_launches(step: Step, *, by_op: bool = False) -> int | dict[str, int]:
@@ -244,7 +250,8 @@ def count_launches(step: Step, *, by_op: bool = False) -> int | dict[str, int]:
     shortcuts) — and under a ``TorchDispatchMode`` that sees every ATen/custom op *below autograd*, i.e. the
     ops that actually run (composite ops arrive decomposed; what an op calls internally is not seen). Each op
     counts as the kernels it launches on CUDA: view ops (by schema) and allocations/bookkeeping (``_FREE_OPS``)
-    0; ``convolution_backward`` one per gradient asked for (input, weight, bias); a fused ``lorentzcv::`` op its
+    0; ``convolution_backward`` one per gradient asked for (input, weight, bias); the backward of a view op
+    (``slice_backward`` …) 2, a zero fill and a copy (``_MULTI_KERNEL``); a fused ``lorentzcv::`` op its
     declared count (:data:`lorentzcv.kernels.LAUNCHES`: e.g. the fused lift 1 forward, 2 backward); a
     ``_foreach_*`` op 1 (CUDA's multi-tensor apply launches one kernel per few hundred thousand elements:
     1–3 at these model sizes, so this slightly favours the Euclidean optimizers); every other op 1. Optimizers

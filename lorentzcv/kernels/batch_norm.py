@@ -628,9 +628,12 @@ def _bn_setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(x3, y3, m, mu, var, sc, beta_s, gamma, k, running_mean, running_var)
     ctx.cfg = cfg
     ctx.mark_non_differentiable(m, mu, var, sc)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for m, μ, σ, SC (kernel launches on a GPU)
 
 
 def _bn_backward(ctx, gy, _gm, _gmu, _gvar, _gsc):
+    if gy is None:
+        return (None,) * 13
     gx, gbs, gg, gk = _bn_backward_op(gy, *ctx.saved_tensors, *ctx.cfg)
     return (gx, gbs, gg, gk) + (None,) * 9
 

@@ -302,10 +302,13 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.cfg = (src, dim, rescale, m0, mc)
     ctx.two = y is not None
     ctx.mark_non_differentiable(sq)
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for sq (a kernel launch on a GPU)
 
 
-def _backward(ctx, g_out: torch.Tensor, _g_sq: torch.Tensor):
+def _backward(ctx, g_out: torch.Tensor | None, _g_sq: torch.Tensor | None):
     out, sq, k = ctx.saved_tensors
+    if g_out is None:
+        return (None,) * 8
     g_in, g_k = _fused_lift_backward_op(g_out, out, sq, k, *ctx.cfg)
     return g_in, (g_in if ctx.two else None), g_k, None, None, None, None, None
 
