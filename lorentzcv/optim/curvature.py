@@ -49,6 +49,7 @@ import torch
 from ..geometry import Lorentz
 from ..geometry import math as lmath
 from ..geometry.rescale import max_rapidity_radius
+from .stacked import stack_buckets, stack_rows, stacked_call, unstack_rows_into
 
 __all__ = [
     "move_to_curvature", "CurvatureAwareOptimizer", "CURVATURE_MODES", "CURVATURE_MOVES", "manifold_of",
@@ -341,10 +342,15 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
         if group["curvature"]:
             self._clamp(group, index if index is not None else self._manifold_params())
             return
-        for p in group["params"]:
-            if p.grad is not None and manifold_of(p) is not None:
-                if p.grad.is_sparse:
-                    raise RuntimeError("sparse gradients are not supported on manifold parameters")
+        manifold_params = [p for p in group["params"] if p.grad is not None and manifold_of(p) is not None]
+        if any(p.grad.is_sparse for p in manifold_params):
+            raise RuntimeError("sparse gradients are not supported on manifold parameters")
+        # points of equal size on one manifold are stepped as one stacked tensor (lorentzcv.optim.stacked)
+        for bucket in stack_buckets(manifold_params, lambda p: (id(p.manifold.k), _cap_r(p.manifold))):
+            if len(bucket) > 1 and all(p.is_contiguous() and p.grad.is_contiguous() for p in bucket) and \
+                    stacked_call(bucket, self.state, lambda proxy: self._manifold_step(group, proxy)):
+                continue
+            for p in bucket:
                 self._manifold_step(group, p)
 
     @torch.no_grad()
@@ -379,11 +385,20 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
             if not on_k or torch.equal(k, k_old):
                 continue
             k_new = k.detach()
-            for p in on_k:
-                state = self.state.get(p)
-                m = state.get(self.moment_key) if state else None
-                x_new, m_new = move_to_curvature(p.detach(), k_old, k_new, m, variant=variant,
-                                                 r=_cap_r(p.manifold))
-                p.copy_(x_new)
-                if m is not None:
-                    m.copy_(m_new)
+            for bucket in stack_buckets(on_k, lambda p: _cap_r(p.manifold)):
+                moments = [self.state[p].get(self.moment_key) if p in self.state else None for p in bucket]
+                r = _cap_r(bucket[0].manifold)
+                has_m = [m is not None for m in moments]
+                if len(bucket) > 1 and all(has_m) == any(has_m):
+                    # all or none with a moment: one move of the stacked points (lorentzcv.optim.stacked)
+                    x_new, m_new = move_to_curvature(stack_rows(bucket), k_old, k_new,
+                                                     stack_rows(moments) if has_m[0] else None, variant=variant, r=r)
+                    unstack_rows_into([p.detach() for p in bucket], x_new)
+                    if has_m[0]:
+                        unstack_rows_into(moments, m_new)
+                    continue
+                for p, m in zip(bucket, moments):
+                    x_new, m_new = move_to_curvature(p.detach(), k_old, k_new, m, variant=variant, r=r)
+                    p.copy_(x_new)
+                    if m is not None:
+                        m.copy_(m_new)
