@@ -17,7 +17,6 @@ manifold to the precision of their space part.
 
 from __future__ import annotations
 
-import functools
 import math as pymath
 
 import torch
@@ -81,14 +80,19 @@ def tanhc(t: torch.Tensor) -> torch.Tensor:
     return torch.where(small, 1 - t * t / 3, torch.tanh(safe) / safe)
 
 
-@functools.cache
+_MAX_RAPIDITY = {dt: 0.5 * pymath.log(torch.finfo(dt).max) - 1.0
+                 for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+
+
 def max_rapidity(dtype: torch.dtype) -> float:
     r"""Largest rapidity :math:`\theta` for which :math:`\sinh(\theta)^2` is finite in ``dtype``.
 
     Exponential maps clamp the rapidity :math:`\|u\|_L/\sqrt{k}` to this value (HCNN uses 10, [A] 100,
-    which overflows float32); it is ``½·log(max) − 1``: 43.4 for float32/bfloat16, 4.5 for float16.
+    which overflows float32); it is ``½·log(max) − 1``: 43.4 for float32/bfloat16, 4.5 for float16. (A table,
+    not a cached function: ``torch.compile`` traces a plain lookup without warnings.)
     """
-    return 0.5 * pymath.log(torch.finfo(dtype).max) - 1.0
+    value = _MAX_RAPIDITY.get(dtype)
+    return value if value is not None else 0.5 * pymath.log(torch.finfo(dtype).max) - 1.0
 
 
 def _sqnorm(v: torch.Tensor, dim: int, keepdim: bool = True) -> torch.Tensor:

@@ -178,6 +178,7 @@ class TrainConfig:
     find_unused_parameters: bool = False  # DDP option
     max_skipped_steps: int | None = 10  # stop after this many consecutive non-finite steps (null: never)
     ddp_timeout_s: float = 300.0  # DDP collectives time out (and the job stops) after this many seconds
+    compile: bool = False  # torch.compile the training step's model (forward + backward; BENCHMARKS.md: compile time)
 
 
 @dataclass

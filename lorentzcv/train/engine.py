@@ -412,7 +412,7 @@ class Trainer:
         self.resume = resume
         self.stream = stream
         self.model: nn.Module | None = None
-        self.ddp: nn.Module | None = None
+        self.ddp: nn.Module | None = None  # what the training step calls: the DDP and/or torch.compile wrapper
         self.optimizer: torch.optim.Optimizer | None = None
 
     # ------------------------------------------------------------------------------------ public
@@ -632,6 +632,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = nn.parallel.DistributedDataParallel(module, device_ids=ids,
                                                            find_unused_parameters=self.cfg.train.find_unused_parameters)
+        if self.cfg.train.compile:  # torch.compile with default arguments: forward and backward of the step
+            self.ddp = torch.compile(self.ddp if self.ddp is not None else module)
 
     def _load_state(self, state: dict[str, Any]) -> list[str]:
         """Load a resume checkpoint into the model, optimizer, scheduler, scaler and RNGs; returns notes to log.

@@ -222,3 +222,32 @@ def test_tensorboard_scalars_when_installed(tmp_path, monkeypatch):
     tags = {w[0] for w in written}
     assert ("dir", str(tmp_path / "run" / "tb")) in written and ("closed",) in written
     assert {"train_loss", "test_acc", "lr", "K/encoder_manifold", "throughput"} <= tags
+
+
+@pytest.mark.parametrize("kind", ["classification", "metric"])
+def test_compile_switch_compiles_the_training_step(tmp_path, datasets_root, monkeypatch, kind):
+    """``train.compile=true`` wraps what the training step calls in ``torch.compile`` (default arguments) and the run
+    trains through it. (The eager backend keeps the test fast; inductor on every layer kind is
+    tests/kernels/test_compile.py.)"""
+    calls = []
+    real = torch.compile
+
+    def spy(module, **kwargs):
+        calls.append((type(module).__name__, kwargs))
+        return real(module, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", spy)
+    if kind == "classification":
+        overrides = ["data.name=cifar10", f"data.root={datasets_root}", "model.name=hecnn_resnet18",
+                     "data.batch_size=16", "train.max_steps_per_epoch=2", "train.compile=true"]
+        s = _run(tmp_path, "run", overrides)
+        assert 0.0 <= s["test_acc"] <= 1.0
+    else:
+        cfg = load_config("configs/metric/demo/fashion_mnist_dml_lhier.yaml",
+                          [f"data.root={datasets_root}", f"output.dir={tmp_path / 'run'}", f"train.device={DEVICE}",
+                           "train.epochs=1", "train.max_steps_per_epoch=2", "data.num_workers=0",
+                           "output.progress=false", "output.tensorboard=false", "train.compile=true"])
+        train(cfg, stream=io.StringIO())
+    assert len(calls) == 1 and calls[0][1] == {}
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and math.isfinite(rows[-1]["train_loss"])
