@@ -186,12 +186,26 @@ class OutputConfig:
     """Where a run writes ``config.yaml``, ``metrics.jsonl``/``.csv``, ``log.txt``, checkpoints and TensorBoard."""
 
     root: str = "runs"
-    name: str | None = None  # None: "<dataset>_<model>"; the run dir is <root>/<name>-<timestamp>
+    name: str | None = None  # None: "{data}_{model}"; the run dir is <root>/<name>-<timestamp> (see run_name)
     dir: str | None = None  # an exact run directory (overrides root/name)
     checkpoints: bool = True
     tensorboard: bool = True  # only if the tensorboard package is installed
     progress: bool | None = None  # progress bar; None: only when stderr is a terminal
     overwrite: bool = False  # replace the run in a non-empty output.dir (else refused; --resume continues it)
+
+    def run_name(self, data: str, model: str) -> str:
+        """The run directory's name (before ``-<timestamp>``): ``name`` with ``{data}`` replaced by the dataset
+        actually used and ``{model}`` by the model's label; ``None`` (or empty) gives ``"{data}_{model}"``.
+
+        Raises:
+            ConfigError: ``name`` holds another ``{...}`` field or unbalanced braces.
+        """
+        template = self.name or "{data}_{model}"
+        try:
+            return template.format(data=data, model=model)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"output.name={self.name!r} may only use the fields {{data}} and {{model}} ({exc!r})"
+                              ) from None
 
 
 @dataclass
@@ -204,6 +218,10 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+    def model_label(self) -> str:
+        """The model's name in run directory names (``{model}`` of ``output.name``): ``model.name``."""
+        return self.model.name
 
     def validate(self) -> Config:
         """Check cross-field constraints (raises :class:`ConfigError`); returns ``self``."""
@@ -254,6 +272,7 @@ def _shared_checks(cfg: Config | MetricRunConfig) -> list[tuple[bool, str]]:
         (t.grad_clip_value is None or t.grad_clip_value > 0, "train.grad_clip_value must be > 0 or null"),
         (t.max_steps_per_epoch is None or t.max_steps_per_epoch >= 1,
          "train.max_steps_per_epoch must be >= 1 or null"),
+        (bool(cfg.output.run_name(d.name, cfg.model_label())), "output.name gives an empty run name"),
     ]
 
 
@@ -389,6 +408,10 @@ class MetricRunConfig:
     schedule: ScheduleConfig = field(default_factory=_metric_schedule)
     train: TrainConfig = field(default_factory=_metric_train)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+    def model_label(self) -> str:
+        """The model's name in run directory names (``{model}`` of ``output.name``): ``<backbone>_<head>``."""
+        return f"{self.model.backbone}_{self.model.head}"
 
     def validate(self) -> MetricRunConfig:
         """Check cross-field constraints (raises :class:`ConfigError`); returns ``self``."""

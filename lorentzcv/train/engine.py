@@ -76,6 +76,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import (
+    AnyConfig,
     Config,
     ConfigError,
     OptimConfig,
@@ -111,6 +112,7 @@ __all__ = [
     "build_optimizer",
     "resolve_amp",
     "resume_config",
+    "with_resolved_root",
     "seed_everything",
     "derive_seed",
     "curvatures",
@@ -315,7 +317,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dty
 def _new_run_dir(cfg: Config) -> Path:
     if cfg.output.dir:
         return Path(cfg.output.dir)
-    name = cfg.output.name or f"{cfg.data.name}_{cfg.model.name}"
+    name = cfg.output.run_name(cfg.data.name, cfg.model_label())
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(cfg.output.root) / f"{name}-{stamp}"
     path, i = base, 1
@@ -388,6 +390,19 @@ def resume_changes(old_config: dict[str, Any], new_config: dict[str, Any], old_w
     if old_world is not None and int(old_world) != int(new_world):
         out.append(f"world size {int(old_world)} -> {int(new_world)}")
     return out
+
+
+def with_resolved_root(cfg: AnyConfig) -> AnyConfig:
+    """``cfg`` with ``data.root`` set to the root its dataset is read from (:func:`lorentzcv.data.resolve_root`:
+    the given root, else the dataset's default root such as Debian's, else ``$LORENTZCV_DATA``), as an absolute
+    path, so that a run's ``config.yaml`` and checkpoints can be evaluated later from anywhere; embedded datasets
+    without a given root keep ``None``."""
+    from ..data import get_dataset_info, resolve_root
+
+    root = resolve_root(get_dataset_info(cfg.data.name), cfg.data.root)
+    if root is None:
+        return cfg
+    return replace(cfg, data=replace(cfg.data, root=str(Path(root).expanduser().resolve())))
 
 
 def resume_config(run: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
@@ -576,6 +591,7 @@ class Trainer:
         they were. The resume checkpoint is read on every rank: multi-node runs need the run dir on a shared
         filesystem.
         """
+        self.cfg = with_resolved_root(self.cfg)  # config.yaml and the checkpoints name the root the data came from
         cfg, dist_info, t = self.cfg, self.dist, self.cfg.train
         self.state: dict[str, Any] | None = None
         self.start_epoch = 0
