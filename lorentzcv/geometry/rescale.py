@@ -10,8 +10,9 @@ distance from the origin into a radius the dtype can represent:
     g(d) = m_k \tanh(c\,d), \qquad c = \frac{\operatorname{artanh}(\rho)}{m_k\,s}, \qquad
     m = \tfrac12\operatorname{arccosh}\!\Big(\frac{1}{2\varepsilon}\Big)\, r ,
 
-with :math:`\varepsilon` the machine epsilon of the dtype of the computation (:func:`computation_dtype`; float32: ``m ≈ 9.56``,
-float16: ``≈ 4.16``, bfloat16: ``≈ 2.91``), softness ``s`` (3 by default; classification uses 2),
+with :math:`\varepsilon` the machine epsilon of the dtype the result lives in (float32: ``m ≈ 9.56``, float64: ``≈ 21.6``,
+float16: ``≈ 4.16``, bfloat16: ``≈ 2.91``; the layers' float32 islands always use float32's or float64's, see
+:func:`computation_dtype`), softness ``s`` (3 by default; classification uses 2),
 ``r = 1.2`` and ``ρ = 0.99``: :math:`g(0)=0`, :math:`g'(0) = \operatorname{artanh}(\rho)/s` (0.88 for
 ``s = 3``), :math:`g(s\,m_k) = \rho\, m_k` and :math:`g < m_k`.
 
@@ -81,14 +82,20 @@ def max_distance(dtype: torch.dtype, r: float = 1.2) -> float:
 
 
 def computation_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype whose epsilon sets the rescaling radius: the dtype ``x`` is stored in.
+    """The dtype whose epsilon sets the rescaling radius of a **float32 island**: the dtype the hyperbolic
+    computation on ``x`` runs in and returns.
 
-    Layers compute their hyperbolic parts as float32 islands under autocast (time recomputed from space in
-    float32), so their points get float32's radius 9.56 even in a bfloat16/float16 network, as in the authors'
-    code; a tensor that really is float16/bfloat16 (e.g. a model converted with ``.half()``) gets its own
-    dtype's radius.
+    The layers (:mod:`lorentzcv.nn`: lift, conv, batch norm, residual, bridges, manifold swap) upcast float16/
+    bfloat16 inputs to float32, compute there and return float32, so a half-precision ``x`` gets float32's radius
+    9.56 — whether it comes from an autocast region (e.g. a hybrid model's Euclidean features arriving in
+    bfloat16) or from a ``.half()`` tensor. Float32 and float64 inputs get their own dtype's radius (9.56, 21.6).
+
+    :func:`rescale` and :func:`rescale_euclid` are different: they return the dtype they are given, so their
+    default radius is that of the *stored* dtype (a point at float32's radius cannot be stored in bfloat16 on the
+    manifold). The 16-bit radii (float16 4.16, bfloat16 2.91) are used only there, on tensors stored in 16 bits,
+    or when a caller passes ``dtype=`` explicitly.
     """
-    return x.dtype
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
 def _radius(k: torch.Tensor | None, dtype: torch.dtype, cfg: RescaleConfig, ref: torch.Tensor) -> torch.Tensor:
@@ -122,14 +129,15 @@ def rescale(
         x: points, manifold dimension ``dim``.
         k: the curvature parameter (``K = -1/k``).
         config: the constants (:class:`RescaleConfig`).
-        dtype: dtype whose epsilon sets ``m``; default :func:`computation_dtype` of ``x``.
+        dtype: dtype whose epsilon sets ``m``; default the dtype ``x`` is stored in, which is also the dtype of
+            the result (see :func:`computation_dtype` for the layers' float32 islands).
 
     A point with an infinite space entry is mapped to distance ``m_k`` along the signs of its infinite entries
     (module docstring).
     """
     if not config.enabled:
         return x
-    dtype = dtype or computation_dtype(x)
+    dtype = dtype or x.dtype  # the result is stored in x.dtype
     xs = lmath.space(_upcast(x), dim=dim)
     k = _kt(k, xs, dim)
     sk = k.sqrt()
@@ -169,7 +177,7 @@ def rescale_euclid(
     """
     if not config.enabled:
         return v
-    dtype = dtype or computation_dtype(v)
+    dtype = dtype or v.dtype  # the result is stored in v.dtype
     vv = _upcast(v)
     m = _radius(None if k is None else _kt(k, vv, dim), dtype, config, vv)
     c = math.atanh(config.rho) / (m * config.s)

@@ -1,6 +1,12 @@
-r"""Manifold swappers between Euclidean features and Lorentz points (``spec/method.md`` §5.6, §1.2 item 13).
+r"""Manifold swappers between Euclidean features and Lorentz points (``docs/method.md`` §5.6, §1.2 item 13).
 
 Curvature convention: ``k > 0`` (``<x,x>_L = -k``, ``K = -1/k``), read from the manifold at every forward.
+
+Precision: the bridges are float32 islands. Under autocast a Euclidean encoder hands them bfloat16/float16
+features; they are upcast, and the rescaling radius is float32's (``m ≈ 9.56``,
+:func:`~lorentzcv.geometry.rescale.computation_dtype`), the dtype the lift computes and returns in, not the
+16-bit dtype the features arrived in (whose radius, 2.91 for bfloat16, made a hybrid ResNet-18's logits 0.55 off
+their float32 values).
 Layouts: channels-first maps ``(B, C, H, W)`` ↔ ``(B, 1+C, H, W)`` and vectors ``(B, C)`` ↔ ``(B, 1+C)`` both use
 ``dim=1`` (the default); for ``(…, N, C)`` pass ``dim=-1``.
 """

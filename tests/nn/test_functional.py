@@ -190,7 +190,11 @@ def test_autocast_bf16_radius(device):
         out = LF.lift(ys.bfloat16(), 1.0, dim=1, rescale=RescaleConfig())
     assert out.dtype == torch.float32
     assert_on_manifold(out, 1.0, 1)
-    # the radius of the bfloat16 computation (≈2.91) is used under autocast
+    # the lift computes in float32, so float32's radius (≈9.57) is used, not bfloat16's (≈2.91)
+    d = lmath.dist0(out, torch.tensor(1.0, device=device), dim=1)
+    assert max_distance(torch.bfloat16) < d.max() <= max_distance(torch.float32)
+    with torch.autocast(device.type, dtype=torch.bfloat16):  # the 16-bit radius only when asked for
+        out = LF.lift(ys.bfloat16(), 1.0, dim=1, rescale=RescaleConfig(), dtype=torch.bfloat16)
     assert lmath.dist0(out, torch.tensor(1.0, device=device), dim=1).max() <= max_distance(torch.bfloat16) + 1e-4
 
 
