@@ -410,6 +410,8 @@ def euclid_to_lorentz(
             fn = functools.partial(_scale_clip_expmap0, clip_r=float(clip_r), max_rap=lmath.max_rapidity(v.dtype))
             return _run(v, fn, dim, kk)
         if mode == "add_time":
+            if use_fused(v) and fused_lift_supported(v, kk, dim):
+                return fused_lift(v, kk, dim=dim)
             return _run(v, _scale_time_only, dim, kk)
     raise ValueError(f"unknown mode {mode!r}; expected 'rescale', 'clip_expmap' or 'add_time'")
 
