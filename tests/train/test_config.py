@@ -180,14 +180,14 @@ def test_demo_yaml_is_the_builtin_default():
 def test_expected_config_files_exist():
     names = {p.relative_to(REPO / "configs").as_posix() for p in CONFIGS}
     for ds in ("cifar10", "cifar100", "miniimagenet"):
-        for m in ("resnet18", "hybrid_resnet18", "hcnn_resnet18", "hecnn_resnet18"):
+        for m in ("resnet18", "hybrid_resnet18", "hybrid_plus_resnet18", "hcnn_resnet18", "hecnn_resnet18"):
             assert f"classification/table2/{ds}_{m}.yaml" in names
     for ds in ("cifar10", "cifar100", "tinyimagenet"):
         for m in ("resnet50", "hybrid_resnet50", "hecnn_resnet50"):
             assert f"classification/table3/{ds}_{m}.yaml" in names
     for a in ("full", "no_curvature_learning", "naive_curvature", "no_rescaling", "unfold_conv", "radamw",
               "shared_curvature"):
-        assert f"ablation/table5/cifar100_hecnn_resnet18_{a}.yaml" in names
+        assert f"ablation/table5/cifar100_hecnn_resnet50_{a}.yaml" in names  # Table 5: ResNet-50 on CIFAR-100
     assert "demo/digits_hecnn.yaml" in names
 
 
@@ -251,8 +251,8 @@ ABLATIONS = {
 @pytest.mark.parametrize("ablation", sorted(ABLATIONS))
 def test_ablations_change_only_their_component(ablation):
     base = REPO / "configs" / "ablation" / "table5"
-    full = _flat(config_to_dict(load_config(base / "cifar100_hecnn_resnet18_full.yaml")))
-    abl = _flat(config_to_dict(load_config(base / f"cifar100_hecnn_resnet18_{ablation}.yaml")))
+    full = _flat(config_to_dict(load_config(base / "cifar100_hecnn_resnet50_full.yaml")))
+    abl = _flat(config_to_dict(load_config(base / f"cifar100_hecnn_resnet50_{ablation}.yaml")))
     diff = {k: abl[k] for k in full if abl[k] != full[k] and k != "output.name"}
     expected = ABLATIONS[ablation]
     assert {k: diff[k] for k in expected} == expected
@@ -260,9 +260,9 @@ def test_ablations_change_only_their_component(ablation):
         assert all(k.startswith("optim.") for k in diff)
     else:
         assert diff == expected
-    table2 = REPO / "configs" / "classification" / "table2" / "cifar100_hecnn_resnet18.yaml"
-    t2 = _flat(config_to_dict(load_config(table2)))
-    assert {k: v for k, v in t2.items() if k != "output.name"} == {k: v for k, v in full.items() if k != "output.name"}
+    table3 = REPO / "configs" / "classification" / "table3" / "cifar100_hecnn_resnet50.yaml"
+    t3 = _flat(config_to_dict(load_config(table3)))
+    assert {k: v for k, v in t3.items() if k != "output.name"} == {k: v for k, v in full.items() if k != "output.name"}
 
 
 def test_config_dataclasses_have_no_mutable_sharing():
