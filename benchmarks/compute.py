@@ -26,9 +26,11 @@ Memory ("peak extra memory" beyond the model, its optimizer state and the batch)
   sampled every 0.5 ms in a fresh subprocess per model (noisier; allocator-dependent).
 - CUDA: ``torch.cuda.max_memory_allocated()`` during the call minus the allocation before it.
 
-Kernel launches: every entry also has ``kernel_ops`` (and ``kernel_ops_ratio`` to the Euclidean counterpart), the
-number of kernel-launching ATen ops one step dispatches (:func:`count_kernel_ops`): machine-independent, and
-what bounds a small-batch GPU step, so a CPU run shows how launch-bound a model will be on a GPU.
+Kernel launches: every entry has ``launches`` and ``launches_ratio`` (:func:`count_launches`): the kernels one
+call/training step launches on the path a CUDA user gets by default (fused kernels included, foreach optimizers),
+counted on any machine. The older ``kernel_ops`` (and ``kernel_ops_ratio``),
+profiler count of the CPU path (:func:`count_kernel_ops`) is kept for comparison with earlier runs: it misses
+convolutions and counts CPU-only branches, so ``launches`` is the figure to use.
 
 Timers: every entry has the wall-clock median (``wall_ms``/``wall_ratio``, and ``wall_ratio_min`` of the
 fastest repeats) and the process-CPU-time median (``cpu_ms``/``cpu_ratio``); ``time_ms``/``time_ratio`` and the
@@ -47,6 +49,7 @@ Usage::
     python benchmarks/compute.py --device cuda --amp   # on a GPU
     python benchmarks/compute.py --only layers --paper
     python benchmarks/compute.py --threads 1 --timer cpu --rss   # on a shared machine
+    python benchmarks/compute.py --only models --compile --models resnet18 hecnn_resnet18   # torch.compile
 
 The reference figures (CPU, float32, batch 32, 64 channels, 32×32, forward+backward, same-run ratios) are in
 ``REFERENCE`` and echoed in the JSON.
@@ -462,6 +465,43 @@ def bench_models(args: argparse.Namespace, device: torch.device, amp: bool) -> d
     return out
 
 
+def bench_compile(args: argparse.Namespace, device: torch.device, amp: bool) -> dict[str, Any]:
+    """``torch.compile`` (default arguments) of each model's forward + backward (the optimizer step stays eager):
+    compile time (the first step, including its own run), then the eager and compiled steps interleaved.
+
+    Per model: ``compile_s``, ``eager_ms``, ``compiled_ms``, ``speedup`` (eager/compiled) and ``time_ratio``
+    (compiled, to the compiled Euclidean model of the same depth)."""
+    out: dict[str, Any] = {}
+    for name in _model_names(args):
+        *_, eager_step, _ = _model_and_step(name, args, device, amp)
+        model, opt, x, _, _ = _model_and_step(name, args, device, amp)
+        compiled = torch.compile(model)
+        y = torch.randint(0, args.num_classes, (args.batch,), device=device)
+
+        def compiled_step(compiled=compiled, opt=opt, x=x, y=y) -> None:
+            with _autocast(device, amp):
+                loss = nn.functional.cross_entropy(compiled(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        _sync(device)
+        t0 = time.perf_counter()
+        compiled_step()
+        _sync(device)
+        compile_s = time.perf_counter() - t0
+        wall, cpu = interleaved({"eager": eager_step, "compiled": compiled_step}, args.model_repeats, args.warmup,
+                                device)
+        t = cpu if args.timer == "cpu" else wall
+        e, c = statistics.median(t["eager"]), statistics.median(t["compiled"])
+        out[name] = {"compile_s": round(compile_s, 1), "eager_ms": round(e * 1e3, 2), "compiled_ms": round(c * 1e3, 2),
+                     "speedup": round(e / c, 3)}
+    for name, entry in out.items():
+        base = out.get("resnet" + name[-2:])
+        entry["time_ratio"] = round(entry["compiled_ms"] / base["compiled_ms"], 3) if base else None
+    return out
+
+
 def _rss_now() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -564,6 +604,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="what time_ms/time_ratio (and the targets) use: wall clock (default) or the process CPU "
                    "time, which is robust to other processes on a shared machine (use with --threads 1)")
     p.add_argument("--rss", action="store_true", help="CPU: also RSS peaks in a subprocess per model")
+    p.add_argument("--compile", action="store_true", help="also torch.compile each model's training step: compile "
+                   "time, speedup, ratio to the compiled Euclidean model (use with --only models)")
     p.add_argument("--profile", nargs="*", default=None, metavar="MODEL",
                    help="add torch.profiler top ops of these models' training step")
     p.add_argument("--_rss-child", dest="rss_child", default=None, help=argparse.SUPPRESS)
@@ -595,6 +637,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "models"):
         result["models"] = {pname: bench_models(args, device, amp) for pname, amp in passes}
         result["targets"] = _targets(result["models"])
+    if args.compile:
+        result["compile"] = {pname: bench_compile(args, device, amp) for pname, amp in passes}
     if args.profile is not None:
         names = args.profile or ["hecnn_resnet18"]
         result["profile"] = {f"{n}/{pname}": profile_model(n, args, device, amp) for n in names for pname, amp in passes}

@@ -90,3 +90,16 @@ def test_launch_count_does_not_depend_on_threads(compute):
     finally:
         torch.set_num_threads(n)
     assert counts[0] == counts[1] > 0
+
+
+def test_compile_pass_reports_compile_time_and_speedup(compute, monkeypatch):
+    import argparse
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: real(m, backend="eager"))  # fast; inductor: tests/kernels
+    args = argparse.Namespace(num_classes=5, size=8, channels=4, batch=2, models=["resnet18", "hecnn_resnet18"],
+                              model_repeats=1, warmup=0, timer="wall")
+    r = compute.bench_compile(args, torch.device("cpu"), False)
+    assert r["resnet18"]["time_ratio"] == 1.0
+    for entry in r.values():
+        assert entry["compile_s"] > 0 and entry["speedup"] > 0 and entry["compiled_ms"] > 0
