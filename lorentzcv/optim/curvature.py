@@ -1,4 +1,4 @@
-r"""Curvature-aware optimization (``spec/method.md`` §4, ``design.md`` §4.4–4.5).
+r"""Curvature-aware optimization (``docs/method.md`` §4, ``docs/design.md`` §4.4–4.5).
 
 Learning the curvature naively (``k`` as one more parameter, geoopt-style) is unstable: once ``k`` changes,
 the points, gradients and momenta of every manifold parameter still live on the *old* hyperboloid
@@ -28,9 +28,27 @@ the points, gradients and momenta of every manifold parameter still live on the 
    Unlike the authors' code ([A]), the transported moment is written back into the optimizer state.
 
 :class:`CurvatureAwareOptimizer` implements this orchestration once for
-:class:`~lorentzcv.optim.RiemannianSGD` and :class:`~lorentzcv.optim.RiemannianAdamW`;
-``curvature_mode="naive"`` (for the ablation) updates the curvature group in its place in the ordinary pass
-(still clamped) and moves nothing.
+:class:`~lorentzcv.optim.RiemannianSGD` and :class:`~lorentzcv.optim.RiemannianAdamW`. ``curvature_mode``
+selects it (:data:`CURVATURE_MODES`):
+
+- ``"aware"`` (default): the scheme above.
+- ``"naive"`` (the ablation baseline: what a curvature-unaware optimizer does): ``k`` is an ordinary parameter,
+  stepped in its group's place in the same pass with that group's settings, **not** clamped to its bounds (only
+  kept positive, at the dtype's smallest normal number, so that the geometry stays defined: a curvature-unaware
+  optimizer knows no bounds, and a ``k <= 0`` would only turn every later step into NaN at once), and nothing is
+  moved. The manifold steps use the current ``k`` as if every stored point were on its hyperboloid and never
+  repair the stored coordinates: no cap onto the representable radius, no ``projx`` after the exponential map,
+  no stabilising re-projection (RSGD's ``stabilize`` is ignored). A point stored on
+  :math:`\mathbb{H}_{k_{old}}` therefore stays off :math:`\mathbb{H}_{k_{new}}`, and float rounding accumulates.
+  The step length is still limited as in the other modes (at most the radius's rapidity, the geodesic cut where
+  it leaves the ball): that is part of the step rule, not a repair of the stored point.
+- ``"naive_repaired"``: ``k`` stepped in its place in the same pass and clamped to its bounds, nothing moved,
+  but the manifold steps repair the points as in ``"aware"`` (cap, ``projx``, stabilisation, all at the current
+  ``k``), so a point left on the old hyperboloid is put back on the new one by its next step. (This was
+  ``"naive"`` before; it hides the failure the curvature-aware scheme guards against.)
+
+Layers may repair stored points on use as well (e.g. a batch norm that recomputes β's time coordinate from the
+current ``k``); the optimizer's ``"naive"`` mode does not change that.
 
 Limitations: only manifold parameters held by *this* optimizer are moved; frozen ``ManifoldParameter``\ s and
 non-parameter hyperbolic buffers on a manifold with learnable ``k`` are not (store such state as tangent
@@ -56,7 +74,7 @@ __all__ = [
     "geodesic_step_limit", "cap_points", "tangent_norm",
 ]
 
-CURVATURE_MODES = ("aware", "naive")
+CURVATURE_MODES = ("aware", "naive", "naive_repaired")
 CURVATURE_MOVES = ("explog", "scale")
 
 
@@ -66,7 +84,7 @@ def move_to_curvature(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Move points ``x`` of :math:`\mathbb{H}_{k_{old}}` (and tangent vectors ``m`` at them) to ``k_new``.
 
-    ``spec/method.md`` §4.2 step 4. ``k`` is the positive curvature parameter (``K = -1/k``).
+    ``docs/method.md`` §4.2 step 4. ``k`` is the positive curvature parameter (``K = -1/k``).
 
     Args:
         x: points, shape ``(…, n+1)`` (manifold dimension ``dim``), on the manifold with ``k_old``.
@@ -229,17 +247,27 @@ def geodesic_step_limit(
     .. math:: \theta^* = \operatorname{arcosh}\Big(\frac{\cosh(\text{cap})}{\sqrt{(A-B)(A+B)}}\Big) -
               \tfrac12\log\frac{A+B}{A-B}.
 
-    Written with ``(A-B)(A+B)`` and the log form of ``artanh`` (no cancellation beyond the inputs' rounding);
-    where rounding leaves the estimate uncertain (outward radial steps near ``cap`` in float32) it errs either
-    way by at most about one unit of rapidity, which the final :func:`cap_points` absorbs. A point already beyond ``cap`` may only travel to its geodesic's closest approach to the origin.
+    For a tangent ``u``, :math:`|B| \le \sinh r_x = \sqrt{A^2-1}` (so :math:`A^2-B^2 \ge 1`), but a direction
+    that is tangent only up to rounding far from the origin (ambient entries :math:`\cosh r_x` times its norm) can
+    carry a :math:`B` beyond that, and the formula with :math:`A+B \to 0` then allows an unbounded step (a point
+    at the float32 radius stepped to rapidity ~50, whose moment overflows). :math:`B` is therefore clamped to
+    :math:`[-\sinh r_x, \sinh r_x]` and the formula written with
+    :math:`A^2-B^2 = 1 + (\sinh r_x - |B|)(\sinh r_x + |B|) \ge 1` and the larger factor :math:`A+|B|`
+    (no cancellation), which bounds the result by :math:`r_x + \text{cap}` (the triangle inequality). Where
+    rounding leaves the estimate uncertain (outward radial steps near ``cap`` in float32) it errs either way by
+    at most about one unit of rapidity, which the final :func:`cap_points` absorbs. A point already beyond
+    ``cap`` may only travel to its geodesic's closest approach to the origin.
     """
     tiny = torch.finfo(x0.dtype).tiny
-    sk = k.sqrt()
-    a = x0 / sk
-    b = u0 / u_norm.clamp_min(tiny)
-    amb, apb = (a - b).clamp_min(tiny), (a + b).clamp_min(tiny)
-    q = (torch.cosh(cap) / (amb * apb).sqrt().clamp_min(1.0)).clamp_min(1.0)
-    return (torch.acosh(q) - 0.5 * torch.log(apb / amb)).clamp_min(0.0)
+    a = (x0 / k.sqrt()).clamp_min(1.0)
+    sh = ((a - 1) * (a + 1)).sqrt()  # sinh r_x
+    b = (u0 / u_norm.clamp_min(tiny)).nan_to_num(0.0)
+    b = torch.minimum(torch.maximum(b, -sh), sh)
+    q2 = 1 + (sh - b.abs()) * (sh + b.abs())  # A² - B² >= 1
+    big = a + b.abs()  # A + |B|; log((A+B)/(A-B)) = ±(2 log(A+|B|) - log(A²-B²))
+    half_log = torch.log(big) - 0.5 * torch.log(q2)
+    q = (torch.cosh(cap) / q2.sqrt()).clamp_min(1.0)
+    return (torch.acosh(q) - torch.copysign(half_log, b)).clamp_min(0.0)
 
 
 def _is_pair(b) -> bool:
@@ -247,7 +275,7 @@ def _is_pair(b) -> bool:
 
 
 class CurvatureAwareOptimizer(torch.optim.Optimizer):
-    """Base of the Riemannian optimizers: dispatch by type and the curvature-aware step (module docstring).
+    r"""Base of the Riemannian optimizers: dispatch by type and the curvature-aware step (module docstring).
 
     Subclasses implement :meth:`_euclidean_step` (a torch functional optimizer on a list of plain tensors),
     :meth:`_manifold_step` (one ``ManifoldParameter``) and set :attr:`moment_key` (the state key of the first
@@ -257,10 +285,25 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
     carry ``"bounds"``: one ``(k_min, k_max)`` pair for the whole group or a list of pairs aligned with
     ``params`` (``create_optimizer`` fills it from each ``Lorentz.bounds``). Without it, a ``k`` is clamped to
     the bounds of the manifold of a ``ManifoldParameter`` in this optimizer that lives on it, else only kept
-    positive.
+    positive. ``curvature_mode`` (module docstring) is read per group: the curvature group's decides the order
+    and the clamp, a manifold parameter's group whether its steps repair the stored point.
+
+    **Representable radius.** Manifold parameters are kept within the rapidity
+    ``cap = max_rapidity_radius(k, dtype, min(1, RescaleConfig.r))`` (``½·arccosh(1/(2ε)) ≈ 7.97`` in float32,
+    where ``<x,x>_L = -k`` is still resolved to about ``k/4``): one step travels at most ``cap`` in rapidity and
+    is cut where its geodesic leaves that ball (:func:`geodesic_step_limit`), and a point left beyond it is put
+    on it (:func:`cap_points`). A longer step from a far point (through the origin to the far side) cannot be
+    computed in the dtype: ``cosh(θ)·x + sinhc(θ)·u`` cancels to the new point with an error of
+    :math:`\varepsilon\cosh\theta\cosh r_x` (relative to :math:`\sqrt{k}`), larger than the point itself for
+    ``θ ≈ 2·cap``, and the moment transported to that point overflows within a few steps.
     """
 
     moment_key: str = "exp_avg"
+
+    @staticmethod
+    def _repairs(group: dict) -> bool:
+        """Whether the manifold steps of ``group`` cap and re-project the stored points (all modes but naive)."""
+        return group["curvature_mode"] != "naive"
 
     def __init__(self, params, defaults: dict) -> None:
         defaults = {"curvature": False, **defaults}
@@ -319,6 +362,10 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
         return (torch.finfo(k.dtype).tiny, math.inf)
 
     def _clamp(self, group: dict, index: dict) -> None:
+        if group["curvature_mode"] == "naive":  # a curvature-unaware optimizer: k only kept positive
+            for k in group["params"]:
+                k.clamp_(min=torch.finfo(k.dtype).tiny)
+            return
         for i, k in enumerate(group["params"]):
             lo, hi = self._bounds(group, i, k, index)
             k.clamp_(lo, hi)

@@ -1,4 +1,4 @@
-"""``create_optimizer``: parameter groups by type, then a Riemannian or torch optimizer (design.md §3, §4.5).
+"""``create_optimizer``: parameter groups by type, then a Riemannian or torch optimizer (``docs/design.md`` §3, §4.5).
 
 Groups (each has a ``"name"`` key; empty groups are left out):
 
@@ -130,7 +130,7 @@ def create_optimizer(
     curvature_lr: float = 1e-4, curvature_weight_decay: float = 0.0, manifold_lr: float | None = None,
     **kwargs,
 ) -> torch.optim.Optimizer:
-    """Build an optimizer with parameter groups by type (module docstring; ``design.md`` §3, §4.5).
+    """Build an optimizer with parameter groups by type (module docstring; ``docs/design.md`` §3, §4.5).
 
     Args:
         model_or_params: a module or an iterable of parameters (see :func:`param_groups`).

@@ -1,4 +1,4 @@
-r"""Riemannian AdamW with centroid weight decay and curvature-aware steps (``spec/method.md`` §3.2, §4).
+r"""Riemannian AdamW with centroid weight decay and curvature-aware steps (``docs/method.md`` §3.2, §4).
 
 Curvature convention: ``k > 0`` (points satisfy :math:`\langle x,x\rangle_L=-k`, ``K = -1/k``).
 """
@@ -25,13 +25,13 @@ class RiemannianAdamW(CurvatureAwareOptimizer):
     torch): :math:`p \leftarrow p(1-\eta\lambda)`, Adam moments, bias corrections.
 
     **Manifold parameters** (rows along the last dim are points of ``p.manifold``, curvature ``k``), per step
-    with :math:`\lambda' = \eta\lambda` (``spec/method.md`` §3.2, Algorithm 2 of the paper):
+    with :math:`\lambda' = \eta\lambda` (``docs/method.md`` §3.2, Algorithm 2 of the paper):
 
     1. decay = weighted Lorentzian centroid toward the origin :math:`o=(\sqrt{k},0,…)`:
        :math:`\tilde x = \sqrt{k}\,\mu/\sqrt{|\langle\mu,\mu\rangle_L|}`,
        :math:`\mu = (1-\lambda')x + \lambda' o`;
     2. :math:`g = \operatorname{egrad2rgrad}(\tilde x, \nabla)`; the first moment is re-projected,
-       :math:`m \leftarrow \operatorname{proju}(\tilde x, m)` (``design.md`` §4.6);
+       :math:`m \leftarrow \operatorname{proju}(\tilde x, m)` (``docs/design.md`` §4.6);
     3. :math:`m \leftarrow \beta_1 m + (1-\beta_1) g`,
        :math:`v \leftarrow \beta_2 v + (1-\beta_2)\langle g,g\rangle_L`
        (``v`` is one scalar per point, state shape ``(…, 1)``; ``amsgrad`` keeps its running maximum);
@@ -40,10 +40,11 @@ class RiemannianAdamW(CurvatureAwareOptimizer):
        :math:`m \leftarrow \operatorname{proju}(x, m)` (``expmap`` already ends with ``projx``).
 
     **Representable radius.** A step never takes a point beyond the radius :math:`m_k = m\min(1,\sqrt{k})` of
-    maximum distance rescaling for the parameter's dtype (float32: ``m = 9.56``): the geodesic is cut where it
-    leaves that ball (:func:`~lorentzcv.optim.geodesic_step_limit`), and a point left beyond it by rounding or by
-    its initial value is put on it (:func:`~lorentzcv.geometry.clip_to_max_distance`). Beyond that radius the
-    dtype no longer resolves ``<x,x>_L = -k`` and the step diverges.
+    maximum distance rescaling for the parameter's dtype (float32: ``m = 9.56``): one step travels at most that
+    radius, the geodesic is cut where it leaves that ball (:func:`~lorentzcv.optim.geodesic_step_limit`), and a
+    point left beyond it by rounding or by its initial value is put on it
+    (:func:`~lorentzcv.geometry.clip_to_max_distance`). Beyond that radius the dtype no longer resolves
+    ``<x,x>_L = -k`` and the step diverges (:class:`~lorentzcv.optim.CurvatureAwareOptimizer`).
 
     **Curvatures** (groups with ``"curvature": True``, see :func:`~lorentzcv.optim.create_optimizer`) get
     AdamW with *their group's* lr/weight decay, after all other parameters, are clamped to their bounds, and
@@ -59,8 +60,10 @@ class RiemannianAdamW(CurvatureAwareOptimizer):
         amsgrad: use the running maximum of the second moment.
         maximize: maximize the objective instead of minimizing.
         foreach: torch's ``foreach`` switch for the Euclidean kernel (None: torch's default for the device).
-        curvature_mode: ``"aware"`` (default, §4.2) or ``"naive"`` (curvature updated in its place in the
-            group order like any parameter, clamped, nothing moved; for the ablation).
+        curvature_mode: ``"aware"`` (default, §4.2), ``"naive"`` (the ablation baseline: ``k`` an ordinary
+            parameter updated in its place in the group order, only kept positive, nothing moved, stored points
+            never capped or re-projected) or ``"naive_repaired"`` (``k`` clamped, nothing moved, points
+            re-projected by their steps); see :mod:`lorentzcv.optim.curvature`.
         curvature_move: ``"explog"`` (default) or ``"scale"``.
 
     Example:
@@ -136,10 +139,14 @@ class RiemannianAdamW(CurvatureAwareOptimizer):
         state["step"] += 1
         t = float(state["step"])
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        # 0. a point beyond the representable radius (initial value, naive curvature mode, …) is put on it first
+        # 0. a point beyond the representable radius (initial value, …) is put on it first; not in
+        #    curvature_mode="naive", which uses the stored point as it is (the closed forms below then take it
+        #    for a point of the current hyperboloid, as a curvature-unaware optimizer does)
+        repair = self._repairs(group)
         cap = self._cap(p, k)
-        x, m_c = cap_points(x, k, cap, m)
-        m.copy_(m_c)
+        if repair:
+            x, m_c = cap_points(x, k, cap, m)
+            m.copy_(m_c)
 
         # 1. decay: x̃ = normalize(μ), μ = (1-λ')x + λ'o; on the manifold <μ,μ>_L = -(1-λ')²k - 2λ'(1-λ')√k x_0 - λ'²k
         if wd != 0:
@@ -164,24 +171,28 @@ class RiemannianAdamW(CurvatureAwareOptimizer):
         bc1 = 1 - beta1**t
         bc2 = 1 - beta2**t
         step = (lr / bc1) / (v / bc2).sqrt_().add_(eps)  # (…, 1): the update is u = -step·m
-        # 4. x_new = exp_x̃(u) = cosh(θ)x̃ + sinhc(θ)u, θ = ‖u‖_L/√k, then projx; θ is clamped to the part of the
-        #    geodesic inside the representable ball (and to max_rapidity, as in lmath.expmap)
+        # 4. x_new = exp_x̃(u) = cosh(θ)x̃ + sinhc(θ)u, θ = ‖u‖_L/√k, then projx; θ is clamped to `cap`, to the part
+        #    of the geodesic inside the representable ball (and to max_rapidity, as in lmath.expmap)
         mn = tangent_norm(x, m, k)  # ‖m‖_L read at the origin (accurate far from it, unlike sqrt<m,m>_L)
         mm = mn * mn
         theta = step * mn / sk
         limit = geodesic_step_limit(x[..., :1], -m[..., :1], mn, k, cap)  # u = -step·m
-        theta_c = torch.minimum(theta, limit).clamp_max_(lmath.max_rapidity(x.dtype))
+        theta_c = torch.minimum(theta, torch.minimum(limit, cap)).clamp_max_(lmath.max_rapidity(x.dtype))
         sh = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(torch.finfo(theta.dtype).tiny),
                          lmath.sinhc(theta_c))
         ch = torch.cosh(theta_c)
         b = -step * sh  # x_new = ch·x̃ + b·m
         x_new = torch.addcmul(x * ch, m, b)
-        xs = x_new[..., 1:]
-        x_new[..., :1] = ((xs * xs).sum(-1, keepdim=True) + k).sqrt()
+        if repair:
+            xs = x_new[..., 1:]
+            x_new[..., :1] = ((xs * xs).sum(-1, keepdim=True) + k).sqrt()
         #    m <- P_{x̃→x_new}(m) = m + <x_new,m>_L / (k - <x̃,x_new>_L)·(x̃ + x_new), along the geodesic
         #    <x_new,m>_L = b<m,m>_L and <x̃,x_new>_L = -k·cosh(θ) since <x̃,m>_L = 0
         coef = b * mm / (k * (1 + ch))
         m.addcmul_(x, coef).addcmul_(x_new, coef)
+        if not repair:
+            p.copy_(x_new)
+            return
         x_new, m_new = cap_points(x_new, k, cap, m)  # rounding may leave a point just beyond the radius
         m.copy_(m_new)
         p.copy_(x_new)

@@ -1,4 +1,4 @@
-r"""Riemannian SGD with momentum and curvature-aware steps (``spec/method.md`` §3.3, §4).
+r"""Riemannian SGD with momentum and curvature-aware steps (``docs/method.md`` §3.3, §4).
 
 Curvature convention: ``k > 0`` (points satisfy :math:`\langle x,x\rangle_L=-k`, ``K = -1/k``).
 """
@@ -22,14 +22,15 @@ class RiemannianSGD(CurvatureAwareOptimizer):
     :math:`b \leftarrow \mu b + (1-\delta) g`; :math:`d = g + \mu b` (nesterov) or :math:`b`;
     :math:`p \leftarrow p - \eta d`.
 
-    **Manifold parameters** (curvature ``k`` of ``p.manifold``; ``spec/method.md`` §3.3, geoopt's RSGD with
+    **Manifold parameters** (curvature ``k`` of ``p.manifold``; ``docs/method.md`` §3.3, geoopt's RSGD with
     torch's buffer semantics): :math:`g = \operatorname{egrad2rgrad}(x, \nabla + \lambda x)` (coupled ambient
     L2), the same buffer/nesterov rule, :math:`x \leftarrow \exp_x(-\eta d)`,
     :math:`b \leftarrow P_{x\to x_{new}}(b)`. Every ``stabilize`` steps:
     :math:`x \leftarrow \operatorname{projx}(x)`, :math:`b \leftarrow \operatorname{proju}(x, b)`.
     A step never takes a point beyond the representable radius :math:`m_k = m\min(1,\sqrt{k})` of maximum
-    distance rescaling for the parameter's dtype: the geodesic is cut where it leaves that ball and a point left
-    beyond it is put on it (as in :class:`RiemannianAdamW`).
+    distance rescaling for the parameter's dtype: it travels at most that radius (rapidity
+    :math:`m_k/\sqrt{k}`), the geodesic is cut where it leaves that ball and a point left beyond it is put on it
+    (as in :class:`RiemannianAdamW`; see :class:`~lorentzcv.optim.CurvatureAwareOptimizer`).
 
     **Curvatures** (groups with ``"curvature": True``) get SGD with their group's settings after all other
     parameters, are clamped to their bounds, and manifold parameters on a changed ``k`` are moved with their
@@ -46,7 +47,10 @@ class RiemannianSGD(CurvatureAwareOptimizer):
         foreach: torch's ``foreach`` switch for the Euclidean kernel (None: torch's default for the device).
         stabilize: project manifold parameters (and buffers) back every ``stabilize`` steps (1 = every step,
             None = never).
-        curvature_mode: ``"aware"`` (default) or ``"naive"`` (ablation: no ordering, nothing moved).
+        curvature_mode: ``"aware"`` (default), ``"naive"`` (the ablation baseline: ``k`` an ordinary parameter,
+            only kept positive, nothing moved, stored points never capped or re-projected, ``stabilize``
+            ignored) or ``"naive_repaired"`` (``k`` clamped, nothing moved, points re-projected by their steps);
+            see :mod:`lorentzcv.optim.curvature`.
         curvature_move: ``"explog"`` (default) or ``"scale"``.
     """
 
@@ -91,12 +95,13 @@ class RiemannianSGD(CurvatureAwareOptimizer):
         lr, wd, mom, damp = group["lr"], group["weight_decay"], group["momentum"], group["dampening"]
         x = p.detach()
         state = self.state[p]
-        # a point beyond the representable radius (initial value, naive curvature mode, …) is put on it first
+        repair = self._repairs(group)  # False in curvature_mode="naive": the stored point is used as it is
         cap = self._cap(p, k)
         kk = lmath._k(k, x)
-        x, buf = cap_points(x, kk, cap, state.get("momentum_buffer") if mom != 0 else None)
-        if buf is not None:
-            state["momentum_buffer"].copy_(buf)
+        if repair:  # a point beyond the representable radius (initial value, …) is put on it first
+            x, buf = cap_points(x, kk, cap, state.get("momentum_buffer") if mom != 0 else None)
+            if buf is not None:
+                state["momentum_buffer"].copy_(buf)
         grad = -p.grad if group["maximize"] else p.grad
         if wd != 0:
             grad = grad.add(x, alpha=wd)
@@ -112,20 +117,25 @@ class RiemannianSGD(CurvatureAwareOptimizer):
         else:
             direction = rgrad
         u = direction * -lr
-        # cut the geodesic where it leaves the representable ball (CurvatureAwareOptimizer docs), then exp
-        #    x_new = cosh(θ)x + sinhc(θ)u, θ = ‖u‖_L/√k with ‖u‖_L read at the origin (see tangent_norm), clamped to
-        #    the geodesic limit and max_rapidity as in lmath.expmap, then projx
+        # at most `cap` in rapidity, the geodesic cut where it leaves the representable ball (CurvatureAwareOptimizer
+        #    docs), then exp: x_new = cosh(θ)x + sinhc(θ)u, θ = ‖u‖_L/√k with ‖u‖_L read at the origin (see
+        #    tangent_norm), clamped to the geodesic limit and max_rapidity as in lmath.expmap, then projx
         sk = kk.sqrt()
         un = tangent_norm(x, u, kk)
         limit = geodesic_step_limit(x[..., :1], u[..., :1], un, kk, cap)
         theta = un / sk
-        theta_c = torch.minimum(theta, limit).clamp_max_(lmath.max_rapidity(x.dtype))
+        theta_c = torch.minimum(theta, torch.minimum(limit, cap)).clamp_max_(lmath.max_rapidity(x.dtype))
         sh = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(torch.finfo(theta.dtype).tiny),
                          lmath.sinhc(theta_c))
-        x_new = lmath.projx(torch.addcmul(torch.cosh(theta_c) * x, u, sh), kk)
+        x_new = torch.addcmul(torch.cosh(theta_c) * x, u, sh)
+        if repair:
+            x_new = lmath.projx(x_new, kk)
         if buf is not None:
             buf.copy_(lmath.transp(x, x_new, buf, k))
         state["step"] = state.get("step", 0) + 1
+        if not repair:
+            p.copy_(x_new)
+            return
         stab = group["stabilize"]
         if stab is not None and state["step"] % stab == 0:
             x_new = lmath.projx(x_new, k)
