@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import torch
 
@@ -32,7 +33,17 @@ def _cases():
     yield "odd-count", "rhl", True, True, 0.7, (3, 4, 131), True, 1.0
 
 
-def main() -> None:
+def _on(device: str, *args):
+    """``args`` with their tensors moved to ``device``."""
+    return [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
+
+
+def _cpu(out):
+    return [o.cpu() for o in out] if isinstance(out, (tuple, list)) else out.cpu()
+
+
+def run(device: str = "cpu") -> dict:
+    """The Triton kernels on ``device`` (CPU: Triton's interpreter) against the eager closed form on the CPU."""
     out = {}
     m0, mc = 1.2 * 0.5 * math.acosh(1 / (2 * torch.finfo(torch.float32).eps)), math.atanh(0.99) / 2.0
     for i, (name, variant, rescale, training, k, (b, c1, n), two_stage, spread) in enumerate(_cases()):
@@ -48,10 +59,12 @@ def main() -> None:
         args = (x3, beta_s, gamma, kt, rm, rv, variant == "rhl", 1e-5, rescale, m0 if rescale else 1.0,
                 mc if rescale else 0.0, two_stage, training)
         ref = KB._bn_op(*args)
-        tri, n_fwd = count_launches(T, KB.launch_triton_forward, *args)
+        tri, n_fwd = count_launches(T, KB.launch_triton_forward, *_on(device, *args))
+        tri = _cpu(tri)
         gy = torch.randn(x3.shape, generator=g)
         ref_b = KB._bn_backward_op(gy, x3, *ref, *args[1:])
-        tri_b, n_bwd = count_launches(T, KB.launch_triton_backward, gy, x3, *ref, *args[1:])
+        tri_b, n_bwd = count_launches(T, KB.launch_triton_backward, *_on(device, gy, x3, *ref, *args[1:]))
+        tri_b = _cpu(tri_b)
 
         def rel(a, b):
             return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
@@ -60,9 +73,10 @@ def main() -> None:
         res.update({n_: rel(a, b) for n_, a, b in zip(("gx", "gbeta", "ggamma", "gk"), tri_b, ref_b)})
         if training:  # running statistics
             r1 = [rm.clone(), rv.clone(), torch.tensor(3)]
-            r2 = [rm.clone(), rv.clone(), torch.tensor(3)]
+            r2 = _on(device, rm.clone(), rv.clone(), torch.tensor(3))
             KB._bn_running_op(*r1, ref[2], ref[3], kt, 0.1)
-            _, n_run = count_launches(T, KB.launch_triton_running_stats, *r2, ref[2], ref[3], kt, 0.1)
+            _, n_run = count_launches(T, KB.launch_triton_running_stats, *r2, *_on(device, ref[2], ref[3], kt), 0.1)
+            r2 = _cpu(r2)
             res["running_launches_as_declared"] = n_run == LAUNCHES["lorentzcv::lorentz_batch_norm_running_stats"]
             res["running_mean"], res["running_var"] = rel(r2[0], r1[0]), rel(r2[1], r1[1])
             res["num_batches_tracked"] = float(r2[2] != r1[2])
@@ -70,8 +84,8 @@ def main() -> None:
                                        and n_bwd == LAUNCHES["lorentzcv::lorentz_batch_norm_backward"](args, {}))
         res["finite"] = bool(all(torch.isfinite(t).all() for t in (*tri, *tri_b)))
         out[name] = res
-    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    print(json.dumps(run(sys.argv[1] if len(sys.argv) > 1 else "cpu")))

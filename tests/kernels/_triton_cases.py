@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import torch
 
@@ -41,19 +42,32 @@ def _cases():
     yield "odd_count", rnd(3, 3, 9, 11), rnd(3, 3, 9, 11), 2.0, 2, 1, True
 
 
-def main() -> None:
+def _on(device: str, *args):
+    """``args`` with their tensors moved to ``device``."""
+    return [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
+
+
+def _cpu(out):
+    return [o.cpu() for o in out] if isinstance(out, (tuple, list)) else out.cpu()
+
+
+def run(device: str = "cpu") -> dict:
+    """The Triton kernels on ``device`` (CPU: Triton's interpreter) against the eager closed form on the CPU."""
     m0, mc = 1.2 * 0.5 * math.acosh(1 / (2 * torch.finfo(torch.float32).eps)), math.atanh(0.99) / 2.0
     out = {}
     for name, x, y, k, src, dim, rescale in _cases():
         kt = torch.tensor(k)
         ref_out, ref_sq = KL._fused_lift_op(x, y, kt, src, dim, rescale, m0, mc)
-        (tri_out, tri_sq), n_fwd = count_launches(T, KL.launch_triton_lift, x, y, kt, src, dim, rescale, m0, mc)
+        (tri_out, tri_sq), n_fwd = count_launches(T, KL.launch_triton_lift, *_on(device, x, y, kt), src, dim,
+                                                  rescale, m0, mc)
+        tri_out, tri_sq = _cpu((tri_out, tri_sq))
         gout = torch.randn(ref_out.shape, generator=torch.Generator().manual_seed(2))
         if name == "one_pixel":
             gout = gout[:1, :1].expand_as(ref_out)  # a broadcast (stride-0) gradient
         ref_g, ref_gk = KL._fused_lift_backward_op(gout, ref_out, ref_sq, kt, src, dim, rescale, m0, mc)
-        (tri_g, tri_gk), n_bwd = count_launches(T, KL.launch_triton_lift_backward, gout, ref_out, ref_sq, kt, src,
-                                                dim, rescale, m0, mc)
+        (tri_g, tri_gk), n_bwd = count_launches(T, KL.launch_triton_lift_backward,
+                                                *_on(device, gout, ref_out, ref_sq, kt), src, dim, rescale, m0, mc)
+        tri_g, tri_gk = _cpu((tri_g, tri_gk))
 
         def rel(a, b):
             return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
@@ -63,8 +77,8 @@ def main() -> None:
                      "launches_as_declared": (n_fwd == LAUNCHES["lorentzcv::fused_lift"]
                                               and n_bwd == LAUNCHES["lorentzcv::fused_lift_backward"]),
                      "finite": bool(torch.isfinite(tri_out).all() and torch.isfinite(tri_g).all())}
-    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    print(json.dumps(run(sys.argv[1] if len(sys.argv) > 1 else "cpu")))

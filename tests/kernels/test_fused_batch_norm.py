@@ -19,7 +19,18 @@ def test_triton_kernels_match_the_eager_closed_form_in_the_interpreter():
     """Both variants, with and without rescaling, training and eval, k at 0.3/1/2.5, vectors (1-D), a batch far
     from the origin, a pixel count that is not a multiple of the block: outputs, μ, σ, all gradients (input, β, γ,
     k) and the running statistics; each launcher launches what ``LAUNCHES`` declares."""
-    res = run_interpreted("tests.kernels._triton_bn_cases")
+    _check_cases(run_interpreted("tests.kernels._triton_bn_cases"))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_triton_kernels_on_cuda_match_the_eager_closed_form():
+    from . import _triton_bn_cases
+
+    _check_cases(_triton_bn_cases.run("cuda"))
+
+
+def _check_cases(res: dict) -> None:
     assert len(res) == 27
     for name, r in res.items():
         assert r["finite"] and r["launches_as_declared"] and r.get("running_launches_as_declared", True), (name, r)

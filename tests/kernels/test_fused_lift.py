@@ -29,7 +29,18 @@ def test_triton_kernels_match_the_eager_closed_form_in_the_interpreter():
     """Every source, with and without rescaling, k at 0.05/1/4, zero/tiny/far vectors, channels-last maps, vectors,
     one pixel with a broadcast gradient, a pixel count that is not a multiple of the block; each launcher launches
     what ``lorentzcv.kernels.LAUNCHES`` declares."""
-    res = run_interpreted("tests.kernels._triton_cases")
+    _check_cases(run_interpreted("tests.kernels._triton_cases"))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_triton_kernels_on_cuda_match_the_eager_closed_form():
+    from . import _triton_cases
+
+    _check_cases(_triton_cases.run("cuda"))
+
+
+def _check_cases(res: dict) -> None:
     assert len(res) == 19
     for name, r in res.items():
         assert r["finite"] and r["layout_kept"] and r["launches_as_declared"], (name, r)
