@@ -43,7 +43,7 @@ import math
 import torch
 from torch import nn
 
-from ..geometry import ManifoldParameter
+from ..geometry import ManifoldParameter, rescale
 from ..geometry import math as lmath
 from ..geometry.precision import no_autocast, upcast
 from .distances import LorentzDistance, PoincareDistance
@@ -272,8 +272,14 @@ class LHIERLoss(_HierarchicalLCALoss):
     see ``k``). When the model's head shares it, build the optimizer over one container of both
     (``create_optimizer(nn.ModuleList([model, objective]), ...)``) so ``k`` is counted once.
 
+    ``rescale_lcas=True`` (the paper's LHIER, used by the Table 1 configs) applies maximum distance rescaling
+    to the LCAs as well (``manifold.rescale_config``, :func:`~lorentzcv.geometry.rescale`): they enter the loss
+    as :math:`\mathrm{rescale}(\mathrm{projx}(P))`, at distance :math:`m_k\tanh(c\,d_0) < m_k = 9.56\min(1,
+    \sqrt{k})` from the origin, like the embeddings of the paper's neck (``LorentzHead(neck="lorentz")``); the
+    gradient reaches the stored LCAs through the rescaling. Off by default (the earlier behaviour).
+
     Note (flagged choice): HIER's ball LCAs sit at distance ``2·2.07 = 4.14`` (its ``exp0`` doubles tangent
-    norms); the spec's Lorentz init uses the tangent radius 2.07 as is. Pass ``lca_init_radius=4.14`` to
+    norms); the method's Lorentz init uses the tangent radius 2.07 as is. Pass ``lca_init_radius=4.14`` to
     reproduce HIER's initial geometry exactly.
 
     Args:
@@ -282,6 +288,7 @@ class LHIERLoss(_HierarchicalLCALoss):
         embedding_dim: number of space coordinates ``D`` (points have ``1+D`` coordinates).
         tau, margin, topk, num_triplets: as :class:`HIERLoss`.
         lca_init_radius: tangent norm scale of the LCA initialisation (2.07 = HIER's ``2.3·0.9``).
+        rescale_lcas: maximum distance rescaling of the LCAs (above).
         generator: default ``torch.Generator``.
 
     Shapes: ``forward(embeddings (B, 1+D), labels (B,)) -> ()``.
@@ -289,9 +296,10 @@ class LHIERLoss(_HierarchicalLCALoss):
 
     def __init__(self, manifold, num_proxies: int = 512, embedding_dim: int = 512, *, tau: float = 0.1,
                  margin: float = 0.1, topk: int = 20, num_triplets: int = 50, lca_init_radius: float = 2.07,
-                 generator: torch.Generator | None = None) -> None:
+                 rescale_lcas: bool = False, generator: torch.Generator | None = None) -> None:
         super().__init__(num_proxies, embedding_dim, tau, margin, topk, num_triplets, generator)
         self.manifold = manifold
+        self.rescale_lcas = bool(rescale_lcas)
         with torch.no_grad():
             k = manifold.k.detach().float()
             v = torch.randn(num_proxies, embedding_dim, device=k.device) / math.sqrt(embedding_dim) * lca_init_radius
@@ -303,9 +311,14 @@ class LHIERLoss(_HierarchicalLCALoss):
     def _point_dim(self) -> int:
         return self.embedding_dim + 1
 
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", rescale_lcas={self.rescale_lcas}"
+
     def lca_points(self) -> torch.Tensor:
-        """The LCAs on the hyperboloid at the current ``k``, ``(P, 1+D)``."""
-        return lmath.projx(self.lcas, self.manifold.k.to(self.lcas.dtype))
+        """The LCAs on the hyperboloid at the current ``k``, ``(P, 1+D)`` (rescaled with ``rescale_lcas``)."""
+        k = self.manifold.k.to(self.lcas.dtype)
+        x = lmath.projx(self.lcas, k)
+        return rescale(x, k, config=self.manifold.rescale_config) if self.rescale_lcas else x
 
     def directions(self, embeddings: torch.Tensor) -> torch.Tensor:
         """The space part :math:`x_s` (the direction of :math:`\\log_0 x`; PA normalises it)."""

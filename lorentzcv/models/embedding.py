@@ -1,4 +1,4 @@
-r"""Metric-learning embedding models: backbones + Euclidean / Poincaré / Lorentz heads (spec §7.1–7.3).
+r"""Metric-learning embedding models: backbones + Euclidean / Poincaré / Lorentz heads (``docs/method.md`` §7.1–7.3).
 
 ::
 
@@ -20,7 +20,8 @@ missing file fails at once with a ``FileNotFoundError`` that says to pass ``pret
 
 **Heads** (``in_features → embedding_dim``, all ``LayerNorm(no affine) → Linear(orthogonal, bias 0) → map``):
 :class:`EuclideanHead` (L2 normalisation), :class:`PoincareHead` (HIER's ``ToPoincare(c=0.1, clip_r=2.3)``),
-:class:`LorentzHead` (a lift onto a learnable-curvature Lorentz manifold, ``k = 10`` ≙ HIER's ``c = 0.1``).
+:class:`LorentzHead` (a lift onto a learnable-curvature Lorentz manifold, ``k = 10`` ≙ HIER's ``c = 0.1``; with
+``neck="lorentz"`` the paper's Lorentz linear layer + maximum distance rescaling instead of the Linear).
 """
 
 from __future__ import annotations
@@ -387,46 +388,84 @@ class PoincareHead(_LinearHead):
 
 
 class LorentzHead(_LinearHead):
-    r"""LHIER's head (``spec/method.md`` §7.2): ``Linear(LayerNorm(x))`` lifted onto :math:`\mathbb{H}_k`.
+    r"""LHIER's head (``docs/method.md`` §7.2): backbone features lifted onto :math:`\mathbb{H}_k`.
 
-    With ``h`` the linear output, the point is :math:`\exp_0^k((0, v))` (distance :math:`\|v\|` from the
-    origin) where
+    Two necks (``neck=``); with ``x`` the LayerNorm output:
 
-    - ``lift="rescale"`` (default): :math:`v = g(\|s\,h\|)\,h/\|h\|`, maximum distance rescaling
-      (:func:`~lorentzcv.geometry.rescale_euclid` with ``manifold.rescale_config``; radius
-      :math:`9.56\min(1,\sqrt{k})` in float32) of ``h`` scaled by ``scale``. ``scale=2`` mimics HIER, whose
-      Poincaré ``exp0`` doubles tangent norms (flagged choice; default 1).
-    - ``lift="clip"``: :math:`v = 2\min(1, r/(\|h\|+10^{-5}))\,h` — HIER's clipping (``r = clip_r``) and its
-      doubling, so that with ``k = 1/c`` the points are exactly HIER's ball points seen in the Lorentz model
-      (``to_poincare``), up to HIER's ball projection and gradient rescaling.
+    - ``neck="lorentz"`` — **the paper's**: a Lorentz linear layer with maximum distance rescaling after it,
 
-    The lift runs as a float32 island under autocast. The manifold is created as ``Lorentz(k=10,
-    learnable=True)`` when not given (``k = 10`` ≙ HIER's ``c = 0.1``; ``K = -1/k``).
+      .. math::
+
+          p = \mathrm{lift}_k(x),\qquad z = \mathrm{rescale}\big(\mathrm{LFC}(p)\big),
+
+      where :math:`\mathrm{lift}_k(x) = (\sqrt{\|v\|^2 + k}, v)`, :math:`v = g(\|x\|)\,x/\|x\|` (the
+      Euclid→Lorentz swap of the authors' code, §5.6: :class:`~lorentzcv.nn.ToLorentz` ``mode="rescale"``), the
+      LFC is :class:`~lorentzcv.nn.LorentzLinear` (``variant="space"``: :math:`y_s = W p_s + b`, time from
+      space; HIER's init: orthogonal ``W``, zero ``b``) and ``rescale`` is maximum distance rescaling of the
+      output points (:func:`~lorentzcv.geometry.rescale`, :math:`d_0 \mapsto m_k\tanh(c\,d_0)`). Every
+      output has :math:`d_0 < m_k = 9.56\min(1,\sqrt{k})` (float32). How the features enter the hyperboloid is
+      not stated by the paper: this swap is our flagged choice.
+    - ``neck="linear"`` (the default, the library's earlier head): a Euclidean ``Linear`` and then
+      :math:`z = \exp_0^k((0, v))` (distance :math:`\|v\|` from the origin) with
+
+      - ``lift="rescale"``: :math:`v = g(\|s\,h\|)\,h/\|h\|`, ``h`` the Linear output, maximum distance
+        rescaling (:func:`~lorentzcv.geometry.rescale_euclid`) of ``h`` scaled by ``scale`` (``scale=2`` mimics
+        HIER, whose Poincaré ``exp0`` doubles tangent norms; flagged choice, default 1);
+      - ``lift="clip"``: :math:`v = 2\min(1, r/(\|h\|+10^{-5}))\,h` — HIER's clipping (``r = clip_r``) and its
+        doubling, so that with ``k = 1/c`` the points are exactly HIER's ball points seen in the Lorentz model
+        (``to_poincare``), up to HIER's ball projection and gradient rescaling.
+
+    The rescaling constants (softness ``s`` …) are ``manifold.rescale_config``. The neck runs as a float32
+    island under autocast. The manifold is created as ``Lorentz(k=10, learnable=True)`` when not given
+    (``k = 10`` ≙ HIER's ``c = 0.1``; ``K = -1/k``; default ``s = 3``).
 
     Args:
         manifold: the :class:`~lorentzcv.geometry.Lorentz` of the embeddings, or ``None``.
         in_features: backbone feature dimension.
         embedding_dim: number of space coordinates ``D``; outputs have ``1+D`` coordinates.
-        lift: ``"rescale"`` or ``"clip"``.
-        scale: factor on ``h`` before rescaling (``lift="rescale"``).
-        clip_r: clipping radius (``lift="clip"``).
+        lift: ``"rescale"`` or ``"clip"`` (``neck="linear"`` only).
+        scale: factor on ``h`` before rescaling (``neck="linear"``, ``lift="rescale"``).
+        clip_r: clipping radius (``neck="linear"``, ``lift="clip"``).
         layer_norm: the LayerNorm before the linear layer (HIER's ``use_lastnorm``).
+        neck: ``"linear"`` or ``"lorentz"`` (the paper's).
+
+    Attributes:
+        linear: the ``nn.Linear`` (``neck="linear"``) or :class:`~lorentzcv.nn.LorentzLinear`
+            (``neck="lorentz"``) — both with ``weight`` ``(D, in)`` and ``bias`` ``(D,)``.
 
     Shapes: ``(B, in) -> (B, 1+D)``.
     """
 
     def __init__(self, manifold: Lorentz | None, in_features: int, embedding_dim: int, lift: str = "rescale",
-                 scale: float = 1.0, clip_r: float = 2.3, layer_norm: bool = True) -> None:
+                 scale: float = 1.0, clip_r: float = 2.3, layer_norm: bool = True, neck: str = "linear") -> None:
         super().__init__(in_features, embedding_dim, layer_norm)
         if lift not in ("rescale", "clip"):
             raise ValueError(f"lift must be 'rescale' or 'clip', got {lift!r}")
+        if neck not in ("linear", "lorentz"):
+            raise ValueError(f"neck must be 'linear' (Euclidean Linear + lift) or 'lorentz' (the paper's Lorentz "
+                             f"linear layer + rescaling), got {neck!r}")
         self.manifold = manifold if manifold is not None else Lorentz(k=10.0, learnable=True)
-        self.lift, self.scale, self.clip_r = lift, float(scale), float(clip_r)
+        self.lift, self.scale, self.clip_r, self.neck = lift, float(scale), float(clip_r), neck
+        if neck == "lorentz":
+            from ..nn.bridge import ToLorentz
+            from ..nn.linear import LorentzLinear
+
+            self.to_lorentz = ToLorentz(self.manifold, mode="rescale", dim=-1)
+            self.linear = LorentzLinear(self.manifold, self.in_features, self.embedding_dim, bias=True)
+            nn.init.orthogonal_(self.linear.weight, gain=1.0)  # HIER's init of the layer it replaces
+            nn.init.zeros_(self.linear.bias)
 
     def extra_repr(self) -> str:
-        return f"lift={self.lift!r}, scale={self.scale}, clip_r={self.clip_r}"
+        if self.neck == "lorentz":
+            return "neck='lorentz'"
+        return f"neck='linear', lift={self.lift!r}, scale={self.scale}, clip_r={self.clip_r}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.neck == "lorentz":
+            h = self.norm(x)
+            with no_autocast(h):
+                z = self.linear(self.to_lorentz(upcast(h)))
+                return self.manifold.rescale(z)
         h = self.project(x)
         with no_autocast(h):
             h = upcast(h)

@@ -136,7 +136,7 @@ class OptimConfig:
     manifold_lr: float | None = None  # None: lr
     curvature_lr: float = 0.05  # demo value; the paper protocol (§8) uses 1e-4
     curvature_weight_decay: float = 0.0
-    curvature_mode: Literal["aware", "naive"] = "aware"  # rsgd/radamw only
+    curvature_mode: Literal["aware", "naive", "naive_repaired"] = "aware"  # rsgd/radamw only
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the optimizer as is
 
 
@@ -308,6 +308,8 @@ class MetricModelConfig:
     learn_k: bool = True  # lorentz head: learnable curvature
     lift: Literal["rescale", "clip"] = "rescale"  # lorentz head: maximum distance rescaling or HIER's clip
     lift_scale: float = 1.0  # lorentz lift="rescale": factor on the linear output before rescaling
+    neck: Literal["linear", "lorentz"] = "linear"  # lorentz head: Linear + lift, or the paper's LorentzLinear + rescaling
+    rescale_s: float = 3.0  # lorentz head: softness s of maximum distance rescaling (3: the authors' code default)
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the backbone (e.g. width)
 
 
@@ -354,6 +356,7 @@ class LossConfig:
     topk: int = 20
     num_triplets: int = 50
     lca_init_radius: float = 2.07  # LHIER: tangent radius of the LCA init (HIER's 2.3 * 0.9)
+    rescale_lcas: bool = False  # LHIER: maximum distance rescaling of the LCAs too (the paper's LHIER)
 
 
 @dataclass
@@ -369,6 +372,7 @@ class MetricConfig:
     gather_embeddings: bool = True  # DDP: losses on the embeddings of all processes (gradient-carrying gather)
     recall_ks: list[int] | None = None  # null: lorentzcv.metric.DATASET_KS[data.name], else (1, 2, 4, 8)
     map_at_r: bool = True  # also report MAP@R
+    report: Literal["last", "best_test"] = "last"  # best_test adds HIER's protocol: the best epoch *on test* (labelled)
     eval_chunk_size: int = 5000  # queries per chunk of the retrieval evaluation
 
 
@@ -430,6 +434,7 @@ class MetricRunConfig:
              "metric.recall_ks must be a non-empty list of positive integers, or null"),
             (m.eval_chunk_size >= 1, "metric.eval_chunk_size must be >= 1"),
             (self.model.k_init > 0 and self.model.c > 0, "model.k_init and model.c must be > 0"),
+            (self.model.rescale_s > 0, "model.rescale_s (softness of maximum distance rescaling) must be > 0"),
             (lo.num_proxies >= 2 and lo.topk >= 1 and lo.num_triplets >= 1 and lo.tau > 0,
              "loss.num_proxies >= 2, loss.topk >= 1, loss.num_triplets >= 1 and loss.tau > 0 are required"),
             (not (lo.name == "hier" and self.model.head == "euclidean"),

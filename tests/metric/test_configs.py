@@ -21,6 +21,7 @@ CONFIGS = sorted(METRIC.rglob("*.yaml"))
 DATASETS = ("cub", "cars", "sop", "inshop")
 BACKBONES = {  # file tag: (backbone, embedding dim, lr for a batch of 180)
     "r50_512": ("resnet50.tv_in1k", 512, None),
+    "bninception_512": ("bninception", 512, None),  # issue #11: the paper's BN-Inception rows (HIER's CNN protocol)
     "deit_128": ("deit_small_distilled_patch16_224", 128, 1e-5),
     "dino_128": ("dino_vits16", 128, 5e-6),
     "vit_128": ("vit_small_patch16_224", 128, 1e-5),
@@ -57,7 +58,7 @@ def test_expected_config_files_exist():
                 assert f"table1/{ds}_{bb}_{method}.yaml" in names
     for method in ("euclidean", "hier", "lhier"):
         assert f"demo/fashion_mnist_dml_{method}.yaml" in names
-    assert len([n for n in names if n.startswith("table1/")]) == 56
+    assert len([n for n in names if n.startswith("table1/")]) == 64
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(METRIC).as_posix())
@@ -84,6 +85,8 @@ def test_every_metric_config_loads_and_builds(path):
         assert type(opt).__name__ == "RiemannianAdamW"
         assert roles["lcas"]["type"] == "manifold" and roles["curvature"]["params"] == [model.manifold.k]
         assert model.manifold.k.item() == cfg.model.k_init
+        assert model.head.neck == cfg.model.neck and objective.hier_loss.rescale_lcas == cfg.loss.rescale_lcas
+        assert model.manifold.rescale_config.s == cfg.model.rescale_s
     elif cfg.model.head == "poincare":
         assert isinstance(objective.hier_loss, HIERLoss) and objective.hier_loss.c == cfg.model.c
         assert type(opt).__name__ == "AdamW" and "curvature" not in roles
@@ -109,13 +112,18 @@ def _check_table1(path: Path, cfg: MetricRunConfig) -> None:
     tag, method = rest.rsplit("_", 1)
     backbone, dim, vit_lr = BACKBONES[tag]
     epochs, warm, wd, r50_lr, (step, gamma), vit_fc, eval_every = PROTOCOL[ds]
-    vit = tag != "r50_512"
+    vit = tag not in ("r50_512", "bninception_512")
     m = cfg.model
     assert (cfg.data.name, m.backbone, m.embedding_dim) == (ds, backbone, dim)
     assert m.pretrained is True and m.pretrained_path is None  # as in the paper (tests override pretrained)
     assert m.head == {"hier": "poincare", "lhier": "lorentz"}[method] and cfg.loss.name == "hier"
     assert cfg.optim.name == {"hier": "adamw", "lhier": "radamw"}[method]
     assert (m.c, m.clip_r, m.k_init, m.learn_k, m.layer_norm) == (0.1, 2.3, 10.0, True, True)
+    if method == "lhier":  # the paper's neck (Lorentz linear layer + rescaling, s = 3) and rescaled LCAs
+        assert (m.neck, m.rescale_s, cfg.loss.rescale_lcas) == ("lorentz", 3.0, True)
+    assert cfg.metric.report == "last"  # the honest report; best_test is the labelled option
+    header = path.read_text().split("\ntask:")[0]
+    assert "HIER's README" in header and "metric.report=best_test" in header
     assert m.freeze_patch_embed is vit and m.bn_freeze is (not vit)
     lo = cfg.loss
     assert (lo.num_proxies, lo.topk, lo.margin, lo.tau, lo.num_triplets) == (512, 20, 0.1, 0.1, 50)

@@ -218,3 +218,78 @@ def test_create_embedding_model_and_entrypoints():
     z = model(torch.randn(2, 3, 32, 32))
     assert z.shape == (2, 9)
     model.manifold.check_point_on_manifold(z.detach(), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------- the paper's neck
+
+
+def _radius(m: Lorentz) -> float:
+    return m.max_distance(torch.float32)  # m·min(1, √k) in float32
+
+
+@pytest.mark.parametrize("k", [0.5, 10.0])
+def test_lorentz_neck_shapes_manifold_and_radius(k):
+    """neck='lorentz': lift → LorentzLinear → rescaling; points on H_k within the rescaling radius."""
+    torch.manual_seed(0)
+    m = Lorentz(k=k, learnable=True)
+    head = LorentzHead(m, 64, 16, neck="lorentz")
+    from lorentzcv.nn import LorentzLinear
+
+    assert isinstance(head.linear, LorentzLinear) and head.linear.variant == "space"
+    w = head.linear.weight.detach()  # (16, 64): HIER's orthogonal init (orthonormal rows), zero bias
+    torch.testing.assert_close(w @ w.T, torch.eye(16), atol=1e-5, rtol=0)
+    assert torch.equal(head.linear.bias.detach(), torch.zeros(16))
+    x = torch.randn(12, 64) * torch.logspace(-2, 3, 12)[:, None]  # tiny to huge features
+    z = head(x)
+    assert z.shape == (12, 17) and z.dtype == torch.float32
+    m.check_point_on_manifold(z.detach(), atol=1e-4 * max(1.0, k))
+    d = m.dist0(z.detach())
+    assert (d < _radius(m) + 1e-4).all()
+    # it is the rescaled output of the Lorentz linear layer on the lifted features
+    with torch.no_grad():
+        lfc = head.linear(head.to_lorentz(head.norm(x)))
+        torch.testing.assert_close(z, m.rescale(lfc))
+        assert (m.dist0(lfc) > d - 1e-5).all()  # rescaling only pulls points in
+    z.sum().backward()
+    assert torch.isfinite(m.k.grad) and head.linear.weight.grad.abs().sum() > 0
+
+
+def test_lorentz_neck_uses_the_manifolds_rescale_config_and_autocast():
+    from lorentzcv.geometry import RescaleConfig
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 32) * 5
+    outs = {}
+    for s in (2.0, 3.0):
+        torch.manual_seed(1)
+        head = LorentzHead(Lorentz(k=10.0, rescale=RescaleConfig(s=s)), 32, 8, neck="lorentz")
+        outs[s] = head(x).detach()
+    assert not torch.allclose(outs[2.0], outs[3.0])  # s changes the rescaling curve
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        zb = head(x)
+    assert zb.dtype == torch.float32
+    head.manifold.check_point_on_manifold(zb.detach(), atol=1e-3)
+    torch.testing.assert_close(zb.detach(), outs[3.0], rtol=0.05, atol=0.05)
+
+
+def test_linear_neck_is_still_the_default_and_selectable():
+    torch.manual_seed(0)
+    head = LorentzHead(None, 32, 8)
+    assert head.neck == "linear" and type(head.linear) is torch.nn.Linear
+    torch.manual_seed(0)
+    explicit = LorentzHead(None, 32, 8, neck="linear")
+    x = torch.randn(4, 32)
+    torch.testing.assert_close(head(x), explicit(x))
+    h = head.project(x)  # Linear(LayerNorm(x)) -> exp0(rescale_euclid(h))
+    v = head.manifold.rescale_tangent(h)
+    torch.testing.assert_close(head(x), lmath.expmap0(torch.cat([torch.zeros(4, 1), v], 1), head.manifold.k))
+    with pytest.raises(ValueError, match="neck"):
+        LorentzHead(None, 4, 4, neck="poincare")
+    assert "neck='lorentz'" in repr(LorentzHead(None, 4, 4, neck="lorentz"))
+
+
+def test_create_embedding_model_with_the_lorentz_neck():
+    model = create_embedding_model("convnet_small", "lorentz", 16, head_kwargs=dict(neck="lorentz"), width=4)
+    z = model(torch.randn(3, 3, 16, 16))
+    assert z.shape == (3, 17)
+    model.manifold.check_point_on_manifold(z.detach(), atol=1e-3)

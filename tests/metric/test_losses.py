@@ -325,3 +325,35 @@ def test_gumbel_noise_has_the_gumbel_law_and_samples_the_softmax():
     _, idx = gumbel_hard(logits.expand(200_000, 4), g)
     freq = torch.bincount(idx, minlength=4).double() / 200_000
     assert torch.allclose(freq, logits.exp().double(), atol=0.005), freq
+
+
+@pytest.mark.parametrize("k", [0.5, 10.0])
+def test_lhier_rescaled_lcas_are_within_the_radius(k):
+    """rescale_lcas=True (the paper's LHIER): the LCAs enter the loss rescaled, within m·min(1, √k)."""
+    from lorentzcv.geometry import RescaleConfig, rescale
+
+    torch.manual_seed(0)
+    m = Lorentz(k=k, learnable=True, rescale=RescaleConfig(s=3.0))
+    lhier = LHIERLoss(m, num_proxies=32, embedding_dim=6, topk=5, num_triplets=4, lca_init_radius=2.07,
+                      rescale_lcas=True)
+    with torch.no_grad():  # some LCAs beyond the radius (1.5 m_k from the origin)
+        v = torch.randn(8, 6)
+        v = v / v.norm(dim=1, keepdim=True) * 1.5 * m.max_distance(torch.float32)
+        lhier.lcas[:8] = lmath.expmap0(torch.cat([torch.zeros(8, 1), v], 1), m.k)
+    raw = lmath.projx(lhier.lcas.detach(), m.k.detach())
+    pts = lhier.lca_points()
+    m.check_point_on_manifold(pts.detach(), atol=1e-3 * max(1.0, k))
+    d = m.dist0(pts.detach())
+    assert (d < m.max_distance(torch.float32) + 1e-4).all()
+    assert (d[:8] < m.dist0(raw[:8]) - 1.0).all()  # the far ones were pulled in
+    torch.testing.assert_close(pts, rescale(raw, m.k, config=m.rescale_config))
+    # the loss and its gradients go through the rescaling to the stored LCAs and to k
+    z = lmath.expmap0(torch.cat([torch.zeros(16, 1), torch.randn(16, 6)], 1), m.k.detach())
+    loss = lhier(z, torch.arange(16) // 4, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and lhier.lcas.grad.abs().sum() > 0 and torch.isfinite(m.k.grad)
+    # off (the default): the LCAs as stored
+    plain = LHIERLoss(m, num_proxies=4, embedding_dim=6)
+    assert not plain.rescale_lcas
+    torch.testing.assert_close(plain.lca_points(), lmath.projx(plain.lcas, m.k))
+    assert "rescale_lcas=True" in lhier.extra_repr()
