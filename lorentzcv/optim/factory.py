@@ -1,4 +1,6 @@
-"""``create_optimizer``: parameter groups by type, then a Riemannian or torch optimizer (``docs/design.md`` §3, §4.5).
+"""``create_optimizer``: parameter groups by type, then a Riemannian or torch optimizer.
+
+See ``docs/design.md`` §3, §4.5.
 
 Groups (each has a ``"name"`` key; empty groups are left out):
 
@@ -141,7 +143,8 @@ def create_optimizer(
         curvature_lr, curvature_weight_decay: of the curvature group (``k > 0``, ``K = -1/k``).
         manifold_lr: learning rate of the ``ManifoldParameter`` group (default ``lr``).
         **kwargs: passed to the optimizer (``momentum``, ``nesterov``, ``betas``, ``eps``, ``amsgrad``,
-            ``stabilize``, ``curvature_mode``, ``curvature_move``, ``foreach``, …).
+            ``stabilize``, ``curvature_mode`` (``"aware"``, ``"naive"``, ``"naive_repaired"``; see
+            :mod:`lorentzcv.optim.curvature`), ``curvature_move``, ``foreach``, …).
 
     Raises:
         ValueError: unknown ``name`` (the message lists the valid names).

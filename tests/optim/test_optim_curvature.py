@@ -61,6 +61,83 @@ def test_naive_mode_leaves_points_off_the_new_manifold(name: str) -> None:
     assert constraint_error(x.detach(), man.k) > 1e-3  # ... hence off the new one
 
 
+@pytest.mark.parametrize("name", ["radamw", "rsgd"])
+@pytest.mark.parametrize("mode", ["aware", "naive", "naive_repaired"])
+def test_only_the_naive_mode_leaves_stored_points_unrepaired(name: str, mode: str) -> None:
+    """After a k change, ``naive`` keeps the stored coordinates: a later step with zero gradient leaves them bit for
+    bit, off the current hyperboloid; ``naive_repaired`` puts them back on it at that step; ``aware`` at once."""
+    man, x = manifold_param(n=5, d=3, k=1.0)
+    groups = _curvature_groups(x, man)
+    opt = (RiemannianAdamW(groups, lr=0.05, weight_decay=0.0, curvature_mode=mode) if name == "radamw"
+           else RiemannianSGD(groups, lr=0.05, momentum=0.9, curvature_mode=mode))
+    opt.zero_grad()
+    _loss(x, man).backward()
+    k_old = man.k.detach().clone()
+    opt.step()
+    k1 = man.k.detach().clone()
+    assert abs(float(k1 - k_old)) > 1e-3
+    assert (constraint_error(x.detach(), k1) < 1e-12) == (mode == "aware")
+    # k fixed from here on; a step with zero gradient (the point does not move) re-projects only when repairing
+    opt.param_groups[1]["lr"] = 0.0
+    for _ in range(2):
+        stored = x.detach().clone()
+        if name == "rsgd":  # RSGD: no momentum left either, so the step is exactly zero
+            opt.state[x]["momentum_buffer"].zero_()
+        else:
+            opt.state[x]["exp_avg"].zero_()
+        x.grad = torch.zeros_like(x)
+        man.k.grad = torch.zeros_like(man.k)
+        opt.step()
+        assert torch.equal(man.k.detach(), k1)
+        if mode == "naive":
+            assert torch.equal(x.detach(), stored)  # no repair on use, no move
+            assert constraint_error(x.detach(), k1) > 1e-3
+        else:
+            assert constraint_error(x.detach(), k1) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["radamw", "rsgd"])
+def test_naive_mode_keeps_gradient_steps_unprojected(name: str) -> None:
+    """``naive``'s manifold step is the exponential map of the current k without ``projx``: a point stored on
+    H_{k_old} and stepped at k_new stays off H_{k_new} (``naive_repaired`` lands on it)."""
+    errs = {}
+    for mode in ("naive", "naive_repaired"):
+        man, x = manifold_param(n=5, d=3, k=1.0)
+        opt = _make(name, _curvature_groups(x, man), curvature_mode=mode)
+        for t in range(3):
+            opt.zero_grad()
+            _loss(x, man, t).backward()
+            k_step = man.k.detach().clone()  # the k the manifold step uses (the curvature group comes last)
+            opt.step()
+            assert torch.isfinite(x).all()
+        errs[mode] = constraint_error(x.detach(), k_step)
+    assert errs["naive"] > 1e-3 and errs["naive_repaired"] < 1e-12
+
+
+@pytest.mark.parametrize("name", ["radamw", "rsgd"])
+def test_naive_mode_keeps_k_positive_but_ignores_its_bounds(name: str) -> None:
+    results = {}
+    for mode in ("aware", "naive", "naive_repaired"):
+        man, x = manifold_param(n=3, d=2, k=0.1, bounds=(0.05, 20.0))
+        lr = 0.06 if name == "radamw" else 0.002  # first step: 0.1 -> 0.04 (Adam: lr, SGD: lr·30)
+        opt = _make(name, _curvature_groups(x, man, lr=lr), curvature_mode=mode)
+        for push in (30.0, 1e6):  # below k_min, then below 0
+            opt.zero_grad()
+            (push * man.k).backward()
+            opt.step()
+            results[(mode, push)] = float(man.k.detach())
+    assert results[("aware", 30.0)] == results[("naive_repaired", 30.0)] == pytest.approx(0.05)
+    assert 0.0 < results[("naive", 30.0)] < 0.05
+    assert results[("naive", 1e6)] == torch.finfo(torch.float64).tiny  # kept positive, nothing more
+
+
+def test_unknown_curvature_mode_is_a_one_line_error() -> None:
+    man, x = manifold_param()
+    with pytest.raises(ValueError, match="curvature_mode must be one of.*naive_repaired") as e:
+        RiemannianSGD(_curvature_groups(x, man), lr=0.1, curvature_mode="repaired")
+    assert "\n" not in str(e.value)
+
+
 def test_explog_move_preserves_dist0_direction_and_moment_norm() -> None:
     k_old = torch.tensor(0.6, dtype=torch.float64)
     k_new = torch.tensor(2.5, dtype=torch.float64)

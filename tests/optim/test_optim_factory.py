@@ -153,3 +153,25 @@ def test_deepcopy_model_and_optimizer_state() -> None:
     _train(twin, opt2, 3, seed=4)
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["aware", "naive", "naive_repaired"])
+@pytest.mark.parametrize("name", ["rsgd", "radamw"])
+def test_factory_and_config_accept_every_curvature_mode(name: str, mode: str) -> None:
+    from lorentzcv.train.config import load_config
+    from lorentzcv.train.engine import optimizer_kwargs
+
+    opt = create_optimizer(TinyModel(), name, lr=0.1, curvature_mode=mode)
+    assert all(g["curvature_mode"] == mode for g in opt.param_groups)
+    cfg = load_config(None, [f"optim.name={name}", f"optim.curvature_mode={mode}"])
+    assert optimizer_kwargs(cfg.optim)["curvature_mode"] == mode
+
+
+def test_unknown_curvature_mode_in_factory_and_config() -> None:
+    from lorentzcv.train import ConfigError
+    from lorentzcv.train.config import load_config
+
+    with pytest.raises(ValueError, match="curvature_mode must be one of.*'naive_repaired'"):
+        create_optimizer(TinyModel(), "rsgd", lr=0.1, curvature_mode="repaired")
+    with pytest.raises(ConfigError, match="naive_repaired"):
+        load_config(None, ["optim.curvature_mode=repaired"])
