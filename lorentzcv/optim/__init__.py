@@ -1,4 +1,4 @@
-"""Riemannian optimizers with curvature-aware updates (``spec/method.md`` §3–4, ``design.md`` §4.4–4.6).
+"""Riemannian optimizers with curvature-aware updates (``docs/method.md`` §3–4, ``docs/design.md`` §4.4–4.6).
 
 - :class:`RiemannianSGD`: torch SGD on Euclidean parameters, RSGD (exp-map retraction, transported momentum)
   on :class:`~lorentzcv.geometry.ManifoldParameter`.
