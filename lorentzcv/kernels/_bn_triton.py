@@ -19,7 +19,8 @@ Kernels (launch order):
 * ``bn_backward_scale`` (training): partial sums of ∂L/∂s (σ's gradient needs their total first).
 * ``bn_backward_pixels``: per-pixel ``A, ∂L/∂n2, ∂L/∂p1, ∂L/∂x_0``, per-program per-channel partials of
   ∂L/∂[μ_s, β_s] and per-program partials of the scalar gradients.
-* ``bn_backward_constants`` (1 program): the constants' backward → ∂L/∂m (per sample), ∂L/∂β_s, ∂L/∂γ, ∂L/∂k.
+* ``bn_backward_constants`` (1 program): the constants' backward → ∂L/∂m (per sample), ∂L/∂β (0 at β_0), ∂L/∂γ,
+  ∂L/∂k.
 * ``bn_backward_input``: ``∂L/∂x``.
 """
 
@@ -506,7 +507,7 @@ def bn_backward_constants(M, RM, MU, BS, SC, K, GAMMA, VAR, GV, SCPART, GM, GBS,
         g_beta_t -= g_mb * mu_t
     g_mu_s += g_mb * bs
     g_bs += g_mb * tl.where(cs > 0, mu, 0.0) + g_beta_t * bs / beta_t
-    tl.store(GBS + cs - 1, g_bs, mask=sp)
+    tl.store(GBS + cs, tl.where(cs > 0, g_bs, 0.0), mask=cm)  # ∂L/∂β, 0 at the time coordinate
     g_sk = tot_sk
     if RESCALE:
         g_sk -= tl.where(sk < 1.0, tot_cr * cr / sk, 0.0)

@@ -584,18 +584,21 @@ def _batch_constants(mu: torch.Tensor, beta_s: torch.Tensor, k: torch.Tensor) ->
 
 
 @torch.library.custom_op("lorentzcv::lorentz_batch_norm", mutates_args=())
-def _bn_op(x3: torch.Tensor, beta_s: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
+def _bn_op(x3: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
            running_var: torch.Tensor, rhl: bool, eps: float, rescale: bool, m0: float, mc: float, two_stage: bool,
            training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(y, m, μ, σ, SC)``: output, per-sample means (training; else empty), batch mean, σ, batch constants."""
+    """``(y, m, μ, σ, SC)``: output, per-sample means (training; else empty), batch mean, σ, batch constants.
+
+    ``beta`` is the whole point β (only its space part is read: the layer uses ``projx(β)``)."""
     opts = _opts(rhl, eps, rescale, m0, mc, two_stage)
+    beta_s = beta[1:]
     y3, mu, var, _ = fused_forward(x3, beta_s, gamma, k, running_mean, None if training else running_var, opts, False)
     m = x3.mean(-1) if training else x3.new_empty(0)
     return y3, m, mu.clone(), var.clone(), _batch_constants(mu, beta_s, k)  # (eval: σ is the running σ's storage)
 
 
 @_bn_op.register_fake
-def _(x3, beta_s, gamma, k, running_mean, running_var, rhl, eps, rescale, m0, mc, two_stage, training):
+def _(x3, beta, gamma, k, running_mean, running_var, rhl, eps, rescale, m0, mc, two_stage, training):
     b, c1, _ = x3.shape
     m = x3.new_empty(b, c1) if training else x3.new_empty(0)
     return torch.empty_like(x3), m, x3.new_empty(c1), x3.new_empty(()), x3.new_empty(3)
@@ -603,29 +606,29 @@ def _(x3, beta_s, gamma, k, running_mean, running_var, rhl, eps, rescale, m0, mc
 
 @torch.library.custom_op("lorentzcv::lorentz_batch_norm_backward", mutates_args=())
 def _bn_backward_op(gy: torch.Tensor, x3: torch.Tensor, y3: torch.Tensor, m: torch.Tensor, mu: torch.Tensor,
-                    var: torch.Tensor, sc: torch.Tensor, beta_s: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor,
+                    var: torch.Tensor, sc: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor,
                     running_mean: torch.Tensor, running_var: torch.Tensor, rhl: bool, eps: float, rescale: bool,
                     m0: float, mc: float, two_stage: bool, training: bool,
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(∂L/∂x, ∂L/∂β_s, ∂L/∂γ, ∂L/∂k)``."""
+    """``(∂L/∂x, ∂L/∂β, ∂L/∂γ, ∂L/∂k)``; ``∂L/∂β`` is 0 at the time coordinate (it is recomputed from space)."""
     opts = _opts(rhl, eps, rescale, m0, mc, two_stage)
-    saved = fused_forward(x3, beta_s, gamma, k, running_mean, None if training else running_var, opts, True)[3]
+    saved = fused_forward(x3, beta[1:], gamma, k, running_mean, None if training else running_var, opts, True)[3]
     gx, gbs, gg, gk = fused_backward(gy.contiguous(), x3, y3, saved, opts, training)
-    return gx, gbs, gg.reshape(gamma.shape), gk.reshape(k.shape)
+    return gx, torch.cat([gbs.new_zeros(1), gbs]), gg.reshape(gamma.shape), gk.reshape(k.shape)
 
 
 @_bn_backward_op.register_fake
-def _(gy, x3, y3, m, mu, var, sc, beta_s, gamma, k, running_mean, running_var, rhl, eps, rescale, m0, mc, two_stage,
+def _(gy, x3, y3, m, mu, var, sc, beta, gamma, k, running_mean, running_var, rhl, eps, rescale, m0, mc, two_stage,
       training):
-    return torch.empty_like(x3), torch.empty_like(beta_s), torch.empty_like(gamma), torch.empty_like(k)
+    return torch.empty_like(x3), torch.empty_like(beta), torch.empty_like(gamma), torch.empty_like(k)
 
 
 def _bn_setup_context(ctx, inputs, output) -> None:
-    x3, beta_s, gamma, k, running_mean, running_var, *cfg = inputs
+    x3, beta, gamma, k, running_mean, running_var, *cfg = inputs
     y3, m, mu, var, sc = output
     if cfg[-1]:  # training: the running statistics are not used by the backward (and are updated in place next)
         running_mean, running_var = running_mean.new_empty(running_mean.shape), running_var.new_empty(())
-    ctx.save_for_backward(x3, y3, m, mu, var, sc, beta_s, gamma, k, running_mean, running_var)
+    ctx.save_for_backward(x3, y3, m, mu, var, sc, beta, gamma, k, running_mean, running_var)
     ctx.cfg = cfg
     ctx.mark_non_differentiable(m, mu, var, sc)
     ctx.set_materialize_grads(False)  # no zero-filled gradients for m, μ, σ, SC (kernel launches on a GPU)
@@ -666,7 +669,7 @@ def bn_fused_supported(x3: torch.Tensor, k: torch.Tensor) -> bool:
 
 
 def lorentz_batch_norm_fused(
-    x3: torch.Tensor, beta_s: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
+    x3: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
     running_var: torch.Tensor, num_batches_tracked: torch.Tensor, *, variant: str, eps: float,
     rescale: tuple[float, float] | None, two_stage: bool, training: bool, momentum: float | None,
 ) -> torch.Tensor:
@@ -674,12 +677,13 @@ def lorentz_batch_norm_fused(
     statistics are updated in place (one more kernel).
 
     Args:
-        beta_s: the space part of β ``(C,)``; gamma: scalar; k: the curvature parameter (``K = -1/k``).
+        beta: the learned mean β ``(1+C,)`` (its time coordinate is not read: ``projx(β)``; its gradient there is
+            0); gamma: scalar; k: the curvature parameter (``K = -1/k``).
         rescale: ``(m0, m·c)`` of ``rescale_euclid`` (radius before ``min(1, √k)``, slope), or ``None``.
         two_stage: per-sample centroids first (2-D maps), else one centroid over the batch.
     """
     m0, mc = rescale if rescale is not None else (1.0, 0.0)
-    y3, _, mu, var, _ = _bn_op(x3.contiguous(), beta_s, gamma, k.reshape(()), running_mean, running_var,
+    y3, _, mu, var, _ = _bn_op(x3.contiguous(), beta, gamma, k.reshape(()), running_mean, running_var,
                                variant == "rhl", float(eps), rescale is not None, float(m0), float(mc), two_stage,
                                training)
     if training:
@@ -705,11 +709,12 @@ def _cdiv(a: int, b: int) -> int:
     return max(1, -(-a // b))
 
 
-def launch_triton_forward(x3, beta_s, gamma, k, running_mean, running_var, rhl, eps, rescale, m0, mc, two_stage,
+def launch_triton_forward(x3, beta, gamma, k, running_mean, running_var, rhl, eps, rescale, m0, mc, two_stage,
                           training):
     """The forward Triton kernels: ``(y, m, μ, σ, SC)`` as :func:`_bn_op` returns them."""
     T = _triton()
     x3 = x3.contiguous()
+    beta_s = beta[1:]  # (a view: the kernels read the space part)
     b, c1, n = x3.shape
     npix, nprog = b * n, _cdiv(b * n, _BLOCK)
     m = x3.mean(-1) if training else x3.new_empty(0)
@@ -726,11 +731,12 @@ def launch_triton_forward(x3, beta_s, gamma, k, running_mean, running_var, rhl, 
     return y3, m, mu, var, sc
 
 
-def launch_triton_backward(gy, x3, y3, m, mu, var, sc, beta_s, gamma, k, running_mean, running_var, rhl, eps,
+def launch_triton_backward(gy, x3, y3, m, mu, var, sc, beta, gamma, k, running_mean, running_var, rhl, eps,
                            rescale, m0, mc, two_stage, training):
     """The backward Triton kernels: ``(∂L/∂x, ∂L/∂β_s, ∂L/∂γ, ∂L/∂k)``."""
     T = _triton()
     gy = gy.contiguous()
+    beta_s = beta[1:]
     b, c1, n = x3.shape
     c = c1 - 1
     npix, nprog = b * n, _cdiv(b * n, _BLOCK)
@@ -743,14 +749,14 @@ def launch_triton_backward(gy, x3, y3, m, mu, var, sc, beta_s, gamma, k, running
                                    nprog, eps, m0, mc, RHL=rhl, RESCALE=rescale, TRAINING=training, BLOCK=_BLOCK)
     gv = cpart.view(nprog, c * 2).sum(0)
     gm = x3.new_empty(b * c1) if training else x3.new_empty(1)
-    gbs, gg, gk = torch.empty_like(beta_s), torch.empty_like(gamma), torch.empty_like(k)
+    gbeta, gg, gk = torch.empty_like(beta), torch.empty_like(gamma), torch.empty_like(k)
     T.bn_backward_constants[(1,)](m if training else x3, running_mean, mu, beta_s, sc, k, gamma, var, gv, scpart, gm,
-                                  gbs, gg, gk, b, c1, nprog, eps, m0, mc, RHL=rhl, RESCALE=rescale,
+                                  gbeta, gg, gk, b, c1, nprog, eps, m0, mc, RHL=rhl, RESCALE=rescale,
                                   TRAINING=training, TWO_STAGE=two_stage, BLOCK_C=triton_next_pow2(c1),
                                   BLOCK=_BLOCK)
     gx = torch.empty_like(x3)
     T.bn_backward_input[(nprog,)](x3, y3, gy, mu, beta_s, pix, gm, gx, n, c, npix, TRAINING=training, BLOCK=_BLOCK)
-    return gx, gbs, gg, gk
+    return gx, gbeta, gg, gk
 
 
 def launch_triton_running_stats(running_mean, running_var, num_batches_tracked, mu, var, k, momentum) -> None:

@@ -326,7 +326,7 @@ class _LorentzBatchNorm(nn.Module):
             y, mu, var = _forward_autograd(x3, beta_s, gamma, k, rm, rv, opts)
         elif use_fused(x3) and bn_fused_supported(x3, k) and self.running_mean.dtype == dtype:
             return lorentz_batch_norm_fused(
-                x3, beta_s, gamma, k, self.running_mean, self.running_var, self.num_batches_tracked,
+                x3, self.beta.to(dtype), gamma, k, self.running_mean, self.running_var, self.num_batches_tracked,
                 variant=self.variant, eps=self.eps, rescale=self._fused_rescale(rdtype), two_stage=self._two_stage,
                 training=training, momentum=self.momentum)
         else:

@@ -53,10 +53,11 @@ def run(device: str = "cpu") -> dict:
         xs = centre[None, :, None] + 0.7 * torch.randn(b, c1 - 1, n, generator=g)
         x3 = lmath.add_time(xs, kt, dim=1).contiguous()
         beta_s = 0.3 * torch.randn(c1 - 1, generator=g)
+        beta = torch.cat([(beta_s.square().sum() + kt).sqrt().reshape(1), beta_s])
         gamma = torch.tensor(1.3)
         rm = torch.cat([torch.zeros(1), 0.5 * torch.randn(c1 - 1, generator=g)])
         rv = torch.tensor(0.8)
-        args = (x3, beta_s, gamma, kt, rm, rv, variant == "rhl", 1e-5, rescale, m0 if rescale else 1.0,
+        args = (x3, beta, gamma, kt, rm, rv, variant == "rhl", 1e-5, rescale, m0 if rescale else 1.0,
                 mc if rescale else 0.0, two_stage, training)
         ref = KB._bn_op(*args)
         tri, n_fwd = count_launches(T, KB.launch_triton_forward, *_on(device, *args))

@@ -83,6 +83,7 @@ def test_fused_ops_opcheck():
     x3 = lmath.add_time(torch.randn(3, 4, 5), torch.tensor(1.0), dim=1)
     from lorentzcv.kernels import batch_norm as KB
 
-    args = (x3, torch.zeros(4), torch.tensor(1.0), torch.tensor(1.0), torch.zeros(5), torch.tensor(1.0), False, 1e-5,
+    args = (x3, torch.tensor([1.0, 0, 0, 0, 0]), torch.tensor(1.0), torch.tensor(1.0), torch.zeros(5), torch.tensor(1.0),
+            False, 1e-5,
             True, 11.5, 1.3, True, True)
     torch.library.opcheck(KB._bn_op, args, test_utils=("test_schema", "test_faketensor"))
