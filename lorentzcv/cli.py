@@ -1,4 +1,5 @@
-"""``lorentzcv`` command line: ``train``, ``eval``, ``plot``, ``config``, ``models``, ``datasets``, ``bench``.
+"""``lorentzcv`` command line: ``train``, ``eval``, ``export``, ``plot``, ``config``, ``models``, ``datasets``,
+``bench``.
 
 Examples::
 
@@ -8,6 +9,7 @@ Examples::
     lorentzcv train configs/metric/demo/digits_dml_lhier.yaml     # metric learning (LHIER), offline
     torchrun --nproc_per_node=2 -m lorentzcv train CONFIG      # DDP (gloo on CPU, nccl on CUDA)
     lorentzcv eval runs/<run>/best.pt --split test
+    lorentzcv export runs/<run> --out model.onnx                # ONNX (pip install 'lorentzcv[onnx]')
     lorentzcv plot runs/<run-a> runs/<run-b> --out figures      # curves, curvature, Poincaré disk (PNG)
     lorentzcv config configs/demo/digits_hecnn.yaml --set optim.lr=0.05   # the resolved config as YAML
     lorentzcv models 'hecnn*'
@@ -82,6 +84,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for name, k in r["curvatures"].items():
         print(f"curvature K {name}: {k:.4f}")
     print(f"checkpoint: {r['checkpoint']} (epoch {r['epoch']})")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    try:
+        r = export_run(args.source, args.out, batch=args.batch, opset=args.opset, verify=not args.no_verify)
+    except ModuleNotFoundError as exc:  # onnx / onnxscript missing: one line, with the install command
+        raise CLIError(str(exc)) from None
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    shape = lambda dims: "(" + ", ".join("batch" if d is None else str(d) for d in dims) + ")"
+    what = f"epoch {r['epoch']} of {r['source']}" if r["epoch"] is not None else f"{r['source']} (untrained)"
+    print(f"wrote {r['path']}: {r['task']} model, {what}; opset {r['opset']}")
+    print(f"input images {shape(r['input'])} float32 -> output {shape(r['output'])}")
+    if r["checked_by"] == "onnxruntime":
+        print(f"checked with onnxruntime: max |ONNX - PyTorch| = {r['max_abs_diff']:.2g}")
+    elif r["checked_by"]:
+        print(f"checked with {r['checked_by']} (install onnxruntime to compare outputs)")
     return 0
 
 
@@ -294,8 +317,8 @@ def version_string() -> str:
 
 # --------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    """The ``lorentzcv`` argument parser (subcommands ``train``, ``eval``, ``plot``, ``config``, ``models``,
-    ``datasets``, ``bench``)."""
+    """The ``lorentzcv`` argument parser (subcommands ``train``, ``eval``, ``export``, ``plot``, ``config``,
+    ``models``, ``datasets``, ``bench``)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show full tracebacks instead of one-line errors")
@@ -344,6 +367,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export", parents=[common], help="export a run's model (or a config's) to ONNX",
+                       description="Write the model of a run directory (its best.pt, else last.pt), a checkpoint "
+                                   "or a YAML config (untrained) as an ONNX graph: input `images` (batch, C, H, W) "
+                                   "float32 with a dynamic batch, output logits or embeddings. Needs onnx and "
+                                   "onnxscript (pip install 'lorentzcv[onnx]'); with onnxruntime installed the "
+                                   "graph's output is compared with PyTorch's.")
+    p.add_argument("source", metavar="RUN_DIR|CHECKPOINT|CONFIG", help="a run directory, a .pt file or a YAML config")
+    p.add_argument("--out", metavar="FILE", help="the .onnx file (default: RUN_DIR/model.onnx, or CONFIG_NAME.onnx)")
+    p.add_argument("--batch", type=int, default=2, help="batch size of the example input (default 2; the exported "
+                   "batch is dynamic)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: the exporter's)")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime / onnx.checker check")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
         "plot", parents=[common], help="draw training curves, curvature and Poincaré-disk embeddings of runs",

@@ -13,7 +13,7 @@ configuration schema. A run that diverges stops with :class:`TrainingDivergedErr
 collective times out with :class:`DDPTimeoutError` (both one-line errors; the last finite checkpoint is kept).
 """
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import (
     Config,
     ConfigError,
@@ -57,6 +57,7 @@ from .metric import (
     metric_param_groups,
 )
 from .schedule import LRScheduler, schedule_factor
+from .tasks import build_inference_model
 
 __all__ = [
     "Config", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "OutputConfig",
@@ -65,5 +66,5 @@ __all__ = [
     "build_optimizer", "curvatures", "LRScheduler", "schedule_factor", "load_checkpoint", "save_checkpoint",
     "MetricRunConfig", "MetricModelConfig", "MetricDataConfig", "LossConfig", "MetricConfig", "MetricTrainer",
     "create_trainer", "build_metric_datasets", "build_metric_model", "build_objective", "build_metric_optimizer",
-    "metric_param_groups", "evaluate_metric_checkpoint",
+    "metric_param_groups", "evaluate_metric_checkpoint", "build_inference_model", "find_checkpoint",
 ]
