@@ -1,4 +1,4 @@
-r"""Maximum distance rescaling (``spec/method.md`` §2, decisions in ``design.md`` §4.3).
+r"""Maximum distance rescaling (``docs/method.md`` §2, decisions in ``docs/design.md`` §4.3).
 
 Hyperbolic vectors far from the origin cannot be represented in floating point: a point at rapidity
 :math:`r = d/\sqrt{k}` has :math:`x_0 = \sqrt{k}\cosh r`, and once :math:`\cosh^2 r\cdot\varepsilon \gtrsim 1`
