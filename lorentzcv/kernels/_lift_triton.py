@@ -4,7 +4,7 @@ Imported on first use only (Triton is needed on CUDA only). Triton's interpreter
 environment before Triton is first imported) runs these kernels on CPU tensors.
 
 Per pixel (program lanes = pixels, a loop over the channels): ``sq = ‖v‖²``, the scalar math of
-``lorentzcv.kernels.lift.fast_scale`` in float32 (``asinh``, ``tanh``, ``sinh`` written with ``exp``/``log`` and
+``lorentzcv.kernels.lift.fast_scale`` (``RESCALE``: 0 time only, 1 the point, 2 ``rescale_euclid`` of ``v``) in float32 (``asinh``, ``tanh``, ``sinh`` written with ``exp``/``log`` and
 Taylor series near 0, so no cancellation), then the point; the backward mirrors ``lift_fast_backward`` and writes
 one partial sum of ``∂L/∂k`` per program.
 """
@@ -50,6 +50,17 @@ def _scale(sq, k, m0, mc):  # rescaling: (ratio, n, r, th, b) per pixel, as fast
 
 
 @triton.jit
+def _scale_euclid(sq, k, m0, mc):  # rescale_euclid of v: (ratio, n, u, th) per pixel, as fast_scale(euclid=True)
+    sk = tl.sqrt(k)
+    m = tl.where(sk < 1.0, m0 * sk, m0)
+    n = tl.sqrt(tl.maximum(sq, 1.1754943508222875e-38))
+    u = (mc / m) * n
+    th = _tanh_pos(u)
+    ratio = tl.where(sq > 0.0, m * th / n, mc)
+    return ratio, n, u, th
+
+
+@triton.jit
 def lift_fwd(X, Y, K, OUT, SQ, C, inner, npix,
               sxo, sxc, sxi, syo, syc, syi, soo, soc, soi, sqo, sqi, m0, mc,
               SRC: tl.constexpr, RESCALE: tl.constexpr, BLOCK: tl.constexpr):
@@ -72,8 +83,10 @@ def lift_fwd(X, Y, K, OUT, SQ, C, inner, npix,
             v += tl.load(yb + c * syc, mask=mask, other=0.0).to(tl.float32)
         sq += v * v
     k = tl.load(K).to(tl.float32)
-    if RESCALE:
+    if RESCALE == 1:
         ratio, n, r, th, b = _scale(sq, k, m0, mc)
+    elif RESCALE == 2:
+        ratio, n, u, th = _scale_euclid(sq, k, m0, mc)
     else:
         ratio = tl.full([BLOCK], 1.0, tl.float32)
     ob = OUT + o * soo + i * soi
@@ -104,7 +117,26 @@ def lift_bwd(G, OUT, SQ, K, GIN, GKP, C, inner, npix,
     sq = tl.load(SQ + o * sqo + i * sqi, mask=mask, other=1.0)
     t = tl.load(ob, mask=mask, other=1.0)
     g_t = tl.load(gb, mask=mask, other=0.0).to(tl.float32)
-    if RESCALE:
+    if RESCALE == 2:  # rescale_euclid (see lift_fast_backward)
+        ratio, n, u, th = _scale_euclid(sq, k, m0, mc)
+        inv = 1.0 / ratio
+        gr = tl.zeros([BLOCK], dtype=tl.float32)
+        for c in range(C):
+            gs = tl.load(gb + (c + 1) * sgc, mask=mask, other=0.0).to(tl.float32)
+            os_ = tl.load(ob + (c + 1) * soc, mask=mask, other=0.0)
+            gr += gs * os_
+        big_g = gr * inv + g_t * ratio * sq / t
+        one_th2 = 1.0 - th * th
+        pos = sq > 0.0
+        dr_dsq = tl.where(pos, (mc * one_th2 - ratio) / (2.0 * n * n), 0.0)
+        g_sq = big_g * dr_dsq + g_t * ratio * ratio / (2.0 * t)
+        c_s = ratio
+        c_o = 2.0 * g_sq * inv
+        sk = tl.sqrt(k)
+        dm_dk = tl.where(sk < 1.0, m0 / (2.0 * sk), 0.0)  # m = m0·min(1, √k)
+        dr_dk = tl.where(pos, dm_dk * (th - u * one_th2) / n, 0.0)
+        gk = big_g * dr_dk + g_t / (2.0 * t)
+    elif RESCALE == 1:
         ratio, n, r, th, b = _scale(sq, k, m0, mc)
         inv = 1.0 / ratio
         gr = tl.zeros([BLOCK], dtype=tl.float32)

@@ -80,10 +80,20 @@ def _asinh_pos(n: torch.Tensor) -> torch.Tensor:
     return torch.log1p(n + n2 / (1 + (1 + n2).sqrt()))
 
 
-def fast_scale(sq: torch.Tensor, k: torch.Tensor, m0: float | None, mc: float):
-    """Per-pixel ``(ratio, time, saved)`` from ``sq = ‖v‖²``: time only (``m0 is None``) or rescaling."""
+def fast_scale(sq: torch.Tensor, k: torch.Tensor, m0: float | None, mc: float, euclid: bool = False):
+    """Per-pixel ``(ratio, time, saved)`` from ``sq = ‖v‖²``: time only (``m0 is None``), rescaling of the point
+    (default) or, with ``euclid``, ``rescale_euclid`` of ``v`` itself (``ratio = m_k·tanh(c·‖v‖)/‖v‖``, the
+    ``ToLorentz(mode="rescale")`` bridge), then time from space."""
     if m0 is None:
         return None, (sq + k).sqrt(), ()
+    if euclid:
+        sk = k.sqrt()
+        m = radius(m0, sk)
+        n = sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
+        u = (mc / m) * n
+        th = torch.tanh(u)
+        ratio = torch.where(sq > 0, m * th / n, mc)
+        return ratio, (ratio * ratio * sq + k).sqrt(), (n, u, th)
     sk = k.sqrt()
     m = radius(m0, sk)
     a1 = mc * sk / m  # u = a1·r: tanh argument, r = asinh(n) the rapidity
@@ -97,20 +107,21 @@ def fast_scale(sq: torch.Tensor, k: torch.Tensor, m0: float | None, mc: float):
 
 
 def lift_fast_forward(ys: torch.Tensor, k: torch.Tensor, dim: int, m0: float | None, mc: float,
-                      ctx=None) -> torch.Tensor:
+                      ctx=None, euclid: bool = False) -> torch.Tensor:
     """Forward of :class:`LiftFast` (saves ``out, sq, t, k`` and the rescaling intermediates on ``ctx``)."""
-    out, sq, t, ratio, saved = _lift_fast_forward(ys, k, dim, m0, mc)
+    out, sq, t, ratio, saved = _lift_fast_forward(ys, k, dim, m0, mc, euclid)
     if ctx is not None:
         ctx.save_for_backward(out, sq, t, k, *(() if ratio is None else (ratio, *saved)))
     return out
 
 
-def _lift_fast_forward(ys: torch.Tensor, k: torch.Tensor, dim: int, m0: float | None, mc: float):
+def _lift_fast_forward(ys: torch.Tensor, k: torch.Tensor, dim: int, m0: float | None, mc: float,
+                       euclid: bool = False):
     out = empty_like_lifted(ys, dim)
     n_s = ys.size(dim)
     out_t, out_s = out.narrow(dim, 0, 1), out.narrow(dim, 1, n_s)
     sq = _dot(ys, ys, dim, out_s)  # out_s is scratch space until the result is written
-    ratio, t, saved = fast_scale(sq, k, m0, mc)
+    ratio, t, saved = fast_scale(sq, k, m0, mc, euclid)
     if ratio is None:
         out_s.copy_(ys)
     else:
@@ -120,8 +131,12 @@ def _lift_fast_forward(ys: torch.Tensor, k: torch.Tensor, dim: int, m0: float | 
 
 
 def lift_fast_backward(g: torch.Tensor, out: torch.Tensor, sq: torch.Tensor, t: torch.Tensor, k: torch.Tensor,
-                       rest: tuple, dim: int, m0: float | None, mc: float, need_ys: bool, need_k: bool):
-    r"""``(∂L/∂v, ∂L/∂k)`` of the lift from ``g = ∂L/∂out`` (closed form, see :class:`LiftFast`)."""
+                       rest: tuple, dim: int, m0: float | None, mc: float, need_ys: bool, need_k: bool,
+                       euclid: bool = False):
+    r"""``(∂L/∂v, ∂L/∂k)`` of the lift from ``g = ∂L/∂out`` (closed form, see :class:`LiftFast`).
+
+    With ``euclid`` (``ratio = m·tanh(u)/n``, ``u = m·c·n/m``, ``n = ‖v‖``): ``∂ratio/∂sq = (m·c·(1-tanh²u) -
+    ratio)/(2n²)`` and ``∂ratio/∂k = [k < 1]·(m0/(2√k))·(tanh u - u(1-tanh²u))/n`` (through ``m = m0·√k``)."""
     n_s = out.size(dim) - 1
     g_t, g_s, out_s = g.narrow(dim, 0, 1), g.narrow(dim, 1, n_s), out.narrow(dim, 1, n_s)
     g_ys = g_k = None
@@ -132,6 +147,8 @@ def lift_fast_backward(g: torch.Tensor, out: torch.Tensor, sq: torch.Tensor, t: 
         if need_k:
             g_k = (0.5 * h).sum_to_size(k.shape)
         return g_ys, g_k
+    if euclid:
+        return _euclid_backward(g_s, g_t, out_s, sq, t, k, rest, dim, m0, mc, need_ys, need_k)
     ratio, n, r, th, b = rest
     pos = sq > 0
     inv = 1 / ratio  # > 0 on this path (sinh(b)/n with b > 0, or the limit m·c)
@@ -154,6 +171,25 @@ def lift_fast_backward(g: torch.Tensor, out: torch.Tensor, sq: torch.Tensor, t: 
         u = (mc * sk / m) * r
         dr_dm = torch.where(pos, ch * (th - u * one_th2) / (sk * n), 0.0)
         dr_dk = dr_dk - torch.where(k >= 1, m / (2 * k), 0.0) * dr_dm
+        g_k = (big_g * dr_dk + g_t / (2 * t)).sum_to_size(k.shape)
+    return g_ys, g_k
+
+
+def _euclid_backward(g_s, g_t, out_s, sq, t, k, rest, dim, m0, mc, need_ys, need_k):
+    """:func:`lift_fast_backward` of the ``euclid`` rescaling (see there)."""
+    ratio, n, u, th = rest
+    pos = sq > 0
+    inv = 1 / ratio
+    big_g = (g_s * out_s).sum(dim=dim, keepdim=True) * inv + g_t * ratio * sq / t  # ∂L/∂ratio
+    one_th2 = 1 - th * th
+    dr_dsq = torch.where(pos, (mc * one_th2 - ratio) / (2 * n * n), 0.0)
+    g_ys = g_k = None
+    if need_ys:
+        g_sq = big_g * dr_dsq + g_t * ratio * ratio / (2 * t)
+        g_ys = torch.addcmul(g_s * ratio, out_s, 2 * g_sq * inv)
+    if need_k:
+        sk = k.sqrt()
+        dr_dk = torch.where(pos & (sk < 1), (m0 / (2 * sk)) * (th - u * one_th2) / n, 0.0)
         g_k = (big_g * dr_dk + g_t / (2 * t)).sum_to_size(k.shape)
     return g_ys, g_k
 
@@ -248,15 +284,15 @@ def _source(x: torch.Tensor, y: torch.Tensor | None, src: int, dim: int) -> torc
     return torch.relu(xs) if src == 1 else xs + y.narrow(dim, 1, y.size(dim) - 1)
 
 
-def _m0(rescale: bool, m0: float) -> float | None:
+def _m0(rescale: int, m0: float) -> float | None:
     return m0 if rescale else None
 
 
 @torch.library.custom_op("lorentzcv::fused_lift", mutates_args=())
-def _fused_lift_op(x: torch.Tensor, y: torch.Tensor | None, k: torch.Tensor, src: int, dim: int, rescale: bool,
+def _fused_lift_op(x: torch.Tensor, y: torch.Tensor | None, k: torch.Tensor, src: int, dim: int, rescale: int,
                    m0: float, mc: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(out, sq)``: the lifted point and ``‖v‖²`` per pixel (saved for the backward)."""
-    out, sq, *_ = _lift_fast_forward(_source(x, y, src, dim), k, dim, _m0(rescale, m0), mc)
+    out, sq, *_ = _lift_fast_forward(_source(x, y, src, dim), k, dim, _m0(rescale, m0), mc, rescale == 2)
     return out, sq
 
 
@@ -272,14 +308,14 @@ def _(x, y, k, src, dim, rescale, m0, mc):
 
 @torch.library.custom_op("lorentzcv::fused_lift_backward", mutates_args=())
 def _fused_lift_backward_op(g: torch.Tensor, out: torch.Tensor, sq: torch.Tensor, k: torch.Tensor, src: int,
-                            dim: int, rescale: bool, m0: float, mc: float) -> tuple[torch.Tensor, torch.Tensor]:
+                            dim: int, rescale: int, m0: float, mc: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(∂L/∂input, ∂L/∂k)``; ``∂L/∂input`` has the input's shape (a point's, time entry 0, for relu/sum)."""
     if src == 1:
         g_x, g_k = _relu_backward(g, out, k, dim, True, True)
         return g_x, g_k
-    ratio, t, saved = fast_scale(sq, k, _m0(rescale, m0), mc)
+    ratio, t, saved = fast_scale(sq, k, _m0(rescale, m0), mc, rescale == 2)
     g_ys, g_k = lift_fast_backward(g, out, sq, t, k, () if ratio is None else (ratio, *saved), dim,
-                                   _m0(rescale, m0), mc, True, True)
+                                   _m0(rescale, m0), mc, True, True, rescale == 2)
     if src == 2:
         g_x = torch.zeros_like(out)
         g_x.narrow(dim, 1, out.size(dim) - 1).copy_(g_ys)
@@ -340,7 +376,7 @@ def fused_lift_supported(x: torch.Tensor, k: torch.Tensor, dim: int) -> bool:
 
 
 def fused_lift(x: torch.Tensor, k: torch.Tensor, *, dim: int, src: str = "space", y: torch.Tensor | None = None,
-               rescale: tuple[float, float] | None = None) -> torch.Tensor:
+               rescale: tuple[float, float] | None = None, euclid: bool = False) -> torch.Tensor:
     """The lift of ``src`` (module docstring) as the fused custom op.
 
     Args:
@@ -349,6 +385,7 @@ def fused_lift(x: torch.Tensor, k: torch.Tensor, *, dim: int, src: str = "space"
         dim: the channel dimension.
         y: the second point of ``src="sum"``.
         rescale: ``(m0, mc)``, the rescaling radius (before ``min(1, √k)``) and ``m·c``; ``None``: time only.
+        euclid: rescale the vector ``v`` itself (``rescale_euclid``, the Euclid→Lorentz bridge) instead of the point.
     """
     src_i = SRCS.index(src)
     if (src_i == 2) != (y is not None):
@@ -356,7 +393,8 @@ def fused_lift(x: torch.Tensor, k: torch.Tensor, *, dim: int, src: str = "space"
     if src_i == 1 and rescale is not None:
         raise ValueError("fused_lift: src='relu' is the time-only Lorentz ReLU (no rescaling)")
     m0, mc = rescale if rescale is not None else (0.0, 1.0)
-    out, _ = _fused_lift_op(x, y, k.reshape(()), src_i, dim % x.dim(), rescale is not None, float(m0), float(mc))
+    mode = 0 if rescale is None else (2 if euclid else 1)
+    out, _ = _fused_lift_op(x, y, k.reshape(()), src_i, dim % x.dim(), mode, float(m0), float(mc))
     return out
 
 
@@ -388,7 +426,7 @@ def _addressable(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def launch_triton_lift(x: torch.Tensor, y: torch.Tensor | None, k: torch.Tensor, src: int, dim: int,
-                       rescale: bool, m0: float, mc: float):
+                       rescale: int, m0: float, mc: float):
     """Run the forward Triton kernel: ``(out, sq)`` as :func:`_fused_lift_op` returns them."""
     fwd, _ = triton_kernels()
     x = _addressable(x, dim)
@@ -402,13 +440,13 @@ def launch_triton_lift(x: torch.Tensor, y: torch.Tensor | None, k: torch.Tensor,
     npix = outer * inner
     grid = (max(1, -(-npix // _BLOCK)),)
     fwd[grid](x, y, k, out, sq, c, inner, npix, *_strides(x, dim), *_strides(y, dim), *_strides(out, dim),
-              _strides(sq, dim)[0], _strides(sq, dim)[2], float(m0), float(mc), SRC=src, RESCALE=bool(rescale),
+              _strides(sq, dim)[0], _strides(sq, dim)[2], float(m0), float(mc), SRC=src, RESCALE=int(rescale),
               BLOCK=_BLOCK)
     return out, sq
 
 
 def launch_triton_lift_backward(g: torch.Tensor, out: torch.Tensor, sq: torch.Tensor, k: torch.Tensor, src: int,
-                                dim: int, rescale: bool, m0: float, mc: float):
+                                dim: int, rescale: int, m0: float, mc: float):
     """Run the backward Triton kernel and the reduction of ``∂L/∂k``: ``(∂L/∂input, ∂L/∂k)``."""
     _, bwd = triton_kernels()
     g = _addressable(g, dim)
@@ -424,7 +462,7 @@ def launch_triton_lift_backward(g: torch.Tensor, out: torch.Tensor, sq: torch.Te
     partial = out.new_empty(nprog)
     bwd[(nprog,)](g, out, sq, k, g_in, partial, c1 - 1, inner, npix, *_strides(g, dim), *_strides(out, dim),
                   _strides(sq, dim)[0], _strides(sq, dim)[2], *_strides(g_in, dim), float(m0), float(mc), SRC=src,
-                  RESCALE=bool(rescale), BLOCK=_BLOCK)
+                  RESCALE=int(rescale), BLOCK=_BLOCK)
     return g_in, partial.sum().reshape(k.shape).to(k.dtype)
 
 

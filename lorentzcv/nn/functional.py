@@ -405,6 +405,8 @@ def euclid_to_lorentz(
             cfg = config or RescaleConfig()
             if not cfg.enabled:
                 return _run(v, _scale_time_only, dim, kk)
+            if use_fused(v) and cfg.min_rapidity == 0 and fused_lift_supported(v, kk, dim):
+                return fused_lift(v, kk, dim=dim, rescale=_fast_constants(cfg, dtype), euclid=True)
             return _run(v, functools.partial(_scale_euclid, m0=max_distance(dtype, cfg.r), cfg=cfg), dim, kk)
         if mode == "clip_expmap":
             fn = functools.partial(_scale_clip_expmap0, clip_r=float(clip_r), max_rap=lmath.max_rapidity(v.dtype))

@@ -28,18 +28,19 @@ def _cases():
 
     for k in (0.05, 1.0, 4.0):
         for src in (0, 1, 2):
-            for rescale in ((False, True) if src != 1 else (False,)):
+            for rescale in ((0, 1, 2) if src == 0 else (0, 1) if src == 2 else (0,)):
                 x = rnd(3, 6 + (src > 0), 5, 7, scale=2.0)
                 x[0, :, 0, 0] = 0  # an exact zero vector (space)
                 x[1, :, 1, 1] *= 1e-6  # a tiny one
                 x[2, :, 2, 2] *= 1e3  # a far one (rescaling saturates)
                 y = rnd(*x.shape) if src == 2 else None
-                yield f"k{k}-src{src}-rs{int(rescale)}", x, y, k, src, 1, rescale
+                yield f"k{k}-src{src}-rs{rescale}", x, y, k, src, 1, rescale
     # layouts: channels-last maps, vectors (dim -1), one pixel, a pixel count that is not a multiple of the block
-    yield "channels_last", rnd(2, 5, 4, 3).contiguous(memory_format=torch.channels_last), None, 1.0, 0, 1, True
-    yield "vectors", rnd(9, 17, scale=3.0), None, 0.5, 0, 1, True
-    yield "one_pixel", rnd(1, 4, 1, 1), None, 1.0, 0, 1, True
-    yield "odd_count", rnd(3, 3, 9, 11), rnd(3, 3, 9, 11), 2.0, 2, 1, True
+    yield "channels_last", rnd(2, 5, 4, 3).contiguous(memory_format=torch.channels_last), None, 1.0, 0, 1, 1
+    yield "vectors", rnd(9, 17, scale=3.0), None, 0.5, 0, 1, 1
+    yield "vectors_euclid", rnd(9, 17, scale=30.0), None, 0.5, 0, 1, 2
+    yield "one_pixel", rnd(1, 4, 1, 1), None, 1.0, 0, 1, 1
+    yield "odd_count", rnd(3, 3, 9, 11), rnd(3, 3, 9, 11), 2.0, 2, 1, 1
 
 
 def _on(device: str, *args):

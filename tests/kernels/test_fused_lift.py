@@ -41,28 +41,29 @@ def test_triton_kernels_on_cuda_match_the_eager_closed_form():
 
 
 def _check_cases(res: dict) -> None:
-    assert len(res) == 19
+    assert len(res) == 23
     for name, r in res.items():
         assert r["finite"] and r["layout_kept"] and r["launches_as_declared"], (name, r)
         assert r["out"] < 1e-5 and r["sq"] < 1e-5, (name, r)
         assert r["grad"] < 1e-5 and r["grad_k"] < 5e-5, (name, r)
 
 
-@pytest.mark.parametrize("src,rescale", [("space", False), ("space", True), ("relu", False), ("sum", False),
-                                         ("sum", True)])
-def test_fused_lift_gradcheck_float64(src, rescale):
-    k = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("src,rescale,euclid", [("space", False, False), ("space", True, False), ("space", True, True),
+                                                ("relu", False, False), ("sum", False, False), ("sum", True, False)])
+@pytest.mark.parametrize("k0", [0.7, 2.0])
+def test_fused_lift_gradcheck_float64(src, rescale, euclid, k0):
+    k = torch.tensor(k0, dtype=torch.float64, requires_grad=True)
     if src == "space":
-        x = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+        x = (3 * torch.randn(2, 3, 2, 2, dtype=torch.float64)).requires_grad_()
         args = (x,)
     else:
-        x = _points((2, 3, 2, 2), 0.7, seed=1, dtype=torch.float64).requires_grad_()
-        args = (x,) if src == "relu" else (x, _points((2, 3, 2, 2), 0.7, seed=2, dtype=torch.float64).requires_grad_())
+        x = _points((2, 3, 2, 2), k0, seed=1, dtype=torch.float64).requires_grad_()
+        args = (x,) if src == "relu" else (x, _points((2, 3, 2, 2), k0, seed=2, dtype=torch.float64).requires_grad_())
 
     def fn(*inputs):
         *pts, kk = inputs
         return KL.fused_lift(pts[0], kk, dim=1, src=src, y=pts[1] if len(pts) > 1 else None,
-                             rescale=(M0, MC) if rescale else None)
+                             rescale=(M0, MC) if rescale else None, euclid=euclid)
 
     assert torch.autograd.gradcheck(fn, (*args, k), eps=1e-6, atol=1e-6)
 
@@ -151,3 +152,24 @@ def test_model_on_the_emulated_cuda_path_equals_eager():
     torch.testing.assert_close(out["cuda_path"][0], out["eager"][0], rtol=1e-5, atol=1e-6)
     for a, b in zip(out["cuda_path"][1], out["eager"][1]):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("k0", [0.4, 1.0, 3.0])
+def test_euclid_bridge_on_the_fused_path_equals_the_eager_path(k0):
+    """``ToLorentz(mode="rescale")`` (``rescale_euclid`` then time) through the fused op vs the generic eager path."""
+    from lorentzcv.nn import ToLorentz
+
+    man = Lorentz(k0, learnable=True, rescale=RescaleConfig(s=2.0))
+    layer = ToLorentz(man, mode="rescale", dim=1)
+    v = 4 * torch.randn(3, 6, 2, 2)
+    v[0, :, 0, 0] = 0  # the origin
+    outs = {}
+    for impl in ("fused", "eager"):
+        man.k.grad = None
+        x = v.clone().requires_grad_()
+        with backend(impl):
+            y = layer(x)
+        y.backward(torch.linspace(-1, 1, y.numel()).reshape(y.shape))
+        outs[impl] = (y.detach(), x.grad, man.k.grad.clone())
+    for a, b in zip(outs["fused"], outs["eager"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
