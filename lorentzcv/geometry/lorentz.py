@@ -1,6 +1,6 @@
 r"""``Lorentz``: the hyperboloid :math:`\mathbb{H}^n_k = \{x : \langle x,x\rangle_L = -k,\ x_0 > 0\}` as a module.
 
-Owns the curvature parameter ``k > 0`` (sectional curvature :math:`K = -1/k`, ``design.md`` §1) and wraps
+Owns the curvature parameter ``k > 0`` (sectional curvature :math:`K = -1/k`, ``docs/design.md`` §1) and wraps
 the pure kernels of :mod:`lorentzcv.geometry.math` and :mod:`lorentzcv.geometry.rescale`. Every method reads
 the *current* ``k``, so a learnable curvature is seen consistently by all layers sharing the manifold.
 """
@@ -221,12 +221,12 @@ class Lorentz(nn.Module):
 
     # --- rescaling --------------------------------------------------------------------------------
     def rescale(self, x: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
-        """Maximum distance rescaling of points (``spec/method.md`` §2.2) with this manifold's constants."""
+        """Maximum distance rescaling of points (``docs/method.md`` §2.2) with this manifold's constants."""
         _check_dim(x, dim)
         return rescale(x, self._kk(x), dim=dim, config=self.rescale_config)
 
     def rescale_tangent(self, v: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
-        """Maximum distance rescaling of a tangent vector at the origin (``spec/method.md`` §2.3)."""
+        """Maximum distance rescaling of a tangent vector at the origin (``docs/method.md`` §2.3)."""
         return rescale_euclid(v, self._kk(v), dim=dim, config=self.rescale_config)
 
     def max_distance(self, dtype: torch.dtype = torch.float32) -> float:

@@ -1,6 +1,6 @@
 r"""Pure kernels of the Lorentz (hyperboloid) model with an explicit curvature parameter ``k``.
 
-Convention (``design.md`` §1, geoopt's): ``k > 0`` and points satisfy
+Convention (``docs/design.md`` §1, geoopt's): ``k > 0`` and points satisfy
 
 .. math:: \langle x, x\rangle_L = -x_0^2 + \|x_s\|^2 = -k, \qquad x_0 > 0,
 
@@ -8,7 +8,7 @@ so the sectional curvature is :math:`K = -1/k`. Component 0 of the manifold dime
 the others are space. ``k`` is a tensor (usually a 0-d parameter) broadcastable against the inputs
 with the manifold dimension removed; every kernel is differentiable with respect to ``k``.
 
-Numerics (``spec/method.md`` §1.2): removable singularities (``sinh(t)/t``, ``asinh(t)/t`` …) are
+Numerics (``docs/method.md`` §1.2): removable singularities (``sinh(t)/t``, ``asinh(t)/t`` …) are
 evaluated with Taylor branches and safe denominators, so there is no ``0/0`` at the origin, for zero
 tangent vectors or for coincident points and gradients stay finite there. ``arcosh`` is evaluated in
 float64. Time coordinates of results are recomputed from space (``projx``), which keeps outputs on the
@@ -230,7 +230,7 @@ def expmap(x: torch.Tensor, u: torch.Tensor, k: torch.Tensor, *, dim: int = -1) 
     nw = inner(w, w, dim=dim, keepdim=True).clamp_min(torch.finfo(u.dtype).tiny).sqrt()
     theta = torch.where(inf, torch.full_like(nw, torch.inf), a * nw / sk)
     theta_c = theta.clamp_max(max_rapidity(x.dtype))
-    # √k·sinh(θc)·u/‖u‖_L when clamped (the direction uses the unclamped norm, spec §1.2 item 7), else sinhc(θ)·u
+    # √k·sinh(θc)·u/‖u‖_L when clamped (the direction uses the unclamped norm, ``docs/method.md`` §1.2 item 7), else sinhc(θ)·u
     coef = torch.where(theta > theta_c, sk * torch.sinh(theta_c) / nw, sinhc(theta_c) * a)
     return projx(torch.cosh(theta_c) * x + coef * w, k, dim=dim)
 

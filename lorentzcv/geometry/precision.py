@@ -1,4 +1,4 @@
-"""Float32 islands under ``torch.autocast`` (``design.md`` §1, Precision).
+"""Float32 islands under ``torch.autocast`` (``docs/design.md`` §1, Precision).
 
 Hyperbolic kernels (cosh/sinh, arcosh, time-from-space) lose the hyperboloid constraint in float16/bfloat16,
 so layers run them in float32 even when the surrounding network runs under autocast: inputs in a half dtype are

@@ -1,4 +1,4 @@
-"""Model zoo: a timm-style registry of Euclidean, hybrid and hyperbolic ResNets (``design.md`` §2–§3).
+"""Model zoo: a timm-style registry of Euclidean, hybrid and hyperbolic ResNets (``docs/design.md`` §2–§3).
 
 >>> from lorentzcv.models import create_model, list_models
 >>> list_models("hecnn_*")
@@ -7,7 +7,7 @@
 >>> sorted(model.manifolds())
 ['decoder_manifold', 'encoder_manifold']
 
-Metric-learning embedding models (backbone + Euclidean/Poincaré/Lorentz head, ``spec/method.md`` §7) are built
+Metric-learning embedding models (backbone + Euclidean/Poincaré/Lorentz head, ``docs/method.md`` §7) are built
 with :func:`create_embedding_model` (:mod:`.embedding`); they are kept out of the classifier registry because
 they return embeddings, not logits (:func:`list_embedding_models` lists the named ones).
 

@@ -1,4 +1,4 @@
-"""Model registry: ``register_model`` / ``create_model`` / ``list_models`` (timm-style, ``design.md`` §2–§3).
+"""Model registry: ``register_model`` / ``create_model`` / ``list_models`` (timm-style, ``docs/design.md`` §2–§3).
 
 Every architecture is a plain function decorated with :func:`register_model`; its name is the lower_snake
 function name (``resnet18``, ``hecnn_resnet18``, …). :func:`create_model` looks the name up, checks the keyword
@@ -9,7 +9,7 @@ arguments against the entrypoint's signature and calls it::
     list_models("*resnet18")             # ['hcnn_resnet18', 'hecnn_resnet18', 'hybrid_resnet18', 'resnet18']
     model = create_model("hecnn_resnet18", num_classes=100, img_size=32, learn_k=False)
 
-Unknown names and unknown keyword arguments raise ``ValueError`` with a suggestion (``design.md`` §5).
+Unknown names and unknown keyword arguments raise ``ValueError`` with a suggestion (``docs/design.md`` §5).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 r"""ResNets: Euclidean, hybrid (Euclidean encoder + Lorentz MLR) and fully hyperbolic (HCNN, HECNN+).
 
-``spec/method.md`` §6 (models), §5.6–5.7 (blocks), §8 (protocol); ``design.md`` §2, §4.7. Every variant is one
+``docs/method.md`` §6 (models), §5.6–5.7 (blocks), §8 (protocol); ``docs/design.md`` §2, §4.7. Every variant is one
 :class:`ResNet` assembled from the same blocks (:mod:`lorentzcv.nn.blocks`) with different **layer factories**;
 the geometry is chosen by which factories a builder passes, never by ``if manifold is …`` branches.
 
@@ -15,7 +15,7 @@ hcnn_resnet18     Fully hyperbolic HCNN baseline: Lorentz stem, Lorentz basic bl
                   (``conv_impl="unfold"``), HCNN batch norm, space-add residual, centroid pooling, Lorentz MLR;
                   one manifold, fixed ``k = 1``, no rescaling, conv bias.
 hecnn_resnet18    Fully hyperbolic HECNN+: efficient conv, maximum distance rescaling with ``s = 2``
-                  (``design.md`` §4.7) in conv/BN/residual, learnable curvature, separate encoder and decoder
+                  (``docs/design.md`` §4.7) in conv/BN/residual, learnable curvature, separate encoder and decoder
                   manifolds joined by a Lorentz→Lorentz ``ManifoldSwap`` before the MLR.
 hecnn_resnet50    Euclidean stem and shortcuts, ``LorentzCoreBottleneck`` stages (hyperbolic 3×3 cores on one
                   encoder manifold, §5.7), Euclidean pool → ``ToLorentz`` → ``LorentzMLR`` on the decoder
@@ -294,7 +294,7 @@ def _small_input(img_size: int | Sequence[int]) -> bool:
 def _stem(in_chans: int, width: int, img_size: int | Sequence[int], factories: dict[str, Any], *,
           max_pool: bool, pre_layer: Callable[[], nn.Module] | None = None) -> nn.Module:
     """CIFAR/Tiny-ImageNet stem (``img_size <= 64``: 3×3 stride 1, no pool) or ImageNet stem (7×7 stride 2,
-    + 3×3/2 max-pool when ``max_pool``), ``spec/method.md`` §6.1."""
+    + 3×3/2 max-pool when ``max_pool``), ``docs/method.md`` §6.1."""
     kw = {k: factories[k] for k in ("conv_layer", "norm_layer", "act_layer")}
     if _small_input(img_size):
         return ConvNormAct(in_chans, width, 3, 1, 1, pre_layer=pre_layer, **kw)
@@ -561,4 +561,4 @@ def hecnn_resnet50(
 
 
 hecnn_resnet50.__doc__ = ("HECNN+ ResNet-50 with Lorentz-Core bottlenecks (hyperbolic 3×3 cores, Euclidean stem "
-                          "and shortcuts) and a Lorentz MLR decoder (spec §5.7)." + _LORENTZ_DOC)
+                          "and shortcuts) and a Lorentz MLR decoder (``docs/method.md`` §5.7)." + _LORENTZ_DOC)

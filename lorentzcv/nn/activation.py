@@ -1,4 +1,4 @@
-r"""Lorentz activation and residual modules (``spec/method.md`` §5.6)."""
+r"""Lorentz activation and residual modules (``docs/method.md`` §5.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-r"""ResNet building blocks assembled from **layer factories** (``design.md`` §2, ``spec/method.md`` §5.6–5.7, §6).
+r"""ResNet building blocks assembled from **layer factories** (``docs/design.md`` §2, ``docs/method.md`` §5.6–5.7, §6).
 
 One block definition serves the Euclidean, hybrid and fully hyperbolic ResNets: a block never asks which
 geometry it is in, it calls the factories it was given (timm's ``act_layer=``/``norm_layer=`` pattern). The
@@ -13,7 +13,7 @@ factory            call                                                        E
 ``residual``       ``residual()`` → module with ``forward(x, shortcut)``       :class:`Add`
 =================  ==========================================================  ===============================
 
-Channel counts are the **space** channels for Lorentz layers (``design.md`` §1), so the same numbers work for
+Channel counts are the **space** channels for Lorentz layers (``docs/design.md`` §1), so the same numbers work for
 both geometries. For a Lorentz variant the factories are the Lorentz layers bound to their manifold with
 ``functools.partial``, e.g. ``conv_layer=partial(LorentzConv2d, manifold, impl="efficient")``,
 ``norm_layer=partial(LorentzBatchNorm2d, manifold)``, ``act_layer=partial(LorentzActivation, manifold)``,
@@ -124,7 +124,7 @@ class ConvNormAct(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block (expansion 1) from layer factories (``spec/method.md`` §5.6, §6.1).
+    """ResNet basic block (expansion 1) from layer factories (``docs/method.md`` §5.6, §6.1).
 
     ``y = act(residual(bn2(conv2(act(bn1(conv1(x))))), shortcut(x)))`` with 3×3 convs (the first one strided)
     and ``shortcut = bn(conv1x1/stride)`` when the shape changes.
@@ -170,7 +170,7 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """ResNet bottleneck block (expansion 4) from layer factories (``spec/method.md`` §6.1).
+    """ResNet bottleneck block (expansion 4) from layer factories (``docs/method.md`` §6.1).
 
     ``y = act(residual(bn3(conv3(core(act(bn1(conv1(x)))))), shortcut(x)))``: 1×1 reduce, 3×3 core (strided),
     1×1 expand to ``4·planes``.
@@ -230,7 +230,7 @@ def _lorentz_core_factories(
 
 
 class LorentzCoreBottleneck(Bottleneck):
-    r"""Bottleneck with a hyperbolic 3×3 core (``spec/method.md`` §5.7, [A] ``LorentzCoreBottleneck``).
+    r"""Bottleneck with a hyperbolic 3×3 core (``docs/method.md`` §5.7, [A] ``LorentzCoreBottleneck``).
 
     Euclidean ``(B, C_in, H, W)`` in, Euclidean ``(B, 4·planes, H/s, W/s)`` out; only the core is hyperbolic:
 

@@ -1,4 +1,4 @@
-r"""Lorentz 2-D convolutions (``spec/method.md`` §5.2, §5.3; ``design.md`` §4.1).
+r"""Lorentz 2-D convolutions (``docs/method.md`` §5.2, §5.3; ``docs/design.md`` §4.1).
 
 Curvature convention: ``k > 0`` (``<x,x>_L = -k``, sectional curvature ``K = -1/k``), read from the manifold at
 every forward so gradients reach a learnable ``k``. Feature maps are channels-first ``(B, 1+C, H, W)`` with time
@@ -87,8 +87,8 @@ class LorentzConv2d(nn.Module):
         lfc: ``"hcnn"`` (default) or ``"space"``, the LFC of ``impl="unfold"``.
 
     Precision: under ``torch.autocast`` the efficient convolution itself runs in the autocast dtype (that is
-    where the speed is); time, boost and rescaling run in float32 with the rescaling radius of the autocast
-    dtype (``lorentzcv.geometry.rescale.computation_dtype``) and the output is float32. ``impl="unfold"`` is a
+    where the speed is); time, boost and rescaling run in float32 with float32's rescaling radius m ≈ 9.56
+    (``lorentzcv.geometry.rescale.computation_dtype``), not the autocast dtype's, and the output is float32. ``impl="unfold"`` is a
     float32 island throughout (its time concatenation cancels catastrophically in half precision).
 
     Cost (``tests/nn/bench_conv.py``): after the convolution the efficient path adds one reduction and one

@@ -1,6 +1,6 @@
-r"""Functional building blocks shared by the Lorentz layers (``spec/method.md`` §1.2, §2, §5.6).
+r"""Functional building blocks shared by the Lorentz layers (``docs/method.md`` §1.2, §2, §5.6).
 
-Curvature convention (``design.md`` §1): ``k > 0``, points satisfy :math:`\langle x,x\rangle_L = -k`,
+Curvature convention (``docs/design.md`` §1): ``k > 0``, points satisfy :math:`\langle x,x\rangle_L = -k`,
 :math:`x_0 > 0`, sectional curvature :math:`K = -1/k`. Every function takes the manifold dimension ``dim``
 (``1`` for channels-first maps ``(B, 1+C, H, W)``, ``-1`` for vectors ``(…, 1+C)``; for ``(B, 1+C)`` both
 mean the same axis).
@@ -22,9 +22,10 @@ intermediates). Two implementations:
 Both save only their output for the backward (``y_s = out_s/ratio`` is implied), are first-order
 differentiable (``once_differentiable``; no double backward) and agree to rounding (tested).
 
-Float32 islands (``design.md`` §1): the helpers run with autocast disabled and half-precision inputs upcast to
-float32, and return float32 (the next autocast op casts down again). The rescaling radius ``m`` is taken from
-the *computation dtype*, i.e. the autocast dtype when autocast is on (``lorentzcv.geometry.rescale``).
+Float32 islands (``docs/design.md`` §1): the helpers run with autocast disabled and half-precision inputs upcast to
+float32, and return float32 (the next autocast op casts down again). The rescaling radius ``m`` is that of the
+dtype the island computes in (``computation_dtype``): float32's (m ≈ 9.56) for float32 and float16/bfloat16 inputs
+alike, float64's (≈ 21.6) for float64; a 16-bit radius only when ``dtype=`` is passed explicitly.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-r"""Lorentz fully-connected layer (``spec/method.md`` §5.1).
+r"""Lorentz fully-connected layer (``docs/method.md`` §5.1).
 
 Curvature convention: ``k > 0`` (``<x,x>_L = -k``, sectional curvature ``K = -1/k``), read from the manifold at
 every forward so gradients reach a learnable ``k``.

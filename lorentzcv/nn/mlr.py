@@ -1,4 +1,4 @@
-r"""Lorentz multinomial logistic regression (``spec/method.md`` §5.5; [H] = [A])."""
+r"""Lorentz multinomial logistic regression (``docs/method.md`` §5.5; [H] = [A])."""
 
 from __future__ import annotations
 

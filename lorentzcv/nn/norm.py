@@ -1,4 +1,4 @@
-r"""Lorentz batch normalisation (``spec/method.md`` §5.4, ``design.md`` §4.2).
+r"""Lorentz batch normalisation (``docs/method.md`` §5.4, ``docs/design.md`` §4.2).
 
 Curvature convention: the layer's :class:`~lorentzcv.geometry.Lorentz` holds ``k > 0`` (points satisfy
 :math:`\langle x,x\rangle_L = -k`, sectional curvature :math:`K = -1/k`); ``manifold.k`` is read at every
@@ -9,9 +9,9 @@ For a batch of points :math:`x` with batch mean :math:`\mu` the layer computes
 ``variant="hcnn"`` (HCNN, Bdeir et al. 2024; the default)
     :math:`u = P_{\mu\to o}(\log_\mu x)`, :math:`\sigma = \operatorname{mean}\|u\|_2` (the Fréchet "variance"
     as a mean *distance*: :math:`\|u\|_2 = \|u\|_L = d(\mu, x)`), :math:`u \leftarrow u\,\gamma/(\sigma+\epsilon)`,
-    optionally :math:`u \leftarrow \operatorname{rescale\_euclid}(u)` (``rescale=True``, spec §2.3) and
+    optionally :math:`u \leftarrow \operatorname{rescale\_euclid}(u)` (``rescale=True``, ``docs/method.md`` §2.3) and
     :math:`y = \exp_\beta(P_{o\to\beta}(u))`.
-``variant="rhl"`` (the authors' later ``batch2d``, spec [A])
+``variant="rhl"`` (the authors' later ``batch2d``, [A] in ``docs/method.md`` §0)
     :math:`v = \log_\mu x` (no transport to the origin), :math:`\sigma = \operatorname{mean}\|v\|_2` (Euclidean
     norm of the ambient vector, :math:`\|v\|_2^2 = d^2 + 2v_0^2`), :math:`v \leftarrow v\,\gamma/(\sigma+\epsilon)`,
     :math:`v \leftarrow \operatorname{rescale\_euclid}(v)` (on by default, as in [A]) and
@@ -20,7 +20,7 @@ For a batch of points :math:`x` with batch mean :math:`\mu` the layer computes
 :math:`\beta` is a :class:`~lorentzcv.geometry.ManifoldParameter` initialised at the origin and used as
 ``projx(β)`` (time recomputed from space; identical when β is on the manifold, which Riemannian optimizers
 keep), :math:`\gamma` a learnable scalar (init 1). ``rescale_euclid`` uses the manifold's
-:class:`~lorentzcv.geometry.RescaleConfig`, the radius :math:`m\min(1,\sqrt{k})` and the dtype the input is stored in
+:class:`~lorentzcv.geometry.RescaleConfig`, the radius :math:`m\min(1,\sqrt{k})` and the dtype the batch norm computes in
 (:func:`~lorentzcv.geometry.rescale.computation_dtype`). Training uses batch statistics and updates ``running_mean`` (a tangent
 vector at the origin, re-mapped with the current ``k``) by
 :math:`rm \leftarrow \log_0(\operatorname{centroid}([\exp_0 rm, \mu], w=(1-m, m)))` and ``running_var`` by
@@ -217,7 +217,7 @@ def lorentz_batch_norm_reference(
     running_var: torch.Tensor | None, *, variant: str = "hcnn", eps: float = 1e-5,
     rescale: RescaleConfig | None = None, rdtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""``spec/method.md`` §5.4 written literally with the kernels of :mod:`lorentzcv.geometry.math` (slow).
+    r"""``docs/method.md`` §5.4 written literally with the kernels of :mod:`lorentzcv.geometry.math` (slow).
 
     Args:
         x: ``(B, 1+C)`` or channels-last ``(B, N, 1+C)`` points (manifold dim -1).
@@ -359,7 +359,7 @@ class _LorentzBatchNorm(nn.Module):
 
 
 class LorentzBatchNorm1d(_LorentzBatchNorm):
-    r"""Lorentz batch normalisation of points ``(B, 1+C)`` (``spec/method.md`` §5.4).
+    r"""Lorentz batch normalisation of points ``(B, 1+C)`` (``docs/method.md`` §5.4).
 
     See the module docstring for the formulas. The batch mean is the Lorentzian centroid over ``B``.
 
@@ -384,7 +384,7 @@ class LorentzBatchNorm1d(_LorentzBatchNorm):
             raise ValueError(f"LorentzBatchNorm1d expects (B, 1+C) points, got shape {tuple(x.shape)}; "
                              "use LorentzBatchNorm2d for (B, 1+C, H, W) feature maps")
         self._check_channels(x, "(B, 1+C)")
-        rdtype = computation_dtype(x)  # (the dtype x is stored in: read before the island upcasts it)
+        rdtype = computation_dtype(x)  # float32 for half inputs: the dtype the island computes in
         with no_autocast(x):
             x = upcast(x)
             return self._normalize3(x[..., None], rdtype)[..., 0]
@@ -392,7 +392,7 @@ class LorentzBatchNorm1d(_LorentzBatchNorm):
 
 class LorentzBatchNorm2d(_LorentzBatchNorm):
     r"""Lorentz batch normalisation of channels-first feature maps ``(B, 1+C, H, W)`` (time at channel 0;
-    ``spec/method.md`` §5.4, ``design.md`` §4.2).
+    ``docs/method.md`` §5.4, ``docs/design.md`` §4.2).
 
     See the module docstring for the formulas and the fast closed form. The batch mean is the spec's two-stage
     mean: the centroid over ``H·W`` per sample, then over ``B``. Statistics are shared by all pixels.
@@ -426,7 +426,7 @@ class LorentzBatchNorm2d(_LorentzBatchNorm):
             raise ValueError(f"LorentzBatchNorm2d expects channels-first (B, 1+C, H, W) feature maps, got "
                              f"shape {tuple(x.shape)}; use LorentzBatchNorm1d for (B, 1+C) points")
         self._check_channels(x, "channels-first (B, 1+C, H, W)")
-        rdtype = computation_dtype(x)  # (the dtype x is stored in: read before the island upcasts it)
+        rdtype = computation_dtype(x)  # float32 for half inputs: the dtype the island computes in
         b, c1, h, w = x.shape
         with no_autocast(x):
             x = upcast(x)

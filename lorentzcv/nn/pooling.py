@@ -1,4 +1,4 @@
-r"""Lorentz pooling on channels-first maps ``(B, 1+C, H, W)`` (``spec/method.md`` §5.6).
+r"""Lorentz pooling on channels-first maps ``(B, 1+C, H, W)`` (``docs/method.md`` §5.6).
 
 Curvature convention: ``k > 0`` (``<x,x>_L = -k``, ``K = -1/k``), read from the manifold at every forward.
 """
