@@ -91,7 +91,8 @@ def test_cli_exports_a_config_and_a_trained_run(tmp_path, capsys):
 def test_cli_without_the_exporter_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
-    assert main(["export", str(REPO / "configs" / "demo" / "digits_hecnn.yaml"), "--out", str(tmp_path / "m.onnx")]) == 2
+    config = REPO / "configs" / "demo" / "digits_hecnn.yaml"
+    assert main(["export", str(config), "--out", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ONNX export needs onnxscript: pip install 'lorentzcv[onnx]'") and "\n" not in err
     assert not (tmp_path / "m.onnx").exists()

@@ -1,19 +1,17 @@
-"""The classification training loop: data, model, optimizer, AMP, DDP, checkpoints, metrics (spec §8).
+"""The training loop every task runs: run directory, AMP, guards, DDP, checkpoints, resume, metrics.
 
->>> from lorentzcv.train import Config, train
->>> summary = train(Config())            # the digits demo; returns the summary dict
+:class:`Engine` knows no task. A task (:mod:`lorentzcv.train.classification`, :mod:`lorentzcv.train.metric`)
+subclasses it and fills in its hooks: what to build (``_setup``: data, model, optimizer, schedule), what one
+training step's loss is and what it adds to the epoch's statistics, how an epoch is evaluated and which epoch
+is the best, and the run's summary. :class:`Task` names a task's trainer, its checkpoint evaluation and its
+inference model; :mod:`lorentzcv.train.tasks` picks one by name (``task:`` in the config).
 
-One :class:`Trainer` runs one run directory:
+What every run gets from the loop:
 
-- **Data** from :func:`lorentzcv.data.create_dataset` (``train``, an optional validation hold-out when
-  ``data.val_fraction > 0`` — model selection is never done on the test split — and ``test``).
-  The training order is a function of ``(seed, epoch)`` only: a ``DistributedSampler`` (``set_epoch``) with
-  the run seed, and every epoch reseeds torch/numpy/python and the loader's generator from
-  ``(seed, epoch, rank)``, so augmentations and worker seeds do not depend on what ran before.
-- **Model** from :func:`lorentzcv.models.create_model` (classes, channels and image size from the dataset)
-  and **optimizer** from :func:`lorentzcv.optim.create_optimizer` (``decay``/``no_decay``/``manifold``/
-  ``curvature`` groups; Riemannian ones curvature-aware or naive), scheduled per iteration
-  (:mod:`.schedule`).
+- **Order**: the training order is a function of ``(seed, epoch)`` only: every epoch reseeds
+  torch/numpy/python, the loader's generator and the task's sampler (``set_epoch``) from ``(seed, epoch,
+  rank)``, so augmentations and worker seeds do not depend on what ran before.
+- **Steps** scheduled per iteration (:mod:`.schedule`).
 - **AMP**: ``bf16`` autocast (CPU or CUDA), ``fp16`` autocast + ``torch.amp.GradScaler``; hyperbolic layers
   keep their own float32 islands.
 - **Guards**: the global gradient norm is computed every step; a non-finite loss or gradient norm skips the
@@ -51,18 +49,15 @@ import os
 import shutil
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import (
     CHECKPOINT_FORMAT,
@@ -75,18 +70,9 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from .config import (
-    AnyConfig,
-    Config,
-    ConfigError,
-    OptimConfig,
-    apply_overrides,
-    config_from_dict,
-    config_to_dict,
-    save_config,
-)
+from .common import ShardSampler, curvatures, derive_seed, resolve_amp
+from .config import AnyConfig, ConfigError, config_to_dict, save_config
 from .distributed import (
-    DistInfo,
     ProgressBoard,
     all_gather_object,
     all_reduce_sum,
@@ -94,29 +80,17 @@ from .distributed import (
     init_distributed,
     is_timeout,
     params_digest,
-    resolve_device,
     shutdown,
     timeout_error,
 )
-from .recorder import RunRecorder, format_metrics_line, format_table
-from .schedule import LRScheduler
+from .recorder import RunRecorder
+from .rundir import clear_run_files, new_run_dir, occupied_error, resume_changes, with_resolved_root
 
-__all__ = [
-    "Trainer",
-    "TrainingDivergedError",
-    "train",
-    "evaluate",
-    "evaluate_checkpoint",
-    "build_datasets",
-    "build_model",
-    "build_optimizer",
-    "resolve_amp",
-    "resume_config",
-    "with_resolved_root",
-    "seed_everything",
-    "derive_seed",
-    "curvatures",
-]
+__all__ = ["Engine", "Task", "TrainingDivergedError"]
+
+
+#: ``(loss, outputs)`` of one training step (the outputs go to :meth:`Engine._accumulate`).
+StepResult = tuple[torch.Tensor, Any]
 
 
 class TrainingDivergedError(ValueError):
@@ -124,304 +98,26 @@ class TrainingDivergedError(ValueError):
     buffer or optimizer state. Nothing non-finite was checkpointed; ``last.pt`` keeps the last finite epoch."""
 
 
-# ----------------------------------------------------------------------------------------- seeding
-def derive_seed(*parts: int) -> int:
-    """A 32-bit seed that is a fixed function of ``parts`` (e.g. ``(seed, epoch, rank)``)."""
-    return int(np.random.SeedSequence([int(p) % (2**63) for p in parts]).generate_state(1)[0])
+class Engine:
+    """Runs one training run of a task (see the module docstring); the task subclasses it.
 
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and CUDA)."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-# -------------------------------------------------------------------------------------------- AMP
-def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """``(autocast dtype or None, use GradScaler)`` for ``train.amp`` on ``device``.
-
-    ``bf16``: bfloat16 autocast, no scaler. ``fp16``: float16 autocast with a ``GradScaler`` (on CPU it works
-    but is ~17× slower than float32, ``ecosystem.md`` §6). ``auto``: bfloat16 on CPU and on CUDA devices that
-    support it, else float16.
-    """
-    if amp == "none":
-        return None, False
-    if amp == "auto":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            amp = "fp16"
-        else:
-            amp = "bf16"
-    if amp == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ConfigError("train.amp=bf16 but this GPU has no bfloat16 support; use fp16 or none")
-        return torch.bfloat16, False
-    if amp == "fp16":
-        if device.type == "cpu":
-            warnings.warn("train.amp=fp16 on CPU is slow (no native float16 kernels: a step takes several times "
-                          "float32's)", stacklevel=2)
-        return torch.float16, True
-    raise ConfigError(f"train.amp must be none, bf16, fp16 or auto, got {amp!r}")
-
-
-# ------------------------------------------------------------------------------------------- data
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, …`` of ``range(n)`` in order: a padding-free evaluation shard."""
-
-    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
-        self.n, self.rank, self.world = int(n), int(rank), int(world_size)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.n, self.world))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world))
-
-
-def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
-    if n is None or n >= len(ds):
-        return ds
-    g = torch.Generator().manual_seed(seed)
-    idx = sorted(torch.randperm(len(ds), generator=g)[:n].tolist())
-    sub = getattr(ds, "subset", None)
-    return sub(idx) if callable(sub) else Subset(ds, idx)
-
-
-def build_datasets(cfg: Config, splits: Sequence[str] = ("train", "val", "test"),
-                   augment_train: bool = True) -> dict[str, Any]:
-    """The datasets of a run and the dataset facts a model needs.
-
-    ``augment_train=False`` gives the training split the evaluation transform (to evaluate on it).
-
-    Returns a dict with ``"train"``, ``"val"`` (``None`` unless ``data.val_fraction > 0`` or ``data.native_val``),
-    ``"test"`` (only the
-    requested ``splits`` are built), ``"info"`` (the ``DatasetInfo``), ``"num_classes"``, ``"in_chans"`` and
-    ``"img_size"``.
-    """
-    from ..data import create_dataset, create_transform, get_dataset_info
-
-    d = cfg.data
-    info = get_dataset_info(d.name)
-    if info.task != "classification":
-        raise ConfigError(
-            f"data.name={d.name!r} is a metric-learning dataset; the classification trainer needs one of the "
-            "classification datasets (see `lorentzcv datasets`)"
-        )
-    common = dict(root=d.root, download=d.download, seed=cfg.train.seed)
-    out: dict[str, Any] = {"info": info, "train": None, "val": None, "test": None}
-    if "train" in splits:
-        tf = "default" if augment_train else create_transform(d.name, "test")
-        out["train"] = _subset(create_dataset(d.name, split="train", val_fraction=d.val_fraction, transform=tf,
-                                              **common), d.train_subset, cfg.train.seed)
-    if "val" in splits and (d.val_fraction > 0 or d.native_val):
-        if d.native_val and "val" not in info.splits:
-            raise ConfigError(
-                f"data.native_val=true but {d.name!r} has no validation split of its own; use "
-                "--set data.native_val=false --set data.val_fraction=0.1 to hold one out of train"
-            )
-        out["val"] = _subset(create_dataset(d.name, split="val", val_fraction=d.val_fraction, **common),
-                             d.eval_subset, cfg.train.seed)
-    if "test" in splits:
-        out["test"] = _subset(create_dataset(d.name, split="test", **common), d.eval_subset, cfg.train.seed)
-    num_classes = info.num_classes if isinstance(info.num_classes, int) else None
-    if num_classes is None:
-        for key in ("train", "test", "val"):
-            ds = out[key]
-            base = ds.dataset if isinstance(ds, Subset) else ds
-            if base is not None and hasattr(base, "num_classes"):
-                num_classes = int(base.num_classes)
-                break
-    out.update(num_classes=num_classes, in_chans=info.in_chans, img_size=info.img_size)
-    return out
-
-
-# ------------------------------------------------------------------------------------ model, optim
-def build_model(cfg: Config, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
-    """``create_model(cfg.model.name, num_classes=, in_chans=, img_size=, **cfg.model options)``."""
-    from ..models import create_model
-
-    return create_model(cfg.model.name, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
-                        **cfg.model.create_kwargs())
-
-
-def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    """``create_optimizer`` with the options of ``cfg.optim`` that apply to the chosen optimizer."""
-    from ..optim import create_optimizer
-
-    o = cfg.optim
-    return create_optimizer(model, o.name, lr=o.lr, weight_decay=o.weight_decay, curvature_lr=o.curvature_lr,
-                            curvature_weight_decay=o.curvature_weight_decay, manifold_lr=o.manifold_lr,
-                            **optimizer_kwargs(o))
-
-
-def optimizer_kwargs(o: OptimConfig) -> dict[str, Any]:
-    """The options of an ``OptimConfig`` that apply to ``o.name`` (momentum/Nesterov for SGD, betas/eps for
-    AdamW, the curvature mode for the Riemannian ones), then ``o.kwargs``."""
-    kw: dict[str, Any] = {}
-    if o.name in ("rsgd", "sgd"):
-        kw.update(momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
-    else:
-        kw.update(betas=tuple(o.betas), eps=o.eps)
-    if o.name in ("rsgd", "radamw"):
-        kw["curvature_mode"] = o.curvature_mode
-    kw.update(o.kwargs)
-    return kw
-
-
-def curvatures(model: nn.Module) -> dict[str, float]:
-    """Sectional curvature ``K = -1/k`` of every distinct manifold of ``model``, by module name."""
-    from ..geometry import named_manifolds
-
-    return {(name or "model"): float(m.curvature.detach().float().cpu()) for name, m in
-            named_manifolds(model).items()}
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-# ------------------------------------------------------------------------------------------- eval
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None,
-             dist_info: DistInfo | None = None, channels_last: bool = False) -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy over ``loader`` (summed over ranks when distributed).
-
-    Returns ``{"loss", "acc", "n", "nonfinite"}``; ``nonfinite`` counts the images that are finite but whose
-    logits are not (a model that diverged; images holding NaN/Inf themselves are not counted).
-    """
-    was_training = model.training
-    model.eval()
-    stats = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, correct, count, non-finite outputs
-    for x, y in loader:
-        x = x.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            out = model(x)
-        out = out.float()
-        stats[0] += F.cross_entropy(out, y, reduction="sum").double()
-        stats[1] += (out.argmax(1) == y).sum()
-        stats[2] += y.numel()
-        stats[3] += (torch.isfinite(x).flatten(1).all(1) & ~torch.isfinite(out).all(1)).sum()
-    if dist_info is not None:
-        all_reduce_sum(stats, dist_info)
-    model.train(was_training)
-    loss, correct, n, nonfinite = stats.tolist()
-    return {"loss": loss / max(n, 1), "acc": correct / max(n, 1), "n": int(n), "nonfinite": int(nonfinite)}
-
-
-# ------------------------------------------------------------------------------------------ trainer
-def _new_run_dir(cfg: Config) -> Path:
-    if cfg.output.dir:
-        return Path(cfg.output.dir)
-    name = cfg.output.run_name(cfg.data.name, cfg.model_label())
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(cfg.output.root) / f"{name}-{stamp}"
-    path, i = base, 1
-    while path.exists():
-        path = base.with_name(f"{base.name}-{i}")
-        i += 1
-    return path
-
-
-#: Files and folders a run writes into its directory (what ``output.overwrite=true`` removes).
-RUN_FILES = ("config.yaml", "log.txt", "metrics.jsonl", "metrics.csv", "summary.json", "last.pt", "best.pt", "tb")
-
-#: Config keys that do not change the training trajectory (a resume may change them and stay exact).
-_RESUME_FREE = ("output.", "data.root", "data.download", "data.num_workers", "data.eval_batch_size",
-                "data.eval_subset", "train.device", "train.eval_test_every", "train.threads",
-                "train.max_skipped_steps", "train.ddp_timeout_s", "metric.eval_chunk_size", "metric.recall_ks",
-                "metric.map_at_r")
-
-
-def _occupied_error(run_dir: Path) -> str | None:
-    """Why a new run may not write into ``run_dir`` (``None`` when it is absent or an empty directory)."""
-    if not run_dir.exists():
-        return None
-    if not run_dir.is_dir():
-        return f"output.dir '{run_dir}' is a file, not a directory; pick another output.dir"
-    names = sorted(p.name for p in run_dir.iterdir())
-    if not names:
-        return None
-    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    return (f"output.dir '{run_dir}' is not empty ({shown}); continue that run with `lorentzcv train --resume "
-            f"{run_dir}`, replace it with --set output.overwrite=true, or pick another output.dir")
-
-
-def _clear_run_files(run_dir: Path) -> None:
-    """Remove the files an earlier run wrote into ``run_dir`` (:data:`RUN_FILES` and temporary files)."""
-    for name in RUN_FILES:
-        p = run_dir / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-    remove_orphan_temp_files(run_dir)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def resume_changes(old_config: dict[str, Any], new_config: dict[str, Any], old_world: int | None,
-                   new_world: int) -> list[str]:
-    """The settings that differ between a checkpoint's config and the resumed run's and shape the training
-    trajectory (batch size, optimizer, schedule, epochs, seed, world size, …), as ``"key a -> b"`` strings.
-
-    Keys that only affect evaluation, logging or the machine (``output.*``, ``data.root``, ``train.device``,
-    ``train.threads``, ...) are not listed: changing them keeps a resume exact.
-    """
-    a, b = _flatten(old_config), _flatten(new_config)
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if key.startswith(_RESUME_FREE) or a.get(key) == b.get(key):
-            continue
-        out.append(f"{key} {a.get(key)!r} -> {b.get(key)!r}")
-    if old_world is not None and int(old_world) != int(new_world):
-        out.append(f"world size {int(old_world)} -> {int(new_world)}")
-    return out
-
-
-def with_resolved_root(cfg: AnyConfig) -> AnyConfig:
-    """``cfg`` with ``data.root`` set to the root its dataset is read from (:func:`lorentzcv.data.resolve_root`:
-    the given root, else the dataset's default root such as Debian's, else ``$LORENTZCV_DATA``), as an absolute
-    path, so that a run's ``config.yaml`` and checkpoints can be evaluated later from anywhere; embedded datasets
-    without a given root keep ``None``."""
-    from ..data import get_dataset_info, resolve_root
-
-    root = resolve_root(get_dataset_info(cfg.data.name), cfg.data.root)
-    if root is None:
-        return cfg
-    return replace(cfg, data=replace(cfg.data, root=str(Path(root).expanduser().resolve())))
-
-
-def resume_config(run: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
-    """The config a run was started with (from its ``last.pt``), with ``--set`` overrides applied."""
-    state = load_checkpoint(find_checkpoint(run, "last.pt"))
-    return config_from_dict(apply_overrides(state["config"], overrides))
-
-
-class Trainer:
-    """Runs one training run (see the module docstring). Use :func:`train` unless you need the pieces.
+    A task sets ``task_name`` and implements the hooks that raise ``NotImplementedError`` here: :meth:`_setup`
+    (ending with :meth:`_open_run` and :meth:`_wrap_ddp`), :meth:`_describe`, :meth:`_step_loss`,
+    :meth:`_accumulate`, :meth:`_epoch_metrics`, :meth:`_evaluate_epoch`, :meth:`_finish`,
+    :meth:`_summary_table` and :meth:`_format_row`; ``stat_size`` is the length of its per-epoch statistics.
 
     Args:
         cfg: The run configuration.
         resume: A run directory (or its ``last.pt``) to continue; ``cfg`` should then be its config
-            (:func:`resume_config`).
+            (:func:`~lorentzcv.train.rundir.resume_config`).
         stream: Console stream for the log lines (default stdout).
     """
 
-    def __init__(self, cfg: Config, resume: str | os.PathLike[str] | None = None,
+    task_name = ""
+    #: Length of the float64 statistics a training epoch accumulates (:meth:`_accumulate`).
+    stat_size = 1
+
+    def __init__(self, cfg: AnyConfig, resume: str | os.PathLike[str] | None = None,
                  stream: Any = None) -> None:
         self.cfg = cfg.validate()
         self.resume = resume
@@ -488,8 +184,8 @@ class Trainer:
         d = self.dist
         answer = None
         if d.is_main:
-            run_dir = _new_run_dir(self.cfg)
-            answer = (str(run_dir), None if self.cfg.output.overwrite else _occupied_error(run_dir))
+            run_dir = new_run_dir(self.cfg)
+            answer = (str(run_dir), None if self.cfg.output.overwrite else occupied_error(run_dir))
         run_dir, error = broadcast_object(answer, d)
         if error is not None:
             raise ConfigError(error)
@@ -497,7 +193,7 @@ class Trainer:
 
     def _release(self) -> None:
         """Drop DDP (its reducer hooks live on the parameters, so the model and everything holding parameters
-        go too) and the optimizer before the process group goes away (``ecosystem.md`` §5). Subclasses holding
+        go too) and the optimizer before the process group goes away (``docs/ecosystem.md`` §5). Subclasses holding
         more parameter owners extend it."""
         self.ddp = None
         self.optimizer = None
@@ -536,51 +232,9 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader) if cap is None else min(len(self.train_loader), cap)
 
     def _setup(self) -> None:
-        cfg, dist_info = self.cfg, self.dist
-        t = cfg.train
-        self._init_runtime()
-
-        # Data.
-        seed_everything(t.seed)
-        data = build_datasets(cfg)
-        self.data = data
-        world, rank = dist_info.world_size, dist_info.rank
-        if cfg.data.batch_size % world:
-            raise ConfigError(
-                f"data.batch_size={cfg.data.batch_size} is the global batch and must be divisible by the "
-                f"{world} processes; change it with --set data.batch_size=..."
-            )
-        bs = cfg.data.batch_size // world
-        pin = self.device.type == "cuda"
-        self.train_sampler = DistributedSampler(data["train"], num_replicas=world, rank=rank, shuffle=True,
-                                                seed=t.seed, drop_last=cfg.data.drop_last)
-        self.loader_gen = torch.Generator()
-        self.train_loader = DataLoader(data["train"], batch_size=bs, sampler=self.train_sampler,
-                                       num_workers=cfg.data.num_workers, pin_memory=pin,
-                                       drop_last=cfg.data.drop_last, generator=self.loader_gen)
-        if len(self.train_loader) == 0:
-            raise ConfigError(
-                f"the training split has {len(data['train'])} images, fewer than one batch per process "
-                f"(batch {bs}) with data.drop_last=true; lower data.batch_size or set data.drop_last=false"
-            )
-
-        self.val_loader = self._eval_loader(data["val"])
-        self.test_loader = self._eval_loader(data["test"])
-        self._set_steps_per_epoch()
-
-        # Model and optimizer (same seed on every rank; DDP also broadcasts rank 0's weights).
-        seed_everything(t.seed)
-        model = build_model(cfg, data["num_classes"], data["in_chans"], data["img_size"]).to(self.device)
-        if t.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        self.optimizer = build_optimizer(cfg, model)
-        self.scheduler = LRScheduler(self.optimizer, cfg.schedule, self.steps_per_epoch, t.epochs)
-        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
-
-        self._open_run()
-        self._wrap_ddp(model)
+        """Build data, loaders (``train_loader``, ``train_sampler`` with ``set_epoch``, ``loader_gen``), model,
+        optimizer, scheduler and ``params``; then call :meth:`_open_run` and :meth:`_wrap_ddp`. Task hook."""
+        raise NotImplementedError
 
     def _open_run(self) -> None:
         """Run directory (written only once data, model and the resume state are known to work), recorder and
@@ -624,7 +278,7 @@ class Trainer:
                              "completing the records")
         if dist_info.is_main:
             if self.state is None and cfg.output.overwrite and self.run_dir.is_dir():
-                _clear_run_files(self.run_dir)
+                clear_run_files(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for orphan in remove_orphan_temp_files(self.run_dir):
                 notes.append(f"removed {orphan.name}, a temporary file left by an interrupted write")
@@ -698,8 +352,13 @@ class Trainer:
         return [f"warning: best.pt holds epoch {epoch} but the run's records name epoch {recorded}; it is "
                 "not used and is replaced at the next improvement"]
 
-    def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
+    def _checkpoint_meta(self) -> dict[str, Any]:
+        """The checkpoint's ``meta``: what rebuilding the model needs without the data, and the run's facts."""
         d = self.data
+        return {"num_classes": d["num_classes"], "in_chans": d["in_chans"], "img_size": d["img_size"],
+                "world_size": self.dist.world_size, "torch": str(torch.__version__)}
+
+    def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
             "epoch": epoch,
@@ -713,47 +372,39 @@ class Trainer:
             "history": self.history,
             "best": self.best,
             "resumes": self.resumes,
-            "meta": {"num_classes": d["num_classes"], "in_chans": d["in_chans"], "img_size": d["img_size"],
-                     "world_size": self.dist.world_size, "torch": str(torch.__version__)},
+            "meta": self._checkpoint_meta(),
         }
 
     # ------------------------------------------------------------------------------------- loop
     def _run(self) -> dict[str, Any]:
         self._setup()
-        cfg, t = self.cfg, self.cfg.train
-        rec = self.rec
-        n_params = sum(p.numel() for p in self.model.parameters())
-        if self.state is None:
-            rec.log(f"run: {self.run_dir}")
-        else:
-            rec.log(f"resuming {self.run_dir} after epoch {self.start_epoch}")
-        rec.log(
-            f"model {cfg.model.name} ({n_params / 1e6:.3g}M params) | data {cfg.data.name}: "
-            f"{len(self.data['train'])} train"
-            + (f", {len(self.data['val'])} val" if self.data["val"] is not None else "")
-            + f", {len(self.data['test'])} test | {self._run_settings()}"
-        )
+        t = self.cfg.train
+        self.rec.log(f"run: {self.run_dir}" if self.state is None
+                     else f"resuming {self.run_dir} after epoch {self.start_epoch}")
+        self.rec.log(self._describe())
         t_start = time.perf_counter()
         for epoch in range(self.start_epoch, t.epochs):
             row = self._train_epoch(epoch)
             self._check_finite_state(epoch, row)
             self.progress.mark(f"epoch {epoch + 1} evaluation")
-            last = epoch + 1 == t.epochs
-            if self.val_loader is not None:
-                v = self._eval(self.val_loader)
-                self._check_outputs(epoch, "validation", v["nonfinite"])
-                row.update(val_loss=v["loss"], val_acc=v["acc"])
-            if self.test_loader is not None and (last or (t.eval_test_every and (epoch + 1) % t.eval_test_every == 0)):
-                r = self._eval(self.test_loader)
-                self._check_outputs(epoch, "test", r["nonfinite"])
-                row.update(test_loss=r["loss"], test_acc=r["acc"])
-            improved = self.val_loader is not None and (self.best is None or row["val_acc"] > self.best["val_acc"])
-            if improved:
-                self.best = {"val_acc": row["val_acc"], "epoch": epoch + 1}
-                self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-            self._end_epoch(row, epoch, improved, format_metrics_line)
-        train_time = time.perf_counter() - t_start
-        return self._finish(train_time)
+            improved = self._evaluate_epoch(epoch, row)
+            self._end_epoch(row, epoch, improved)
+        return self._finish(time.perf_counter() - t_start)
+
+    def _describe(self) -> str:
+        """The opening log line after ``run: DIR``: model, data sizes and :meth:`_run_settings`. Task hook."""
+        raise NotImplementedError
+
+    def _evaluate_epoch(self, epoch: int, row: dict[str, Any]) -> bool:
+        """Evaluate after ``epoch`` (add the figures to ``row``, stop a diverged run with :meth:`_check_outputs`)
+        and return whether it is the best so far on the validation split (``self.best`` updated). Task hook."""
+        raise NotImplementedError
+
+    def _test_due(self, epoch: int) -> bool:
+        """Whether the test split is evaluated after ``epoch``: every ``train.eval_test_every`` epochs, and
+        after the last."""
+        t = self.cfg.train
+        return epoch + 1 == t.epochs or bool(t.eval_test_every and (epoch + 1) % t.eval_test_every == 0)
 
     def _run_settings(self) -> str:
         """The optimizer, schedule, epochs, device(s) and AMP part of the run's opening log line."""
@@ -762,8 +413,7 @@ class Trainer:
                 f"| device {self.device}" + (f" x{d.world_size} ({d.backend})" if d.distributed else "")
                 + (f" | amp {self.amp_dtype}" if self.amp_dtype is not None else ""))
 
-    def _end_epoch(self, row: dict[str, Any], epoch: int, improved: bool,
-                   format_line: Callable[[dict[str, Any], int], str]) -> None:
+    def _end_epoch(self, row: dict[str, Any], epoch: int, improved: bool) -> None:
         """Add the learning rates and curvatures to ``row`` and log it; on the main rank write ``best.pt`` (when
         the validation metric ``improved``), then ``last.pt``, then record the row in the metrics files.
 
@@ -773,7 +423,7 @@ class Trainer:
         row.update(self._lrs())
         row.update({f"K/{n}": k for n, k in curvatures(self.model).items()})
         self.history.append(row)
-        self.rec.log(format_line(row, self.cfg.train.epochs))
+        self.rec.log(self._format_row(row, self.cfg.train.epochs))
         self.progress.mark(f"epoch {epoch + 1} checkpoint")
         if self.dist.is_main and self.cfg.output.checkpoints:
             state = self._checkpoint_state(epoch + 1)
@@ -781,6 +431,10 @@ class Trainer:
                 save_checkpoint(state, self.run_dir / "best.pt")
             save_checkpoint(state, self.run_dir / "last.pt")
         self.rec.add(row)
+
+    def _format_row(self, row: dict[str, Any], epochs: int) -> str:
+        """The log line of an epoch's row. Task hook."""
+        raise NotImplementedError
 
     def _saved_epoch_text(self) -> str:
         """Which checkpoint a stopped run leaves behind, for the error message."""
@@ -841,9 +495,6 @@ class Trainer:
                 out[f"lr/{name}"] = float(g["lr"])
         return out
 
-    def _eval(self, loader: DataLoader) -> dict[str, float]:
-        return evaluate(self.model, loader, self.device, self.amp_dtype, self.dist, self.cfg.train.channels_last)
-
     def _reseed_epoch(self, epoch: int) -> None:
         import random
 
@@ -868,7 +519,6 @@ class Trainer:
         return tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
                     file=sys.stderr, leave=False, ncols=min(size.columns, 120), nrows=max(size.lines, 2),
                     unit="it")
-
 
     def _train_batches(self):
         """``(step, images, labels)`` of one epoch on the device (``steps_per_epoch`` at most).
@@ -957,28 +607,28 @@ class Trainer:
         return True
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One epoch of guarded steps (:meth:`_step_loss` under autocast, :meth:`_guarded_step`, the scaler, the
+        per-iteration schedule); returns its row: ``epoch``, the task's :meth:`_epoch_metrics`, ``throughput``,
+        ``skipped_steps`` and ``epoch_time`` (statistics summed over ranks)."""
         device = self.device
-        model = self.ddp if self.ddp is not None else self.model
-        model.train()
+        module = self.ddp if self.ddp is not None else self.step_module
+        module.train()
         self._reseed_epoch(epoch)
+        self._begin_epoch(epoch)
         opt, sched, scaler = self.optimizer, self.scheduler, self.scaler
-        stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+        stats = torch.zeros(self.stat_size, dtype=torch.float64, device=device)
         skipped = 0
         bar = self._progress(epoch)
         autocast = (torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else contextlib.nullcontext())
         t0 = time.perf_counter()
         for step, x, y in self._train_batches():
-            with autocast:
-                out = model(x)
-            loss = self.criterion(out.float(), y)
+            loss, out = self._step_loss(module, x, y, autocast)
             if not self._guarded_step(loss, opt, scaler, epoch, step, skipped):
                 skipped += 1
             else:
                 with torch.no_grad():
-                    stats[0] += loss.detach().double() * y.numel()
-                    stats[1] += (out.detach().argmax(1) == y).sum()
-                    stats[2] += y.numel()
+                    self._accumulate(stats, loss, out, y)
             if scaler is not None:
                 scaler.update()
             opt.zero_grad(set_to_none=True)
@@ -986,46 +636,42 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 if step % 10 == 0 or step + 1 == self.steps_per_epoch:
-                    n = max(stats[2].item(), 1)
-                    bar.set_postfix(loss=f"{stats[0].item() / n:.3f}", acc=f"{100 * stats[1].item() / n:.1f}%")
+                    bar.set_postfix(self._postfix(stats))
         if bar is not None:
             bar.close()
         skipped_t = torch.tensor([float(skipped)], device=device)
         all_reduce_sum(stats, self.dist)
         all_reduce_sum(skipped_t, self.dist)
         elapsed = time.perf_counter() - t0
-        loss_sum, correct, n = stats.tolist()
-        return {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / n if n else math.nan,
-            "train_acc": correct / n if n else math.nan,
-            "throughput": n / elapsed if elapsed > 0 else 0.0,
-            "skipped_steps": int(skipped_t.item() / self.dist.world_size),
-            "epoch_time": elapsed,
-        }
+        metrics, n = self._epoch_metrics(stats)
+        return {"epoch": epoch + 1, **metrics, "throughput": n / elapsed if elapsed > 0 else 0.0,
+                "skipped_steps": int(skipped_t.item() / self.dist.world_size), "epoch_time": elapsed}
+
+    def _begin_epoch(self, epoch: int) -> None:
+        """Called before the first step of ``epoch`` (after the reseed); a task may seed its own generators."""
+
+    def _step_loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   autocast: contextlib.AbstractContextManager) -> StepResult:
+        """The float32 loss of one batch through ``module`` (DDP/compile-wrapped ``step_module``) and the outputs
+        :meth:`_accumulate` needs; ``autocast`` is the run's autocast context. Task hook."""
+        raise NotImplementedError
+
+    def _accumulate(self, stats: torch.Tensor, loss: torch.Tensor, out: Any, y: torch.Tensor) -> None:
+        """Add a finished step's figures to the epoch's ``stats`` (under ``no_grad``). Task hook."""
+        raise NotImplementedError
+
+    def _postfix(self, stats: torch.Tensor) -> dict[str, str]:
+        """The progress bar's figures from this rank's running ``stats``. Task hook."""
+        raise NotImplementedError
+
+    def _epoch_metrics(self, stats: torch.Tensor) -> tuple[dict[str, float], float]:
+        """``(row entries, images trained on)`` from the epoch's ``stats`` summed over ranks. Task hook."""
+        raise NotImplementedError
 
     # ----------------------------------------------------------------------------------- finish
     def _finish(self, train_time: float) -> dict[str, Any]:
-        cfg = self.cfg
-        last = self.history[-1]
-        summary: dict[str, Any] = {
-            "run_dir": str(self.run_dir),
-            "model": cfg.model.name,
-            "dataset": cfg.data.name,
-            "epochs": cfg.train.epochs,
-            "test_acc": last.get("test_acc"),
-            "test_loss": last.get("test_loss"),
-            "train_acc": last.get("train_acc"),
-            **self._run_facts(train_time),
-        }
-        if self.best is not None and self.best_state is not None and self.test_loader is not None:
-            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.model.load_state_dict(self.best_state)
-            r = self._eval(self.test_loader)
-            self.model.load_state_dict(current)
-            summary.update(best_val_acc=self.best["val_acc"], best_epoch=self.best["epoch"],
-                           test_acc_best=r["acc"])
-        return self._publish_summary(summary, self.model)
+        """Build the summary and return :meth:`_publish_summary`'s result. Task hook."""
+        raise NotImplementedError
 
     def _run_facts(self, train_time: float) -> dict[str, Any]:
         """Summary entries every run has: curvatures, skipped steps, training time, world size."""
@@ -1054,76 +700,24 @@ class Trainer:
         return rows + [("train time", f"{s['train_time']:.1f} s"), ("run directory", s["run_dir"])]
 
     def _summary_table(self, s: dict[str, Any]) -> str:
-        def pct(v: float | None) -> str:
-            return "-" if v is None else f"{100 * v:.2f} %"
-
-        rows = [("model", s["model"]), ("dataset", s["dataset"]), ("epochs", str(s["epochs"])),
-                ("train accuracy", pct(s["train_acc"])), ("test accuracy", pct(s["test_acc"]))]
-        if "best_val_acc" in s:
-            rows += [("best val accuracy", f"{pct(s['best_val_acc'])} (epoch {s['best_epoch']})"),
-                     ("test acc. of best", pct(s["test_acc_best"]))]
-        return format_table(rows + self._summary_tail(s), title="lorentzcv train: summary")
+        """The summary as a table (:func:`~lorentzcv.train.recorder.format_table`). Task hook."""
+        raise NotImplementedError
 
 
-def train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = None,
-          stream: Any = None) -> dict[str, Any]:
-    """Run a training (``Config()``: the digits demo) and return its summary dict.
+@dataclass(frozen=True)
+class Task:
+    """A training task, as :mod:`lorentzcv.train.tasks` chooses it by ``name`` (the config's ``task``).
 
-    Args:
-        cfg: The configuration; with ``resume`` it defaults to the run's own (:func:`resume_config`).
-        resume: A run directory (or checkpoint) to continue.
-        stream: Console stream for log lines.
+    Attributes:
+        name: ``"classification"``, ``"metric"``, ...
+        trainer: its :class:`Engine` subclass, ``trainer(cfg, resume=, stream=)``.
+        evaluate_state: ``evaluate_state(path, state, *, data_root, split, device, batch_size, overrides)``: the
+            evaluation of a loaded checkpoint ``state`` read from ``path`` (``lorentzcv eval``).
+        inference_model: ``inference_model(cfg, meta) -> (model, (C, H, W))``: the untrained model a config and
+            a checkpoint's ``meta`` describe, and its image shape (export, inference).
     """
-    if cfg is None:
-        cfg = resume_config(resume) if resume is not None else Config()
-    if getattr(cfg, "task", "classification") == "metric":  # metric learning (lorentzcv.train.metric)
-        from .metric import MetricTrainer
 
-        return MetricTrainer(cfg, resume=resume, stream=stream).run()
-    return Trainer(cfg, resume=resume, stream=stream).run()
-
-
-# ------------------------------------------------------------------------------------ checkpoints
-def evaluate_checkpoint(checkpoint: str | os.PathLike[str], *, data_root: str | None = None,
-                        split: str = "test", device: str = "auto", batch_size: int | None = None,
-                        overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Evaluate a checkpoint (file or run directory, ``best.pt`` preferred there) on a split of its dataset.
-
-    Returns ``{"checkpoint", "dataset", "split", "loss", "acc", "n", "epoch"}``; for a metric-learning checkpoint
-    (``task: metric``) the retrieval metrics instead (:func:`lorentzcv.train.metric.evaluate_metric_checkpoint`).
-    """
-    path = find_checkpoint(checkpoint, "best.pt")
-    state = load_checkpoint(path, map_location="cpu")
-    if state["config"].get("task") == "metric":  # Recall@K / MAP@R (lorentzcv.train.metric)
-        from .metric import evaluate_metric_state
-
-        return evaluate_metric_state(path, state, data_root=data_root, split=split, device=device,
-                                     batch_size=batch_size, overrides=overrides)
-    cfg = config_from_dict(apply_overrides(state["config"], overrides))
-    if data_root is not None:
-        cfg = replace(cfg, data=replace(cfg.data, root=data_root))
-    if split == "val" and cfg.data.val_fraction <= 0 and not cfg.data.native_val:
-        raise ConfigError("this run has no validation split (data.val_fraction=0); use --split test or train")
-    dev = resolve_device(device)
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"unknown split {split!r} for evaluation; use test, val or train")
-    data = build_datasets(cfg, splits=(split,), augment_train=False)
-    ds = data[split]
-    meta = state.get("meta", {})
-    torch.manual_seed(0)
-    model = build_model(cfg, meta.get("num_classes", data["num_classes"]), meta.get("in_chans", data["in_chans"]),
-                        meta.get("img_size", data["img_size"]))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"checkpoint '{path}' does not match model {cfg.model.name!r} of its config "
-            f"({str(exc).strip().splitlines()[0][:160]})"
-        ) from None
-    model.to(dev)
-    amp_dtype, _ = resolve_amp(cfg.train.amp, dev)
-    loader = DataLoader(ds, batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size,
-                        shuffle=False, num_workers=cfg.data.num_workers)
-    r = evaluate(model, loader, dev, amp_dtype)
-    return {"checkpoint": str(path), "dataset": cfg.data.name, "split": split, "epoch": int(state["epoch"]),
-            "curvatures": curvatures(model), **r}
+    name: str
+    trainer: type[Engine]
+    evaluate_state: Callable[..., dict[str, Any]]
+    inference_model: Callable[[AnyConfig, dict[str, Any]], tuple[nn.Module, tuple[int, int, int]]]

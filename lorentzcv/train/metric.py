@@ -1,19 +1,20 @@
-r"""Metric-learning training (HIER, LHIER, Proxy-Anchor) through the training engine (spec §7, issue #5).
+r"""The metric-learning task (HIER, LHIER, Proxy-Anchor) on the training engine (docs/method.md §7).
 
 >>> from lorentzcv.train import load_config, train
 >>> cfg = load_config("configs/metric/table1/cub_r50_512_lhier.yaml", ["data.root=~/data"])
 >>> summary = train(cfg)                   # or: lorentzcv train CONFIG --set data.root=~/data
 
-Offline: ``lorentzcv train configs/metric/demo/fashion_mnist_dml_lhier.yaml`` (Fashion-MNIST, ~1 min on a CPU) or
-``lorentzcv train --set task=metric`` (:class:`~lorentzcv.train.config.MetricRunConfig` defaults: digits).
+Offline: ``lorentzcv train configs/metric/demo/digits_dml_lhier.yaml`` (scikit-learn's digits, ~15 s on a CPU),
+``configs/metric/demo/fashion_mnist_dml_lhier.yaml`` (Fashion-MNIST, ~1 min) or ``lorentzcv train --set task=metric``
+(:class:`~lorentzcv.train.schema.MetricRunConfig` defaults: digits).
 Evaluate a run with ``lorentzcv eval RUN_DIR`` (Recall@K and MAP@R on the test protocol).
 
-A YAML with ``task: metric`` at the top is a :class:`~lorentzcv.train.config.MetricRunConfig`, and
-:class:`MetricTrainer` runs it with the classification engine's machinery (:class:`~lorentzcv.train.Trainer`:
+A YAML with ``task: metric`` at the top is a :class:`~lorentzcv.train.schema.MetricRunConfig`, and
+:class:`MetricTrainer` runs it with the training loop's machinery (:class:`~lorentzcv.train.engine.Engine`:
 run directory, ``config.yaml``, ``metrics.jsonl``/``.csv``, TensorBoard, atomic ``weights_only`` checkpoints,
 exact resume, the non-finite guard (buffers restored on a skipped step, the run stopped when it diverges), AMP,
 DDP under ``torchrun`` with its timeout, the summary table). What differs, following
-HIER's protocol (spec §7.3):
+HIER's protocol (docs/method.md §7.3):
 
 - **Data.** A class-disjoint metric dataset; batches from :class:`~lorentzcv.data.ClassBalancedBatchSampler`
   (``metric.images_per_class`` images of each drawn class; under DDP every rank draws from the same global
@@ -37,7 +38,7 @@ HIER's protocol (spec §7.3):
   ``±train.grad_clip_value`` (HIER: 10). ``train.amp="fp16"`` is float16 autocast with a GradScaler (HIER's
   GPU setting; it also runs, slowly, on a CPU), ``bf16`` bfloat16 autocast; the hyperbolic parts are float32
   islands.
-- **Evaluation** every ``train.eval_test_every`` epochs and after the last (spec §7.4): Recall@K
+- **Evaluation** every ``train.eval_test_every`` epochs and after the last (docs/method.md §7.4): Recall@K
   (``metric.recall_ks`` or :data:`~lorentzcv.metric.DATASET_KS`) and MAP@R with the head's distance,
   leave-one-out on ``test`` (CUB, Cars, SOP) or ``query``→``gallery`` (In-Shop); logged as ``R@1``, …,
   ``MAP@R``, with the curvature ``K/<manifold>`` and the lr of each role.
@@ -56,7 +57,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -66,30 +66,19 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .checkpoint import (
-    CheckpointError,
-    find_checkpoint,
-    load_checkpoint,
-)
+from .checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from .common import curvatures, derive_seed, resolve_amp, seed_everything, subset
 from .config import ConfigError, MetricRunConfig, apply_overrides, config_from_dict
-from .distributed import DistInfo, all_reduce_sum, resolve_device
-from .engine import (
-    Trainer,
-    _subset,
-    curvatures,
-    derive_seed,
-    optimizer_kwargs,
-    resolve_amp,
-    seed_everything,
-)
+from .distributed import resolve_device
+from .engine import Engine, Task
+from .metric_optim import ROLES, MetricLRScheduler, build_metric_optimizer, metric_param_groups
 from .recorder import format_epoch_tail, format_table
-from .schedule import LRScheduler, schedule_factor
+from .retrieval import compute_embeddings, evaluate_retrieval
 
 __all__ = [
     "MetricTrainer",
     "MetricLearner",
     "MetricLRScheduler",
-    "create_trainer",
     "build_metric_datasets",
     "build_metric_model",
     "build_objective",
@@ -100,18 +89,19 @@ __all__ = [
     "evaluate_retrieval",
     "evaluate_metric_checkpoint",
     "evaluate_metric_state",
+    "inference_model",
     "retrieval_splits",
     "recall_ks",
     "train_num_classes",
     "best_test_epoch",
     "ROLES",
+    "TASK",
 ]
 
-#: Parameter roles of a metric run, in the order their groups appear in the optimizer.
-ROLES = ("backbone", "head", "lcas", "proxies", "curvature")
+
+# ---------------------------------------------------------------------------------------------------------- data
 
 
-# ------------------------------------------------------------------------------------------------ data
 def retrieval_splits(info) -> tuple[str, ...]:
     """``("query", "gallery")`` for datasets with those splits (In-Shop), else ``("test",)`` (leave-one-out)."""
     return ("query", "gallery") if {"query", "gallery"} <= set(info.splits) else ("test",)
@@ -170,14 +160,14 @@ def build_metric_datasets(cfg: MetricRunConfig, splits: Sequence[str] = ("train"
     out: dict[str, Any] = {"info": info, "train": None, "val": None, "eval": {}}
     if "train" in splits:
         tf = "default" if augment_train else create_transform(d.name, "test", **tfk)
-        out["train"] = _subset(create_dataset(d.name, split="train", val_fraction=d.val_fraction,
+        out["train"] = subset(create_dataset(d.name, split="train", val_fraction=d.val_fraction,
                                               **{**common, "transform": tf}), d.train_subset, cfg.train.seed)
     if "val" in splits and d.val_fraction > 0:
-        out["val"] = _subset(create_dataset(d.name, split="val", val_fraction=d.val_fraction, **common),
+        out["val"] = subset(create_dataset(d.name, split="val", val_fraction=d.val_fraction, **common),
                              d.eval_subset, cfg.train.seed)
     if "eval" in splits:
         for s in retrieval_splits(info):
-            out["eval"][s] = _subset(create_dataset(d.name, split=s, **common), d.eval_subset, cfg.train.seed)
+            out["eval"][s] = subset(create_dataset(d.name, split=s, **common), d.eval_subset, cfg.train.seed)
     n = None
     if out["train"] is not None:
         base = getattr(out["train"], "dataset", out["train"])
@@ -187,7 +177,10 @@ def build_metric_datasets(cfg: MetricRunConfig, splits: Sequence[str] = ("train"
     return out
 
 
-# ----------------------------------------------------------------------------------------- model, loss
+
+# --------------------------------------------------------------------------------------------------- model, loss
+
+
 def build_metric_model(cfg: MetricRunConfig, in_chans: int = 3, img_size: int | None = None,
                        pretrained: bool | None = None) -> nn.Module:
     """:func:`~lorentzcv.models.embedding.create_embedding_model` from ``cfg.model``.
@@ -225,7 +218,8 @@ def build_metric_model(cfg: MetricRunConfig, in_chans: int = 3, img_size: int | 
 
 
 def build_objective(cfg: MetricRunConfig, model: nn.Module, num_classes: int) -> nn.Module:
-    """:class:`~lorentzcv.metric.HierarchicalObjective` for ``cfg.loss`` and the model's head (spec §7.1–7.2).
+    """:class:`~lorentzcv.metric.HierarchicalObjective` for ``cfg.loss`` and the model's head
+    (docs/method.md §7.1–7.2).
 
     ``loss.name="proxy_anchor"``: Proxy-Anchor on the embeddings (Euclidean or Poincaré head).
     ``loss.name="hier"``: Proxy-Anchor + HIER (Poincaré head, same ``c``/``clip_r``) or LHIER (Lorentz head, on
@@ -253,96 +247,10 @@ def build_objective(cfg: MetricRunConfig, model: nn.Module, num_classes: int) ->
     return HierarchicalObjective(pa, hier, hier_weight=lo.hier_weight, pa_weight=lo.pa_weight)
 
 
-# ------------------------------------------------------------------------------------------- optimizer
-def metric_param_groups(model: nn.Module, objective: nn.Module, lr: float, weight_decay: float, *,
-                        fc_lr_scale: float = 1.0, lca_lr_scale: float = 50.0, proxy_lr_scale: float = 1e4,
-                        curvature_lr: float = 1e-4, curvature_weight_decay: float = 0.0,
-                        manifold_lr: float | None = None) -> list[dict]:
-    """HIER's parameter groups (spec §7.3) built on :func:`lorentzcv.optim.param_groups` semantics.
 
-    The type groups of ``param_groups(nn.ModuleList([model, objective]), ...)`` (a parameter shared by both,
-    e.g. LHIER's ``k``, counted once) are split by role, decided by which module holds the parameter:
-
-    ========== ======================================================= =====================
-    role       parameters                                              lr
-    ========== ======================================================= =====================
-    backbone   ``model.backbone``                                      ``lr``
-    head       ``model.head`` (its Linear: HIER's "last layer")        ``lr · fc_lr_scale``
-    lcas       the hierarchical loss (``objective.hier_loss``)         ``lr · lca_lr_scale``
-    proxies    Proxy-Anchor (``objective.pa_loss``)                    ``lr · proxy_lr_scale``
-    curvature  every learnable ``k`` (``"curvature": True``)           ``curvature_lr``
-    ========== ======================================================= =====================
-
-    The manifold group (LHIER's LCAs) starts from ``manifold_lr or lr``. Every group keeps the keys of
-    ``param_groups`` and gets ``"name"`` = ``"<role>.<type>"`` (``"curvature"`` alone), ``"type"``, ``"role"``
-    and ``"lr_scale"``; weight decay per type (Euclidean ``ndim <= 1`` parameters get none; HIER decays all).
-    """
-    from ..optim import param_groups
-
-    container = nn.ModuleList([model, objective])
-    base = param_groups(container, lr, weight_decay, curvature_lr=curvature_lr,
-                        curvature_weight_decay=curvature_weight_decay, manifold_lr=manifold_lr)
-    role_of: dict[int, str] = {}
-    owners = [("backbone", getattr(model, "backbone", model)), ("head", getattr(model, "head", None)),
-              ("proxies", getattr(objective, "pa_loss", None)), ("lcas", getattr(objective, "hier_loss", None))]
-    for role, mod in owners:
-        if mod is not None:
-            for p in mod.parameters():
-                role_of.setdefault(id(p), role)  # a shared parameter belongs to its first owner
-    scale = {"backbone": 1.0, "head": fc_lr_scale, "lcas": lca_lr_scale, "proxies": proxy_lr_scale}
-    out: list[dict] = []
-    for g in base:
-        kind = g["name"]
-        if g.get("curvature"):
-            out.append({**g, "type": kind, "role": "curvature", "lr_scale": 1.0})
-            continue
-        by_role: dict[str, list[torch.Tensor]] = {}
-        for p in g["params"]:
-            by_role.setdefault(role_of.get(id(p), "backbone"), []).append(p)
-        for role in ROLES:
-            if role in by_role:
-                out.append({**g, "params": by_role[role], "name": f"{role}.{kind}", "type": kind, "role": role,
-                            "lr_scale": scale[role], "lr": g["lr"] * scale[role]})
-    order = {r: i for i, r in enumerate(ROLES)}
-    return sorted(out, key=lambda g: order[g["role"]])  # stable: type order kept within a role
+# -------------------------------------------------------------------------------------------------- step, gather
 
 
-def build_metric_optimizer(cfg: MetricRunConfig, model: nn.Module, objective: nn.Module) -> torch.optim.Optimizer:
-    """The optimizer of a metric run over :func:`metric_param_groups` (``optim.name``: ``radamw`` for LHIER,
-    ``adamw`` for HIER and Euclidean baselines; ``rsgd``/``sgd`` work too). The lr is first scaled by
-    ``data.batch_size / metric.lr_reference_batch`` when that is set (HIER: 180)."""
-    from ..optim import OPTIMIZERS
-
-    o, mc = cfg.optim, cfg.metric
-    lr = o.lr * (cfg.data.batch_size / mc.lr_reference_batch if mc.lr_reference_batch else 1.0)
-    manifold_lr = None if o.manifold_lr is None else o.manifold_lr * (lr / o.lr if o.lr else 1.0)
-    groups = metric_param_groups(model, objective, lr, o.weight_decay, fc_lr_scale=mc.fc_lr_scale,
-                                 lca_lr_scale=mc.lca_lr_scale, proxy_lr_scale=mc.proxy_lr_scale,
-                                 curvature_lr=o.curvature_lr, curvature_weight_decay=o.curvature_weight_decay,
-                                 manifold_lr=manifold_lr)
-    if o.name not in ("rsgd", "radamw") and any(g["type"] == "manifold" for g in groups):
-        raise ConfigError(f"optim.name={o.name!r} is Euclidean but the model has ManifoldParameters (LHIER's "
-                          "LCAs); use optim.name=radamw")
-    return OPTIMIZERS[o.name](groups, lr=lr, weight_decay=o.weight_decay, **optimizer_kwargs(o))
-
-
-class MetricLRScheduler(LRScheduler):
-    """:class:`~lorentzcv.train.schedule.LRScheduler` plus HIER's warm-up: the ``backbone`` groups have lr 0
-    during the first ``warmup_epochs`` epochs (the other groups follow the schedule)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int, total_epochs: int,
-                 warmup_epochs: int = 0) -> None:
-        self.warmup_steps = int(warmup_epochs) * max(int(steps_per_epoch), 1)
-        super().__init__(optimizer, cfg, steps_per_epoch, total_epochs)
-
-    def factor(self, group: dict[str, Any]) -> float:
-        if group.get("role") == "backbone" and self.last_step < self.warmup_steps:
-            return 0.0
-        return schedule_factor(self.cfg, self.last_step, self.steps_per_epoch, self.total_epochs,
-                               group.get("type", group.get("name")))
-
-
-# ------------------------------------------------------------------------------------- step, gather
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather of equal-shape tensors; backward sums the gradients of all ranks and keeps the local slice."""
 
@@ -407,81 +315,10 @@ class MetricLearner(nn.Module):
         return self.objective(z, labels)
 
 
-# ------------------------------------------------------------------------------------------ evaluation
-def _gather_rows(x: torch.Tensor, n: int, info: DistInfo | None) -> torch.Tensor:
-    """Reassemble ``n`` rows sharded by :class:`ShardSampler` (rank ``r`` holds rows ``r, r+W, …``)."""
-    if info is None or not info.distributed:
-        return x
-    w = info.world_size
-    m = -(-n // w)
-    pad = x.new_zeros((m - x.shape[0], *x.shape[1:]))
-    parts = [torch.empty((m, *x.shape[1:]), dtype=x.dtype, device=x.device) for _ in range(w)]
-    dist.all_gather(parts, torch.cat([x, pad]).contiguous())
-    return torch.stack(parts, dim=1).reshape(m * w, *x.shape[1:])[:n]
+
+# ------------------------------------------------------------------------------------------------------- trainer
 
 
-@torch.no_grad()
-def compute_embeddings(model: nn.Module, loader: DataLoader, device: torch.device,
-                       amp_dtype: torch.dtype | None = None,
-                       dist_info: DistInfo | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings (float32) and labels of the whole dataset behind ``loader``, in dataset order.
-
-    Under DDP ``loader`` must shard with :class:`~lorentzcv.train.engine.ShardSampler`; every rank returns all rows.
-    """
-    was_training = model.training
-    model.eval()
-    zs, ys = [], []
-    for x, y in loader:
-        x = x.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            z = model(x)
-        zs.append(z.float())
-        ys.append(torch.as_tensor(y).to(device))
-    model.train(was_training)
-    n = len(loader.dataset)
-    z = torch.cat(zs) if zs else None
-    y = torch.cat(ys) if ys else torch.empty(0, dtype=torch.long, device=device)
-    if dist_info is not None and dist_info.distributed:
-        dim = torch.tensor([float(z.shape[1]) if z is not None else 0.0], device=device)
-        dist.all_reduce(dim, op=dist.ReduceOp.MAX)  # a rank without rows still takes part in the gathers
-        if z is None:
-            z = torch.empty(0, int(dim.item()), device=device)
-        z = _gather_rows(z, n, dist_info)
-        y = _gather_rows(y, n, dist_info)
-    elif z is None:
-        raise ValueError("cannot evaluate an empty dataset")
-    return z, y
-
-
-def evaluate_retrieval(model: nn.Module, loaders: dict[str, DataLoader], device: torch.device,
-                       ks: Sequence[int] = (1, 2, 4, 8), amp_dtype: torch.dtype | None = None,
-                       dist_info: DistInfo | None = None, map_r: bool = True,
-                       chunk_size: int = 5000) -> dict[str, float]:
-    """Recall@K (and MAP@R) with the model's distance (``model.distance()``, spec §7.4).
-
-    ``loaders`` has ``"test"`` (leave-one-out, self-match masked by index) or ``"query"`` and ``"gallery"``
-    (query→gallery, nothing masked), or ``"train"`` (leave-one-out). Returns ``{"R@k": …, "MAP@R": …, "n": …,
-    "nonfinite": …}`` (``nonfinite``: embeddings with a NaN/Inf coordinate, over all splits: a diverged model).
-    """
-    from ..metric import map_at_r, recall_at_k
-
-    distance = model.distance() if hasattr(model, "distance") else None
-    emb = {s: compute_embeddings(model, ld, device, amp_dtype, dist_info) for s, ld in loaders.items()}
-    if "query" in emb:
-        (q, qy), (g, gy) = emb["query"], emb["gallery"]
-    else:
-        (q, qy), = emb.values()
-        g = gy = None
-    out: dict[str, float] = {f"R@{k}": v for k, v in recall_at_k(q, qy, g, gy, ks=ks, distance=distance,
-                                                                   chunk_size=chunk_size).items()}
-    if map_r:
-        out["MAP@R"] = map_at_r(q, qy, g, gy, distance=distance, chunk_size=chunk_size)
-    out["n"] = int(len(q))
-    out["nonfinite"] = sum(int((~torch.isfinite(z).all(1)).sum()) for z, _ in emb.values())
-    return out
-
-
-# --------------------------------------------------------------------------------------------- trainer
 def _fmt_row(row: dict[str, Any], epochs: int) -> str:
     parts = [f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}", f"loss {row['train_loss']:.4f}"]
     if row.get("loss_hier") is not None:
@@ -496,15 +333,18 @@ def _fmt_row(row: dict[str, Any], epochs: int) -> str:
     return format_epoch_tail(parts, row, curvature_digits=4)
 
 
-class MetricTrainer(Trainer):
-    """Runs one metric-learning run (module docstring); the engine's :class:`~lorentzcv.train.Trainer` with a
-    metric data pipeline, model + objective, HIER's optimizer groups and a retrieval evaluation.
+class MetricTrainer(Engine):
+    """Runs one metric-learning run (module docstring): :class:`~lorentzcv.train.engine.Engine` with a metric
+    data pipeline, model + objective, HIER's optimizer groups and a retrieval evaluation.
 
     Args:
-        cfg: a :class:`~lorentzcv.train.config.MetricRunConfig`.
+        cfg: a :class:`~lorentzcv.train.schema.MetricRunConfig`.
         resume: a run directory (or its ``last.pt``) to continue.
         stream: console stream for log lines.
     """
+
+    task_name = "metric"
+    stat_size = 5  # loss, pa, hier (sums over steps), images, steps
 
     def __init__(self, cfg: MetricRunConfig, resume: str | os.PathLike[str] | None = None,
                  stream: Any = None) -> None:
@@ -579,52 +419,44 @@ class MetricTrainer(Trainer):
             ) from None
         return notes
 
+    def _checkpoint_meta(self) -> dict[str, Any]:
+        return {"task": "metric", **super()._checkpoint_meta()}
+
     def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
-        """The engine's checkpoint plus the objective (Proxy-Anchor proxies, LCAs) and the metric run's facts."""
-        d = self.data
+        """The engine's checkpoint plus the objective (Proxy-Anchor proxies, LCAs)."""
         state = super()._checkpoint_state(epoch)
         state["objective"] = self.objective.state_dict()
-        state["meta"] = {"task": "metric", "num_classes": d["num_classes"], "in_chans": d["in_chans"],
-                         "img_size": d["img_size"], "world_size": self.dist.world_size,
-                         "torch": str(torch.__version__)}
         return state
 
     # ------------------------------------------------------------------------------------- loop
-    def _run(self) -> dict[str, Any]:
-        self._setup()
-        cfg, t = self.cfg, self.cfg.train
-        rec = self.rec
+    def _describe(self) -> str:
+        cfg, m = self.cfg, self.cfg.model
         n_params = sum(p.numel() for p in self.learner.parameters())
-        rec.log(f"run: {self.run_dir}" if self.state is None
-                else f"resuming {self.run_dir} after epoch {self.start_epoch}")
-        m = cfg.model
         evals = ", ".join(f"{len(ds)} {s}" for s, ds in self.data["eval"].items())
         if self.data["val"] is not None:
             evals += f", {len(self.data['val'])} val ({len(set(self.data['val'].targets))} held-out classes)"
-        rec.log(
-            f"metric: {m.backbone} + {m.head} head (D={m.embedding_dim}), loss {cfg.loss.name} "
-            f"({n_params / 1e6:.3g}M params) | data {cfg.data.name}: {len(self.data['train'])} train "
-            f"({self.data['num_classes']} classes), {evals} | {self._run_settings()}"
-        )
-        t_start = time.perf_counter()
-        for epoch in range(self.start_epoch, t.epochs):
-            row = self._train_epoch(epoch)
-            self._check_finite_state(epoch, row)
-            self.progress.mark(f"epoch {epoch + 1} evaluation")
-            last = epoch + 1 == t.epochs
-            if last or (t.eval_test_every and (epoch + 1) % t.eval_test_every == 0):
-                r = self._evaluate(self.eval_loaders)
-                self._check_outputs(epoch, "test", r["nonfinite"])
-                row.update({k: v for k, v in r.items() if k not in ("n", "nonfinite")})
-                if self.val_loaders:
-                    r = self._evaluate(self.val_loaders)
-                    self._check_outputs(epoch, "validation", r["nonfinite"])
-                    row.update({f"val_{k}": v for k, v in r.items() if k not in ("n", "nonfinite")})
-            improved = "val_R@1" in row and (self.best is None or row["val_R@1"] > self.best["val_R@1"])
-            if improved:
-                self.best = {"val_R@1": row["val_R@1"], "epoch": epoch + 1}
-            self._end_epoch(row, epoch, improved, _fmt_row)
-        return self._finish(time.perf_counter() - t_start)
+        return (f"metric: {m.backbone} + {m.head} head (D={m.embedding_dim}), loss {cfg.loss.name} "
+                f"({n_params / 1e6:.3g}M params) | data {cfg.data.name}: {len(self.data['train'])} train "
+                f"({self.data['num_classes']} classes), {evals} | {self._run_settings()}")
+
+    def _evaluate_epoch(self, epoch: int, row: dict[str, Any]) -> bool:
+        """Recall@K / MAP@R on the retrieval splits (and on the validation classes) every
+        ``train.eval_test_every`` epochs and after the last; the best validation Recall@1 is ``best.pt``."""
+        if self._test_due(epoch):
+            r = self._evaluate(self.eval_loaders)
+            self._check_outputs(epoch, "test", r["nonfinite"])
+            row.update({k: v for k, v in r.items() if k not in ("n", "nonfinite")})
+            if self.val_loaders:
+                r = self._evaluate(self.val_loaders)
+                self._check_outputs(epoch, "validation", r["nonfinite"])
+                row.update({f"val_{k}": v for k, v in r.items() if k not in ("n", "nonfinite")})
+        improved = "val_R@1" in row and (self.best is None or row["val_R@1"] > self.best["val_R@1"])
+        if improved:
+            self.best = {"val_R@1": row["val_R@1"], "epoch": epoch + 1}
+        return improved
+
+    def _format_row(self, row: dict[str, Any], epochs: int) -> str:
+        return _fmt_row(row, epochs)
 
     def _lrs(self) -> dict[str, float]:
         groups = self.optimizer.param_groups
@@ -639,65 +471,36 @@ class MetricTrainer(Trainer):
         return evaluate_retrieval(self.model, loaders, self.device, self.ks, self.amp_dtype, self.dist,
                                   map_r=mc.map_at_r, chunk_size=mc.eval_chunk_size)
 
-    def _train_epoch(self, epoch: int) -> dict[str, Any]:
-        device = self.device
-        learner = self.ddp if self.ddp is not None else self.learner
-        learner.train()
-        self._reseed_epoch(epoch)
+    def _begin_epoch(self, epoch: int) -> None:
         hier = getattr(self.objective, "hier_loss", None)
         if hier is not None:  # mining and Gumbel noise: the same stream on every rank, a function of the epoch
             self.loss_gen.manual_seed(derive_seed(self.cfg.train.seed, epoch, 2))
             hier.generator = self.loss_gen
-        opt, sched, scaler = self.optimizer, self.scheduler, self.scaler
-        stats = torch.zeros(4, dtype=torch.float64, device=device)  # loss, pa, hier (sums over steps), images
-        steps = torch.zeros(1, dtype=torch.float64, device=device)
-        skipped = 0
-        bar = self._progress(epoch)
-        autocast = (torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
-                    else contextlib.nullcontext())
-        t0 = time.perf_counter()
-        for step, x, y in self._train_batches():
-            with autocast:
-                loss = learner(x, y)
-            loss = loss.float()
-            if not self._guarded_step(loss, opt, scaler, epoch, step, skipped):
-                skipped += 1
-            else:
-                with torch.no_grad():
-                    last = self.objective.last
-                    stats[0] += loss.detach().double()
-                    stats[1] += last["pa"].double()
-                    stats[2] += last["hier"].double() if "hier" in last else 0.0
-                    stats[3] += y.numel()
-                    steps += 1
-            if scaler is not None:
-                scaler.update()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            if bar is not None:
-                bar.update(1)
-                if step % 10 == 0 or step + 1 == self.steps_per_epoch:
-                    bar.set_postfix(loss=f"{stats[0].item() / max(steps.item(), 1):.3f}")
-        if bar is not None:
-            bar.close()
-        skipped_t = torch.tensor([float(skipped)], device=device)
+
+    def _step_loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   autocast: contextlib.AbstractContextManager) -> tuple[torch.Tensor, None]:
+        with autocast:
+            loss = module(x, y)
+        return loss.float(), None
+
+    def _accumulate(self, stats: torch.Tensor, loss: torch.Tensor, out: None, y: torch.Tensor) -> None:
+        last = self.objective.last
+        stats[0] += loss.detach().double()
+        stats[1] += last["pa"].double()
+        stats[2] += last["hier"].double() if "hier" in last else 0.0
+        stats[3] += y.numel()
+        stats[4] += 1
+
+    def _postfix(self, stats: torch.Tensor) -> dict[str, str]:
+        return {"loss": f"{stats[0].item() / max(stats[4].item(), 1):.3f}"}
+
+    def _epoch_metrics(self, stats: torch.Tensor) -> tuple[dict[str, float], float]:
         # Every rank computed the same loss (gathered batch) unless gather_embeddings=false: average over ranks.
-        all_reduce_sum(stats, self.dist)
-        all_reduce_sum(steps, self.dist)
-        all_reduce_sum(skipped_t, self.dist)
-        elapsed = time.perf_counter() - t0
-        loss_sum, pa_sum, hier_sum, n = stats.tolist()
-        k = steps.item()
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / k if k else math.nan,
-            "loss_pa": pa_sum / k if k else math.nan,
-        }
-        if hier is not None:
-            row["loss_hier"] = hier_sum / k if k else math.nan
-        row.update(throughput=n / elapsed if elapsed > 0 else 0.0,
-                   skipped_steps=int(skipped_t.item() / self.dist.world_size), epoch_time=elapsed)
-        return row
+        loss_sum, pa_sum, hier_sum, n, k = stats.tolist()
+        out = {"train_loss": loss_sum / k if k else math.nan, "loss_pa": pa_sum / k if k else math.nan}
+        if getattr(self.objective, "hier_loss", None) is not None:
+            out["loss_hier"] = hier_sum / k if k else math.nan
+        return out, n
 
     # ----------------------------------------------------------------------------------- finish
     def _finish(self, train_time: float) -> dict[str, Any]:
@@ -765,14 +568,8 @@ def best_test_epoch(history: Sequence[dict[str, Any]], ks: Sequence[int]) -> dic
             "protocol": f"{BEST_TEST_LABEL} (selected on the test split, as HIER reports; optimistic)"}
 
 
-def create_trainer(cfg, resume: str | os.PathLike[str] | None = None, stream: Any = None) -> Trainer:
-    """:class:`MetricTrainer` for a metric config (``task: metric``), else the classification ``Trainer``."""
-    if isinstance(cfg, MetricRunConfig):
-        return MetricTrainer(cfg, resume=resume, stream=stream)
-    return Trainer(cfg, resume=resume, stream=stream)
+# --------------------------------------------------------------------------------------------------- checkpoints
 
-
-# ------------------------------------------------------------------------------------ checkpoints
 def evaluate_metric_state(path, state: dict[str, Any], *, data_root: str | None = None, split: str = "test",
                           device: str = "auto", batch_size: int | None = None,
                           overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -832,3 +629,20 @@ def evaluate_metric_checkpoint(checkpoint: str | os.PathLike[str], *, data_root:
     path = find_checkpoint(checkpoint, "best.pt")
     return evaluate_metric_state(path, load_checkpoint(path, map_location="cpu"), data_root=data_root,
                                  split=split, device=device, batch_size=batch_size, overrides=overrides)
+
+
+def inference_model(cfg: MetricRunConfig, meta: dict[str, Any]) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The untrained embedding model of ``cfg`` (no pretrained weights fetched) and its image shape ``(C, H, W)``:
+    channels and size from a checkpoint's ``meta``, else from the config and the dataset's registry entry."""
+    from ..data import get_dataset_info
+
+    info = get_dataset_info(cfg.data.name)
+    in_chans = int(meta.get("in_chans", info.in_chans))
+    img_size = meta.get("img_size", cfg.data.img_size or info.img_size)
+    if img_size is None:
+        raise ConfigError(f"the image size of {cfg.data.name!r} is only known from its data; set data.img_size")
+    return build_metric_model(cfg, in_chans, int(img_size), pretrained=False), (in_chans, int(img_size), int(img_size))
+
+
+#: The metric-learning task (``task: metric``).
+TASK = Task("metric", MetricTrainer, evaluate_metric_state, inference_model)

@@ -13,8 +13,7 @@ import pytest
 
 from lorentzcv.geometry import named_manifolds
 from lorentzcv.nn.blocks import LorentzCoreBottleneck
-from lorentzcv.train import load_config
-from lorentzcv.train.engine import build_model
+from lorentzcv.train import build_model, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = {

@@ -158,8 +158,8 @@ def test_deepcopy_model_and_optimizer_state() -> None:
 @pytest.mark.parametrize("mode", ["aware", "naive", "naive_repaired"])
 @pytest.mark.parametrize("name", ["rsgd", "radamw"])
 def test_factory_and_config_accept_every_curvature_mode(name: str, mode: str) -> None:
+    from lorentzcv.train.common import optimizer_kwargs
     from lorentzcv.train.config import load_config
-    from lorentzcv.train.engine import optimizer_kwargs
 
     opt = create_optimizer(TinyModel(), name, lr=0.1, curvature_mode=mode)
     assert all(g["curvature_mode"] == mode for g in opt.param_groups)

@@ -521,14 +521,14 @@ import sys, time
 from lorentzcv.train import engine
 from lorentzcv.cli import main
 
-train_epoch = engine.Trainer._train_epoch
+train_epoch = engine.Engine._train_epoch
 
 def stalled(self, epoch):  # rank 1 hangs (a stuck data loader, a dead filesystem)
     if self.dist.rank == 1:
         time.sleep(120)
     return train_epoch(self, epoch)
 
-engine.Trainer._train_epoch = stalled
+engine.Engine._train_epoch = stalled
 sys.exit(main(sys.argv[1:]))
 """
 

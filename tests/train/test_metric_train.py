@@ -25,7 +25,7 @@ from lorentzcv.cli import main as cli_main
 from lorentzcv.geometry import ManifoldParameter
 from lorentzcv.geometry import math as lmath
 from lorentzcv.train import evaluate_checkpoint, load_checkpoint, load_config, resume_config, train
-from lorentzcv.train.engine import seed_everything
+from lorentzcv.train.common import seed_everything
 from lorentzcv.train.metric import (
     MetricTrainer,
     build_metric_datasets,
