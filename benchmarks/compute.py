@@ -50,6 +50,7 @@ Usage::
     python benchmarks/compute.py --only layers --paper
     python benchmarks/compute.py --threads 1 --timer cpu --rss   # on a shared machine
     python benchmarks/compute.py --only models --compile --models resnet18 hecnn_resnet18   # torch.compile
+    python benchmarks/compute.py --launches-only       # kernel launches per call/step only (a minute or two)
 
 The reference figures (CPU, float32, batch 32, 64 channels, 32×32, forward+backward, same-run ratios) are in
 ``REFERENCE`` and echoed in the JSON.
@@ -340,7 +341,8 @@ def _layer_step(layer: nn.Module, x: torch.Tensor, g: torch.Tensor, amp: bool) -
     return step
 
 
-def bench_layers(args: argparse.Namespace, device: torch.device, amp: bool) -> dict[str, Any]:
+def _layer_suites(args: argparse.Namespace, device: torch.device) -> dict[str, tuple[str, dict]]:
+    """``suite -> (Euclidean baseline name, {name: (layer, input, output gradient)})``."""
     b, c, s = args.batch, args.channels, args.size
     torch.manual_seed(0)
     man = Lorentz(1.0, learnable=True, rescale=RescaleConfig(s=2.0))
@@ -365,13 +367,17 @@ def bench_layers(args: argparse.Namespace, device: torch.device, amp: bool) -> d
             "lorentz_bn_rhl": (LorentzBatchNorm2d(man, c, variant="rhl"), xl, gl),
         }),
     }
+    return suites
+
+
+def bench_layers(args: argparse.Namespace, device: torch.device, amp: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for suite, (base, layers) in suites.items():
+    for suite, (base, layers) in _layer_suites(args, device).items():
         steps, mem = {}, {}
         for name, (layer, x, g) in layers.items():
             layer.to(device).train()
             steps[name] = _layer_step(layer, x, g, amp)
-            saved = None if device.type == "cuda" else SavedBytes(_param_ptrs(layer, man))
+            saved = None if device.type == "cuda" else SavedBytes(_param_ptrs(layer))  # (the manifold is a submodule)
 
             def fwd(layer=layer, x=x, saved=saved) -> None:
                 with _autocast(device, amp):
@@ -462,6 +468,24 @@ def bench_models(args: argparse.Namespace, device: torch.device, amp: bool) -> d
             base = "resnet" + n[-2:]
             if out[base].get("rss_peak_extra_mb"):
                 out[n]["rss_ratio"] = round(out[n]["rss_peak_extra_mb"] / out[base]["rss_peak_extra_mb"], 3)
+    return out
+
+
+def bench_launches(args: argparse.Namespace, device: torch.device, amp: bool) -> dict[str, Any]:
+    """Only ``launches``/``launches_ratio`` of every layer and model (``--launches-only``: fast, no timing)."""
+    out: dict[str, Any] = {"layers": {}, "models": {}}
+    for suite, (base, layers) in _layer_suites(args, device).items():
+        steps = {n: _layer_step(layer.to(device).train(), x, g, amp) for n, (layer, x, g) in layers.items()}
+        out["layers"][suite] = {n: {} for n in steps}
+        _add_launches(out["layers"][suite], steps, base)
+    names = _model_names(args)
+    for depth in ("18", "50"):
+        group = [n for n in names if n.endswith("resnet" + depth)]
+        base = "resnet" + depth
+        if base in group:
+            res = {n: {} for n in group}
+            _add_launches(res, {n: _model_and_step(n, args, device, amp, foreach=True)[3] for n in group}, base)
+            out["models"].update(res)
     return out
 
 
@@ -604,6 +628,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="what time_ms/time_ratio (and the targets) use: wall clock (default) or the process CPU "
                    "time, which is robust to other processes on a shared machine (use with --threads 1)")
     p.add_argument("--rss", action="store_true", help="CPU: also RSS peaks in a subprocess per model")
+    p.add_argument("--launches-only", action="store_true", help="only count kernel launches (fast, no timing)")
     p.add_argument("--compile", action="store_true", help="also torch.compile each model's training step: compile "
                    "time, speedup, ratio to the compiled Euclidean model (use with --only models)")
     p.add_argument("--profile", nargs="*", default=None, metavar="MODEL",
@@ -632,9 +657,11 @@ def main(argv: list[str] | None = None) -> None:
         "loadavg_start": [round(v, 2) for v in os.getloadavg()],
     }
     passes = ([] if args.amp_only else [("fp32", False)]) + ([("amp", True)] if args.amp or args.amp_only else [])
-    if args.only in (None, "layers"):
+    if args.launches_only:
+        result["launches"] = {pname: bench_launches(args, device, amp) for pname, amp in passes}
+    elif args.only in (None, "layers"):
         result["layers"] = {pname: bench_layers(args, device, amp) for pname, amp in passes}
-    if args.only in (None, "models"):
+    if args.only in (None, "models") and not args.launches_only:
         result["models"] = {pname: bench_models(args, device, amp) for pname, amp in passes}
         result["targets"] = _targets(result["models"])
     if args.compile:

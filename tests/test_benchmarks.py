@@ -103,3 +103,12 @@ def test_compile_pass_reports_compile_time_and_speedup(compute, monkeypatch):
     assert r["resnet18"]["time_ratio"] == 1.0
     for entry in r.values():
         assert entry["compile_s"] > 0 and entry["speedup"] > 0 and entry["compiled_ms"] > 0
+
+
+def test_launches_only(compute, capsys):
+    compute.main(["--batch", "2", "--channels", "4", "--size", "8", "--models", "resnet18", "hecnn_resnet18",
+                  "--threads", "1", "--launches-only"])
+    r = json.loads(capsys.readouterr().out)["launches"]["fp32"]
+    assert r["layers"]["batchnorm"]["lorentz_bn_hcnn"]["launches"] == 10  # the fused batch norm, forward + backward
+    assert r["layers"]["conv3x3"]["nn.Conv2d"]["launches_ratio"] == 1.0
+    assert r["models"]["hecnn_resnet18"]["launches"] > r["models"]["resnet18"]["launches"] > 0
