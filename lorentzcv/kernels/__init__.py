@@ -77,7 +77,7 @@ def triton_available() -> bool:
 
 def use_fused(x: torch.Tensor) -> bool:
     """Whether the layers should run the fused kernels for tensor ``x`` (see the module docstring)."""
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # (plain ops: traceable)
         return False
     name = _get("backend", "auto")
     if name == "eager":
@@ -89,4 +89,5 @@ def use_fused(x: torch.Tensor) -> bool:
 
 def cpu_path(x: torch.Tensor) -> bool:
     """Whether CPU-only branches (cache blocking, host-synchronising shortcuts) may run for ``x``."""
-    return x.device.type == "cpu" and not _get("emulate", False) and not torch.compiler.is_compiling()
+    return (x.device.type == "cpu" and not _get("emulate", False) and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing())

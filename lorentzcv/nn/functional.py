@@ -264,8 +264,15 @@ def _lift_plain(ys: torch.Tensor, fn: ScaleFn, dim: int, *params: torch.Tensor) 
     return torch.cat([t, ys if ratio is None else ratio * ys], dim=dim)
 
 
+def _plain() -> bool:
+    """Whether the plain differentiable ops must be used: under ``torch.compile``/dynamo export (they graph-break
+    on the custom autograd functions and ``out=`` writes) and under ``torch.jit.trace`` (which records the
+    in-place writes of the inference path wrongly)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def _run(ys: torch.Tensor, fn: ScaleFn, dim: int, *params: torch.Tensor) -> torch.Tensor:
-    if torch.compiler.is_compiling():
+    if _plain():
         return _lift_plain(ys, fn, dim, *params)
     if torch.is_grad_enabled() and (ys.requires_grad or any(p.requires_grad for p in params)):
         return _Lift.apply(ys, fn, dim, *params)
@@ -303,8 +310,7 @@ def lift(
     with no_autocast(ys):
         ys = upcast(ys)
         kk = _prep_k(k, ys, dim)
-        if (gamma is None and (rescale is None or rescale.min_rapidity == 0) and _OPTS["fast"]
-                and not torch.compiler.is_compiling()):
+        if gamma is None and (rescale is None or rescale.min_rapidity == 0) and _OPTS["fast"] and not _plain():
             consts = _fast_constants(rescale, dtype)
             if use_fused(ys) and fused_lift_supported(ys, kk, dim):
                 return fused_lift(ys, kk, dim=dim, rescale=consts)
@@ -376,8 +382,7 @@ def lorentz_activation(x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tens
     ``act`` runs in the input dtype (it is Euclidean); the time is computed in float32. ReLU takes a fused
     path that keeps only the output for backward (half the activation memory of ``relu`` then ``lift``).
     """
-    if (_is_relu(act) and _OPTS["fast"] and x.dtype not in (torch.float16, torch.bfloat16)
-            and not torch.compiler.is_compiling()):
+    if _is_relu(act) and _OPTS["fast"] and x.dtype not in (torch.float16, torch.bfloat16) and not _plain():
         kk = _prep_k(k, x, dim)
         if use_fused(x) and fused_lift_supported(x, kk, dim):
             return fused_lift(x, kk, dim=dim, src="relu")

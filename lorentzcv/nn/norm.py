@@ -320,7 +320,7 @@ class _LorentzBatchNorm(nn.Module):
                                                       eps=self.eps, rescale=opts[2], rdtype=rdtype)
             y = y.transpose(1, 2).contiguous() if self._two_stage else y[..., None]
         elif (self.impl == "autograd" or (opts[2] is not None and opts[2].min_rapidity > 0)
-              or torch.compiler.is_compiling()):
+              or torch.compiler.is_compiling() or torch.jit.is_tracing()):
             # (the fused kernels implement rescaling without the optional rapidity floor; under torch.compile
             # the plain closed form is traced and inductor fuses it)
             y, mu, var = _forward_autograd(x3, beta_s, gamma, k, rm, rv, opts)

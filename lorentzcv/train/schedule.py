@@ -4,7 +4,7 @@ One scheduler object covers the three schedules of :class:`~lorentzcv.train.conf
 ``group["lr"] = group["initial_lr"] * factor(group, t)`` with ``t = step / steps_per_epoch`` (fractional
 epochs), and its state is just the step counter, so a resumed run continues the exact lr sequence.
 
-``multistep`` (``spec/method.md`` §8, [H]): ``factor = gamma ** #{m in milestones : m <= epoch}`` with
+``multistep`` (``docs/method.md`` §8, [H]): ``factor = gamma ** #{m in milestones : m <= epoch}`` with
 ``epoch = floor(t)``, i.e. ``torch.optim.lr_scheduler.MultiStepLR`` stepped once per epoch. [H] skips the
 first drop for the ``manifold`` group (lr 0.02; "at epoch 60 its lr is multiplied by 1/γ before
 ``scheduler.step()``"): with ``manifold_skip_first_drop`` that group's exponent is ``max(0, n - 1)``.

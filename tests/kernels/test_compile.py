@@ -103,3 +103,15 @@ def test_inductor_compiles_every_layer_kind_with_default_arguments():
             opt.step()
     for (n, a), b in zip(eager_model.state_dict().items(), compiled_model.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("name", ["hecnn_resnet18", "hybrid_resnet18"])
+def test_jit_trace_records_the_plain_ops(name):
+    """``torch.jit.trace`` (the old ONNX exporter's front end) gets the plain ops, not the in-place inference path
+    it would record wrongly: the traced model equals the eager one on a new input."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5, img_size=16, width=4).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(model, torch.randn(2, 3, 16, 16), check_trace=False)
+        x = torch.randn(3, 3, 16, 16)
+        torch.testing.assert_close(traced(x), model(x), rtol=1e-4, atol=1e-5)
