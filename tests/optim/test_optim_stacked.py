@@ -1,4 +1,4 @@
-"""Manifold parameters of equal point size are stepped as one stacked tensor: same result as one by one."""
+"""Manifold parameters of one manifold are stepped as one stacked (zero-padded) tensor: same result as one by one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from lorentzcv.optim import curvature as curvature_mod
 
 def _params(man: Lorentz) -> list[ManifoldParameter]:
     g = torch.Generator().manual_seed(0)
-    shapes = [(5,), (5,), (3, 5), (5,), (7,), (2, 7), (4,)]  # three sizes, single points and point matrices
+    shapes = [(5,), (5,), (3, 5), (5,), (7,), (2, 7), (4,)]  # three sizes (padded to 7), points and point matrices
     return [ManifoldParameter(man.expmap0(torch.cat([torch.zeros(*s[:-1], 1), torch.randn(*s[:-1], s[-1] - 1,
                                                                                         generator=g)], -1)),
                               manifold=man) for s in shapes]
@@ -72,8 +72,9 @@ def test_stacked_state_tensors_stay_separate(monkeypatch):
     assert b0.shape == params[0].shape
 
 
-def test_equal_sized_points_are_stepped_and_moved_stacked(monkeypatch):
-    """The stacked path is taken (once per point size), for the step and for the curvature move."""
+def test_points_of_all_sizes_are_stepped_and_moved_as_one_stack(monkeypatch):
+    """The stacked path is taken once per manifold (sizes 4, 5 and 7 padded into one stack), for the step and for
+    the curvature move."""
     from lorentzcv.optim import stacked
 
     calls = {"step": 0, "move": 0}
@@ -94,5 +95,5 @@ def test_equal_sized_points_are_stepped_and_moved_stacked(monkeypatch):
     opt = RiemannianAdamW([{"params": params}, {"params": [man.k], "curvature": True, "lr": 1e-2}], lr=1e-2)
     sum(man.dist0(p).sum() for p in params).backward()
     opt.step()
-    assert calls["step"] == 2  # sizes 5 (four parameters) and 7 (two); the one point of size 4 alone
-    assert calls["move"] == 2 * 2  # points and moments of the two stacked sizes
+    assert calls["step"] == 1
+    assert calls["move"] == 2  # the points and the moments
