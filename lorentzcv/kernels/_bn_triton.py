@@ -27,30 +27,17 @@ Kernels (launch order):
 import triton
 import triton.language as tl
 
+from ._triton_math import _log1p, _tanh_pos
+
 _TINY = 1e-30
 _QF = 1.1920928955078125e-07  # float32 epsilon: floor of a²-1 under the square root
 _MAXR = 43.36172580718994  # lorentzcv.geometry.math.max_rapidity(float32) = ½·log(float32 max) - 1
-_NSC = 12  # scalar partial sums per program of bn_backward_pixels
-
-
-@triton.jit
-def _log1p(z):  # z >= 0: log(u)·z/(u-1), u = 1+z (exact to rounding near 0)
-    u = 1.0 + z
-    return tl.where(u == 1.0, z, tl.log(u) * z / (u - 1.0))
 
 
 @triton.jit
 def _expm1(x):  # x >= 0
     u = tl.exp(x)
     return tl.where(u == 1.0, x, (u - 1.0) * x / tl.log(u))
-
-
-@triton.jit
-def _tanh_pos(u):  # u >= 0, Taylor below 0.25
-    u2 = u * u
-    ser = u * (1.0 + u2 * (-1.0 / 3.0 + u2 * (2.0 / 15.0 + u2 * (-17.0 / 315.0 + u2 * (62.0 / 2835.0)))))
-    e = tl.exp(-2.0 * u)
-    return tl.where(u < 0.25, ser, (1.0 - e) / (1.0 + e))
 
 
 @triton.jit
@@ -181,6 +168,22 @@ def _delta_stats(X, MU, BS, xb, N, C, mask):
 
 
 @triton.jit
+def _batch_mean(M, B, C1, cs, cm, sk, sgn, TWO_STAGE: tl.constexpr, BLOCK_C: tl.constexpr):
+    """(m̄, n): the mean of the normalised per-sample means (maps) or of the raw means (vectors), and the norm
+    ``sqrt(|<m̄,m̄>_L|)`` that makes it a point, ``μ = √k·m̄/n``."""
+    acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for b in range(B):
+        v = tl.load(M + b * C1 + cs, mask=cm, other=0.0)
+        if TWO_STAGE:
+            nb = tl.sqrt(tl.maximum(tl.abs(tl.sum(sgn * v * v, axis=0)), 1e-8))
+            acc += sk * v / nb
+        else:
+            acc += v
+    mbar = acc / B
+    return mbar, tl.sqrt(tl.maximum(tl.abs(tl.sum(sgn * mbar * mbar, axis=0)), 1e-8))
+
+
+@triton.jit
 def bn_constants(M, RM, BS, K, MU, SC, B, C1, TWO_STAGE: tl.constexpr, TRAINING: tl.constexpr,
                  BLOCK_C: tl.constexpr):
     cs = tl.arange(0, BLOCK_C)
@@ -189,16 +192,7 @@ def bn_constants(M, RM, BS, K, MU, SC, B, C1, TWO_STAGE: tl.constexpr, TRAINING:
     sk = tl.sqrt(k)
     sgn = tl.where(cs == 0, -1.0, 1.0)
     if TRAINING:
-        acc = tl.zeros([BLOCK_C], dtype=tl.float32)
-        for b in range(B):
-            v = tl.load(M + b * C1 + cs, mask=cm, other=0.0)
-            if TWO_STAGE:
-                nb = tl.sqrt(tl.maximum(tl.abs(tl.sum(sgn * v * v, axis=0)), 1e-8))
-                acc += sk * v / nb
-            else:
-                acc += v
-        mbar = acc / B
-        n = tl.sqrt(tl.maximum(tl.abs(tl.sum(sgn * mbar * mbar, axis=0)), 1e-8))
+        mbar, n = _batch_mean(M, B, C1, cs, cm, sk, sgn, TWO_STAGE, BLOCK_C)
         mu = sk * mbar / n
     else:  # μ = exp0(running_mean)
         rs = tl.load(RM + cs, mask=cm & (cs > 0), other=0.0)
@@ -515,16 +509,7 @@ def bn_backward_constants(M, RM, MU, BS, SC, K, GAMMA, VAR, GV, SCPART, GM, GBS,
     g_mu = tl.where(cs == 0, g_mu_t, g_mu_s)
     if TRAINING:
         g_k += tl.sum(g_mu * mu, axis=0) / (2.0 * k)
-        acc_m = tl.zeros([BLOCK_C], dtype=tl.float32)
-        for b in range(B):
-            v = tl.load(M + b * C1 + cs, mask=cm, other=0.0)
-            if TWO_STAGE:
-                nb = tl.sqrt(tl.maximum(tl.abs(tl.sum(sgn * v * v, axis=0)), 1e-8))
-                acc_m += sk * v / nb
-            else:
-                acc_m += v
-        mbar = acc_m / B
-        n = tl.sqrt(tl.maximum(tl.abs(tl.sum(sgn * mbar * mbar, axis=0)), 1e-8))
+        mbar, n = _batch_mean(M, B, C1, cs, cm, sk, sgn, TWO_STAGE, BLOCK_C)
         g_mbar = _normalize_bwd(g_mu, mbar, n, sk, sgn)
         g_cb = g_mbar / B
         for b in range(B):

@@ -12,13 +12,13 @@ one partial sum of ``∂L/∂k`` per program.
 import triton
 import triton.language as tl
 
+from ._triton_math import _log1p, _tanh_pos
+
 
 @triton.jit
-def _asinh_pos(n):  # n >= 0; log1p(z) = log(u)·z/(u-1), u = 1+z (exact to rounding near 0)
+def _asinh_pos(n):  # n >= 0
     n2 = n * n
-    z = n + n2 / (1.0 + tl.sqrt(1.0 + n2))
-    u = 1.0 + z
-    return tl.where(u == 1.0, z, tl.log(u) * z / (u - 1.0))
+    return _log1p(n + n2 / (1.0 + tl.sqrt(1.0 + n2)))
 
 
 @triton.jit
@@ -27,14 +27,6 @@ def _sinh_pos(b):  # b >= 0, Taylor below 0.5 (no cancellation)
     ser = b * (1.0 + b2 / 6.0 * (1.0 + b2 / 20.0 * (1.0 + b2 / 42.0 * (1.0 + b2 / 72.0))))
     e = tl.exp(b)
     return tl.where(b < 0.5, ser, 0.5 * (e - 1.0 / e))
-
-
-@triton.jit
-def _tanh_pos(u):  # u >= 0, Taylor below 0.25
-    u2 = u * u
-    ser = u * (1.0 + u2 * (-1.0 / 3.0 + u2 * (2.0 / 15.0 + u2 * (-17.0 / 315.0 + u2 * (62.0 / 2835.0)))))
-    e = tl.exp(-2.0 * u)
-    return tl.where(u < 0.25, ser, (1.0 - e) / (1.0 + e))
 
 
 @triton.jit
@@ -61,6 +53,27 @@ def _scale_euclid(sq, k, m0, mc):  # rescale_euclid of v: (ratio, n, u, th) per 
 
 
 @triton.jit
+def _source(xb, yb, c, sxc, syc, mask, SRC: tl.constexpr):
+    """Channel ``c`` of the lift's input ``v``: space coordinates, ReLU of a point's space part, or a sum of two."""
+    v = tl.load(xb + c * sxc, mask=mask, other=0.0).to(tl.float32)
+    if SRC == 1:
+        v = tl.maximum(v, 0.0)
+    if SRC == 2:
+        v += tl.load(yb + c * syc, mask=mask, other=0.0).to(tl.float32)
+    return v
+
+
+@triton.jit
+def _dot_space(gb, ob, C, sgc, soc, mask, BLOCK: tl.constexpr):
+    """Per pixel ``<g_s, out_s>`` (a loop over the space channels)."""
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for c in range(C):
+        acc += tl.load(gb + (c + 1) * sgc, mask=mask, other=0.0).to(tl.float32) * \
+            tl.load(ob + (c + 1) * soc, mask=mask, other=0.0)
+    return acc
+
+
+@triton.jit
 def lift_fwd(X, Y, K, OUT, SQ, C, inner, npix,
               sxo, sxc, sxi, syo, syc, syi, soo, soc, soi, sqo, sqi, m0, mc,
               SRC: tl.constexpr, RESCALE: tl.constexpr, BLOCK: tl.constexpr):
@@ -76,11 +89,7 @@ def lift_fwd(X, Y, K, OUT, SQ, C, inner, npix,
         yb += syc
     sq = tl.zeros([BLOCK], dtype=tl.float32)
     for c in range(C):
-        v = tl.load(xb + c * sxc, mask=mask, other=0.0).to(tl.float32)
-        if SRC == 1:
-            v = tl.maximum(v, 0.0)
-        if SRC == 2:
-            v += tl.load(yb + c * syc, mask=mask, other=0.0).to(tl.float32)
+        v = _source(xb, yb, c, sxc, syc, mask, SRC)
         sq += v * v
     k = tl.load(K).to(tl.float32)
     if RESCALE == 1:
@@ -92,11 +101,7 @@ def lift_fwd(X, Y, K, OUT, SQ, C, inner, npix,
     ob = OUT + o * soo + i * soi
     tl.store(ob, tl.sqrt(ratio * ratio * sq + k), mask=mask)
     for c in range(C):
-        v = tl.load(xb + c * sxc, mask=mask, other=0.0).to(tl.float32)
-        if SRC == 1:
-            v = tl.maximum(v, 0.0)
-        if SRC == 2:
-            v += tl.load(yb + c * syc, mask=mask, other=0.0).to(tl.float32)
+        v = _source(xb, yb, c, sxc, syc, mask, SRC)
         tl.store(ob + (c + 1) * soc, v * ratio, mask=mask)
     tl.store(SQ + o * sqo + i * sqi, sq, mask=mask)
 
@@ -120,12 +125,7 @@ def lift_bwd(G, OUT, SQ, K, GIN, GKP, C, inner, npix,
     if RESCALE == 2:  # rescale_euclid (see lift_fast_backward)
         ratio, n, u, th = _scale_euclid(sq, k, m0, mc)
         inv = 1.0 / ratio
-        gr = tl.zeros([BLOCK], dtype=tl.float32)
-        for c in range(C):
-            gs = tl.load(gb + (c + 1) * sgc, mask=mask, other=0.0).to(tl.float32)
-            os_ = tl.load(ob + (c + 1) * soc, mask=mask, other=0.0)
-            gr += gs * os_
-        big_g = gr * inv + g_t * ratio * sq / t
+        big_g = _dot_space(gb, ob, C, sgc, soc, mask, BLOCK) * inv + g_t * ratio * sq / t  # ∂L/∂ratio
         one_th2 = 1.0 - th * th
         pos = sq > 0.0
         dr_dsq = tl.where(pos, (mc * one_th2 - ratio) / (2.0 * n * n), 0.0)
@@ -139,12 +139,7 @@ def lift_bwd(G, OUT, SQ, K, GIN, GKP, C, inner, npix,
     elif RESCALE == 1:
         ratio, n, r, th, b = _scale(sq, k, m0, mc)
         inv = 1.0 / ratio
-        gr = tl.zeros([BLOCK], dtype=tl.float32)
-        for c in range(C):
-            gs = tl.load(gb + (c + 1) * sgc, mask=mask, other=0.0).to(tl.float32)
-            os_ = tl.load(ob + (c + 1) * soc, mask=mask, other=0.0)
-            gr += gs * os_
-        big_g = gr * inv + g_t * ratio * sq / t
+        big_g = _dot_space(gb, ob, C, sgc, soc, mask, BLOCK) * inv + g_t * ratio * sq / t  # ∂L/∂ratio
         eb = tl.exp(b)
         ch = 0.5 * (eb + 1.0 / eb)
         one_th2 = 1.0 - th * th
