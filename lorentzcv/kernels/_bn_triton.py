@@ -207,12 +207,18 @@ def bn_constants(M, RM, BS, K, MU, SC, B, C1, TWO_STAGE: tl.constexpr, TRAINING:
 
 
 @triton.jit
-def bn_stats(X, MU, BS, SC, K, GAMMA, PART, N, C, npix, RHL: tl.constexpr, BLOCK: tl.constexpr):
+def _pixels(npix, N, C, BLOCK: tl.constexpr):
+    """This program's pixels ``p = b·N + n``: (program id, p, in-range mask, sample b, offset of (b, 0, n))."""
     pid = tl.program_id(0)
     p = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = p < npix
     b = p // N
-    xb = X + b * (C + 1) * N + p % N
+    return pid, p, p < npix, b, b * (C + 1) * N + p % N
+
+
+@triton.jit
+def bn_stats(X, MU, BS, SC, K, GAMMA, PART, N, C, npix, RHL: tl.constexpr, BLOCK: tl.constexpr):
+    pid, p, mask, b, off = _pixels(npix, N, C, BLOCK)
+    xb = X + off
     k, sk, beta_t, mb, mu_t, gamma = _load_consts(SC, K, GAMMA, BS)
     dt, n2, p1 = _delta_stats(X, MU, BS, xb, N, C, mask)
     t = tl.maximum((n2 - dt * dt) / (2.0 * k), 0.0)
@@ -242,11 +248,7 @@ def _var(PART, RV, nprog, count, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
 @triton.jit
 def bn_output(X, Y, MU, BS, SC, K, GAMMA, PART, RV, VAR, N, C, npix, nprog, eps, m0, Mc,
               RHL: tl.constexpr, RESCALE: tl.constexpr, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    p = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = p < npix
-    b = p // N
-    off = b * (C + 1) * N + p % N
+    pid, p, mask, b, off = _pixels(npix, N, C, BLOCK)
     xb = X + off
     yb = Y + off
     k, sk, beta_t, mb, mu_t, gamma = _load_consts(SC, K, GAMMA, BS)
@@ -353,11 +355,7 @@ def _pixel_grads(gA, gB, gD, dt, k, sk, mu_t, beta_t, mb, Mc, cr, r, RHL: tl.con
 @triton.jit
 def bn_backward_scale(X, Y, GY, MU, BS, SC, K, GAMMA, VAR, PART, N, C, npix, eps, m0, Mc,
                       RHL: tl.constexpr, RESCALE: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    p = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = p < npix
-    b = p // N
-    off = b * (C + 1) * N + p % N
+    pid, p, mask, b, off = _pixels(npix, N, C, BLOCK)
     k, sk, beta_t, mb, mu_t, gamma = _load_consts(SC, K, GAMMA, BS)
     cr = Mc / (m0 * tl.minimum(sk, 1.0))  # rescaling: ρ = m·c·tanhc(cr·n) (m0 = 1, Mc = 0 without)
     var = tl.load(VAR)
@@ -372,11 +370,7 @@ def bn_backward_scale(X, Y, GY, MU, BS, SC, K, GAMMA, VAR, PART, N, C, npix, eps
 def bn_backward_pixels(X, Y, GY, MU, BS, SC, K, GAMMA, VAR, SPART, PIX, CPART, SCPART, N, C, npix, nprog, eps,
                        m0, Mc, RHL: tl.constexpr, RESCALE: tl.constexpr, TRAINING: tl.constexpr,
                        BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    p = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = p < npix
-    b = p // N
-    off = b * (C + 1) * N + p % N
+    pid, p, mask, b, off = _pixels(npix, N, C, BLOCK)
     xb = X + off
     k, sk, beta_t, mb, mu_t, gamma = _load_consts(SC, K, GAMMA, BS)
     cr = Mc / (m0 * tl.minimum(sk, 1.0))  # rescaling: ρ = m·c·tanhc(cr·n) (m0 = 1, Mc = 0 without)
@@ -533,11 +527,7 @@ def bn_backward_constants(M, RM, MU, BS, SC, K, GAMMA, VAR, GV, SCPART, GM, GBS,
 
 @triton.jit
 def bn_backward_input(X, Y, GY, MU, BS, PIX, GM, GX, N, C, npix, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    p = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = p < npix
-    b = p // N
-    off = b * (C + 1) * N + p % N
+    pid, p, mask, b, off = _pixels(npix, N, C, BLOCK)
     pix = PIX + p * 4
     A = tl.load(pix + 0, mask=mask, other=0.0)
     g_n2 = tl.load(pix + 1, mask=mask, other=0.0)

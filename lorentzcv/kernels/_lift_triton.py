@@ -74,14 +74,18 @@ def _dot_space(gb, ob, C, sgc, soc, mask, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _pixels(npix, inner, BLOCK: tl.constexpr):
+    """This program's pixels ``p = o·inner + i``: (program id, in-range mask, outer index o, inner index i)."""
+    pid = tl.program_id(0)
+    p = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return pid, p < npix, p // inner, p % inner
+
+
+@triton.jit
 def lift_fwd(X, Y, K, OUT, SQ, C, inner, npix,
               sxo, sxc, sxi, syo, syc, syi, soo, soc, soi, sqo, sqi, m0, mc,
               SRC: tl.constexpr, RESCALE: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    p = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = p < npix
-    o = p // inner
-    i = p % inner
+    pid, mask, o, i = _pixels(npix, inner, BLOCK)
     xb = X + o * sxo + i * sxi
     yb = Y + o * syo + i * syi
     if SRC != 0:  # the space part of a point starts at channel 1
@@ -110,11 +114,7 @@ def lift_fwd(X, Y, K, OUT, SQ, C, inner, npix,
 def lift_bwd(G, OUT, SQ, K, GIN, GKP, C, inner, npix,
               sgo, sgc, sgi, soo, soc, soi, sqo, sqi, sio, sic, sii, m0, mc,
               SRC: tl.constexpr, RESCALE: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    p = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = p < npix
-    o = p // inner
-    i = p % inner
+    pid, mask, o, i = _pixels(npix, inner, BLOCK)
     gb = G + o * sgo + i * sgi
     ob = OUT + o * soo + i * soi
     ib = GIN + o * sio + i * sii
