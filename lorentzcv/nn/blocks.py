@@ -120,7 +120,13 @@ class ConvNormAct(nn.Module):
         self.post = post_layer() if post_layer is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.post(self.act(self.bn(self.conv(self.pre(x)))))
+        y = self.post(self.act(self.bn(self.conv(self.pre(x)))))
+        if (y.dtype != x.dtype and x.dtype in (torch.float16, torch.bfloat16) and not isinstance(self.post, nn.Identity)
+                and not torch.is_autocast_enabled(x.device.type)):
+            # a Lorentz core between bridges in a model cast with .half()/.bfloat16(): a float32 island that returns
+            # the dtype it was given (under autocast the next op casts instead)
+            y = y.to(x.dtype)
+        return y
 
 
 class BasicBlock(nn.Module):

@@ -220,7 +220,12 @@ class LorentzConv2d(nn.Module):
         if mode == "auto":
             mode = "view"  # "copy" was ~10% faster on CPU for the conv alone but saves an input-sized copy
         xin = _SpaceChannels.apply(x) if mode == "copy" else lmath.space(x, dim=1)
-        ys = F.conv2d(xin, self.conv_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+        w = self.conv_weight()
+        if xin.dtype != w.dtype and not torch.is_autocast_enabled(xin.device.type):
+            # a model cast with .half()/.bfloat16(): the convolution runs in its weights' dtype, as under autocast
+            # (the points arrive in float32 from the previous float32 island; time and rescaling stay float32)
+            xin = xin.to(w.dtype)
+        ys = F.conv2d(xin, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
         cfg = self.manifold.rescale_config if self.rescale else None
         return lift(ys, self.manifold.k, dim=1, rescale=cfg, gamma=self.boost, dtype=dtype)
 

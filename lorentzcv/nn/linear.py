@@ -12,7 +12,7 @@ from torch import nn
 
 from ..geometry import Lorentz
 from ..geometry import math as lmath
-from ..geometry.precision import float32_island
+from ..geometry.precision import float32_island, upcast
 from .functional import check_points, lift
 
 __all__ = ["LorentzLinear"]
@@ -83,11 +83,13 @@ class LorentzLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_points(x, self.in_features, dim=-1, name="input", what=type(self).__name__)
         k = self.manifold.k
+        # a float32 island: weights of a model cast with .half()/.bfloat16() are upcast like the input
+        w, b = upcast(self.weight), None if self.bias is None else upcast(self.bias)
         if self.variant == "space":
-            ys = F.linear(lmath.space(x), self.weight, self.bias)
+            ys = F.linear(lmath.space(x), w, b)
             tau = lmath.time(x)
         else:
-            y = F.linear(x, self.weight, self.bias)
+            y = F.linear(x, w, b)
             ys, tau = lmath.space(y), lmath.time(y)
         if not self.normalize:
             return lift(ys, k, dim=-1)
