@@ -181,18 +181,17 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def find_benchmark() -> Path | None:
-    """``benchmarks/compute.py`` of the source checkout (the current directory first, then the package's repo)."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        p = base / "benchmarks" / "compute.py"
-        if p.is_file():
-            return p
-    return None
+    """The compute benchmark's script, ``lorentzcv/bench.py`` of the installed package (``benchmarks/compute.py``
+    of a checkout is a shim that runs it)."""
+    p = Path(__file__).resolve().with_name("bench.py")
+    return p if p.is_file() else None
 
 
 _BENCH_COLUMNS = (
     ("time_ms", "ms"), ("time_ratio", "x time"), ("act_mem_mb", "act MB"), ("peak_extra_mb", "peak MB"),
     ("rss_peak_extra_mb", "RSS MB"), ("mem_ratio", "x mem"), ("kernel_ops", "kernel ops"),
     ("kernel_ops_ratio", "x ops"), ("launches", "launches"), ("launches_ratio", "x launches"),
+    ("compile_s", "compile s"), ("eager_ms", "eager ms"), ("compiled_ms", "compiled ms"), ("speedup", "speedup"),
 )
 
 
@@ -200,7 +199,7 @@ def _bench_tables(node: Any, path: list[str]) -> Iterator[tuple[list[str], dict[
     """The ``{contender: {metric: number}}`` groups of a benchmark result, with their paths."""
     if not isinstance(node, dict) or not node:
         return
-    if all(isinstance(v, dict) and "time_ms" in v for v in node.values()):
+    if all(isinstance(v, dict) and ("time_ms" in v or "launches" in v or "compile_s" in v) for v in node.values()):
         yield path, node
         return
     for k, v in node.items():
@@ -225,7 +224,7 @@ def format_bench(result: dict[str, Any]) -> str:
     c = result.get("config", {})
     head = ", ".join(f"{k} {c[k]}" for k in ("device", "batch", "channels", "size", "threads", "timer") if c.get(k))
     lines = [f"lorentzcv bench: {head}" if head else "lorentzcv bench"]
-    for section in ("layers", "models"):
+    for section in ("layers", "models", "launches", "compile"):
         for path, group in _bench_tables(result.get(section), [section]):
             cols = [(k, t) for k, t in _BENCH_COLUMNS if any(k in e for e in group.values())]
             rows = [[name, *(_num(e.get(k)) for k, _ in cols)] for name, e in group.items()]
@@ -264,8 +263,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     path = find_benchmark()
     if path is None:
         raise CLIError(
-            "benchmarks/compute.py not found: it ships with the source repository, not the installed package; "
-            "run `lorentzcv bench` from a checkout of lorentzcv (or `python benchmarks/compute.py` there)"
+            "benchmarks/compute.py not found: lorentzcv/bench.py is missing from the installed package; "
+            "reinstall lorentzcv"
         )
     argv = list(args.bench_args)
     if argv[:1] == ["--"]:
