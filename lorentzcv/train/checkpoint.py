@@ -99,13 +99,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     try:
         with open(tmp, "wb") as fh:
             torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    _fsync_dir(path.parent)
+        raise
+    replace_durably(tmp, path)  # fsync, rename, fsync the directory; removes tmp on an error
     return path
 
 

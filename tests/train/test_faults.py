@@ -35,6 +35,7 @@ from lorentzcv.train.checkpoint import CHECKPOINT_FORMAT
 from lorentzcv.train.distributed import DistInfo, ProgressBoard, init_distributed, timeout_error
 
 from .conftest import DEVICE, TINY
+from .test_engine import _Interrupted
 
 #: Three training steps per epoch, a 16-image test split.
 SMALL = ["data.train_subset=48", "data.eval_subset=16", "data.batch_size=16"]
@@ -52,15 +53,6 @@ def _temp_files(run: Path) -> list[str]:
     return sorted(p.name for p in run.iterdir() if ".tmp" in p.name)
 
 
-class _Interrupted(Trainer):
-    """Dies (like Ctrl-C) when epoch ``stop_at`` (0-based) begins."""
-
-    stop_at = 1
-
-    def _train_epoch(self, epoch):
-        if epoch == self.stop_at:
-            raise KeyboardInterrupt
-        return super()._train_epoch(epoch)
 
 
 def _interrupted_run(tmp_path: Path, name: str = "run", overrides=()) -> Path:
