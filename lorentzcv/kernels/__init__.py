@@ -28,11 +28,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
 
-__all__ = ["backend", "emulate_cuda", "use_fused", "cpu_path", "triton_available", "LAUNCHES"]
+__all__ = ["backend", "emulate_cuda", "use_fused", "cpu_path", "triton_available", "with_eager_fallback", "LAUNCHES"]
 
 _BACKENDS = ("auto", "fused", "eager")
 _STATE = threading.local()
@@ -91,3 +92,29 @@ def cpu_path(x: torch.Tensor) -> bool:
     """Whether CPU-only branches (cache blocking, host-synchronising shortcuts) may run for ``x``."""
     return (x.device.type == "cpu" and not _get("emulate", False) and not torch.compiler.is_compiling()
             and not torch.jit.is_tracing())
+
+
+#: Fused ops whose Triton kernel failed in this process (see :func:`with_eager_fallback`).
+_FAILED: set[str] = set()
+
+
+def with_eager_fallback(name: str, triton_fn: Callable, eager_fn: Callable) -> Callable:
+    """The CUDA implementation of fused op ``name``: the Triton launcher, or, once it has raised (e.g. a Triton or
+    driver version that cannot compile the kernel), the eager closed form, with one warning per op and process.
+
+    The eager result is the same to rounding (tested); only the launch count differs. Not a guard against wrong
+    numbers: the CUDA tests (``tests/kernels``, ``benchmarks/cuda_check.sh``) compare the kernels with the eager
+    closed forms."""
+
+    def kernel(*args):
+        if name not in _FAILED:
+            try:
+                return triton_fn(*args)
+            except Exception as exc:  # noqa: BLE001 (any compilation/launch failure)
+                _FAILED.add(name)
+                warnings.warn(f"lorentzcv: the Triton kernel of {name} failed ({type(exc).__name__}: {exc}); using "
+                              "the eager closed form instead (same results, more kernel launches)", RuntimeWarning,
+                              stacklevel=2)
+        return eager_fn(*args)
+
+    return kernel

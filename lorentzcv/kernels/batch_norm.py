@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from ..geometry import math as lmath
-from . import LAUNCHES, cpu_path
+from . import LAUNCHES, cpu_path, with_eager_fallback
 
 __all__ = ["LorentzBNFunction", "fused_forward", "fused_backward", "lorentz_batch_norm_fused", "bn_fused_supported",
            "update_running_stats"]
@@ -583,8 +583,7 @@ def _batch_constants(mu: torch.Tensor, beta_s: torch.Tensor, k: torch.Tensor) ->
     return torch.stack([(beta_s.pow(2).sum() + k).sqrt(), (mu[1:] * beta_s).sum(), mu[0]])
 
 
-@torch.library.custom_op("lorentzcv::lorentz_batch_norm", mutates_args=())
-def _bn_op(x3: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
+def _bn_eager(x3: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
            running_var: torch.Tensor, rhl: bool, eps: float, rescale: bool, m0: float, mc: float, two_stage: bool,
            training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(y, m, μ, σ, SC)``: output, per-sample means (training; else empty), batch mean, σ, batch constants.
@@ -597,6 +596,9 @@ def _bn_op(x3: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, k: torch.T
     return y3, m, mu.clone(), var.clone(), _batch_constants(mu, beta_s, k)  # (eval: σ is the running σ's storage)
 
 
+_bn_op = torch.library.custom_op("lorentzcv::lorentz_batch_norm", mutates_args=())(_bn_eager)
+
+
 @_bn_op.register_fake
 def _(x3, beta, gamma, k, running_mean, running_var, rhl, eps, rescale, m0, mc, two_stage, training):
     b, c1, _ = x3.shape
@@ -604,8 +606,7 @@ def _(x3, beta, gamma, k, running_mean, running_var, rhl, eps, rescale, m0, mc, 
     return torch.empty_like(x3), m, x3.new_empty(c1), x3.new_empty(()), x3.new_empty(3)
 
 
-@torch.library.custom_op("lorentzcv::lorentz_batch_norm_backward", mutates_args=())
-def _bn_backward_op(gy: torch.Tensor, x3: torch.Tensor, y3: torch.Tensor, m: torch.Tensor, mu: torch.Tensor,
+def _bn_backward_eager(gy: torch.Tensor, x3: torch.Tensor, y3: torch.Tensor, m: torch.Tensor, mu: torch.Tensor,
                     var: torch.Tensor, sc: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor,
                     running_mean: torch.Tensor, running_var: torch.Tensor, rhl: bool, eps: float, rescale: bool,
                     m0: float, mc: float, two_stage: bool, training: bool,
@@ -615,6 +616,10 @@ def _bn_backward_op(gy: torch.Tensor, x3: torch.Tensor, y3: torch.Tensor, m: tor
     saved = fused_forward(x3, beta[1:], gamma, k, running_mean, None if training else running_var, opts, True)[3]
     gx, gbs, gg, gk = fused_backward(gy.contiguous(), x3, y3, saved, opts, training)
     return gx, torch.cat([gbs.new_zeros(1), gbs]), gg.reshape(gamma.shape), gk.reshape(k.shape)
+
+
+_bn_backward_op = torch.library.custom_op("lorentzcv::lorentz_batch_norm_backward", mutates_args=())(
+    _bn_backward_eager)
 
 
 @_bn_backward_op.register_fake
@@ -644,13 +649,16 @@ def _bn_backward(ctx, gy, _gm, _gmu, _gvar, _gsc):
 _bn_op.register_autograd(_bn_backward, setup_context=_bn_setup_context)
 
 
-@torch.library.custom_op("lorentzcv::lorentz_batch_norm_running_stats",
-                         mutates_args=("running_mean", "running_var", "num_batches_tracked"))
-def _bn_running_op(running_mean: torch.Tensor, running_var: torch.Tensor, num_batches_tracked: torch.Tensor,
+def _bn_running_eager(running_mean: torch.Tensor, running_var: torch.Tensor, num_batches_tracked: torch.Tensor,
                    mu: torch.Tensor, var: torch.Tensor, k: torch.Tensor, momentum: float) -> None:
     """:func:`update_running_stats` (``momentum < 0``: the cumulative average)."""
     update_running_stats(running_mean, running_var, num_batches_tracked, mu, var, k,
                          None if momentum < 0 else momentum)
+
+
+_bn_running_op = torch.library.custom_op(
+    "lorentzcv::lorentz_batch_norm_running_stats", mutates_args=("running_mean", "running_var", "num_batches_tracked"),
+)(_bn_running_eager)
 
 
 @_bn_running_op.register_fake
@@ -772,6 +780,9 @@ def triton_next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-_bn_op.register_kernel("cuda")(launch_triton_forward)
-_bn_backward_op.register_kernel("cuda")(launch_triton_backward)
-_bn_running_op.register_kernel("cuda")(launch_triton_running_stats)
+_bn_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::lorentz_batch_norm", launch_triton_forward,
+                                                   _bn_eager))
+_bn_backward_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::lorentz_batch_norm_backward",
+                                                            launch_triton_backward, _bn_backward_eager))
+_bn_running_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::lorentz_batch_norm_running_stats",
+                                                           launch_triton_running_stats, _bn_running_eager))

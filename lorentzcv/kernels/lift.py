@@ -37,7 +37,7 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import LAUNCHES
+from . import LAUNCHES, with_eager_fallback
 
 __all__ = ["SRCS", "fused_lift", "fused_lift_supported", "lift_fast", "lift_fast_forward", "LiftFast", "radius",
            "relu_lift", "triton_kernels", "launch_triton_lift", "launch_triton_lift_backward"]
@@ -288,12 +288,14 @@ def _m0(rescale: int, m0: float) -> float | None:
     return m0 if rescale else None
 
 
-@torch.library.custom_op("lorentzcv::fused_lift", mutates_args=())
-def _fused_lift_op(x: torch.Tensor, y: torch.Tensor | None, k: torch.Tensor, src: int, dim: int, rescale: int,
+def _fused_lift_eager(x: torch.Tensor, y: torch.Tensor | None, k: torch.Tensor, src: int, dim: int, rescale: int,
                    m0: float, mc: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(out, sq)``: the lifted point and ``‖v‖²`` per pixel (saved for the backward)."""
     out, sq, *_ = _lift_fast_forward(_source(x, y, src, dim), k, dim, _m0(rescale, m0), mc, rescale == 2)
     return out, sq
+
+
+_fused_lift_op = torch.library.custom_op("lorentzcv::fused_lift", mutates_args=())(_fused_lift_eager)
 
 
 @_fused_lift_op.register_fake
@@ -306,8 +308,7 @@ def _(x, y, k, src, dim, rescale, m0, mc):
     return x.new_empty(shape), x.new_empty(sq_shape)
 
 
-@torch.library.custom_op("lorentzcv::fused_lift_backward", mutates_args=())
-def _fused_lift_backward_op(g: torch.Tensor, out: torch.Tensor, sq: torch.Tensor, k: torch.Tensor, src: int,
+def _fused_lift_backward_eager(g: torch.Tensor, out: torch.Tensor, sq: torch.Tensor, k: torch.Tensor, src: int,
                             dim: int, rescale: int, m0: float, mc: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(∂L/∂input, ∂L/∂k)``; ``∂L/∂input`` has the input's shape (a point's, time entry 0, for relu/sum)."""
     if src == 1:
@@ -321,6 +322,10 @@ def _fused_lift_backward_op(g: torch.Tensor, out: torch.Tensor, sq: torch.Tensor
         g_x.narrow(dim, 1, out.size(dim) - 1).copy_(g_ys)
         return g_x, g_k
     return g_ys, g_k
+
+
+_fused_lift_backward_op = torch.library.custom_op("lorentzcv::fused_lift_backward", mutates_args=())(
+    _fused_lift_backward_eager)
 
 
 @_fused_lift_backward_op.register_fake
@@ -466,11 +471,7 @@ def launch_triton_lift_backward(g: torch.Tensor, out: torch.Tensor, sq: torch.Te
     return g_in, partial.sum().reshape(k.shape).to(k.dtype)
 
 
-@_fused_lift_op.register_kernel("cuda")
-def _(x, y, k, src, dim, rescale, m0, mc):
-    return launch_triton_lift(x, y, k, src, dim, rescale, m0, mc)
-
-
-@_fused_lift_backward_op.register_kernel("cuda")
-def _(g, out, sq, k, src, dim, rescale, m0, mc):
-    return launch_triton_lift_backward(g, out, sq, k, src, dim, rescale, m0, mc)
+_fused_lift_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::fused_lift", launch_triton_lift,
+                                                            _fused_lift_eager))
+_fused_lift_backward_op.register_kernel("cuda")(with_eager_fallback(
+    "lorentzcv::fused_lift_backward", launch_triton_lift_backward, _fused_lift_backward_eager))

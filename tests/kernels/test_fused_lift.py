@@ -173,3 +173,26 @@ def test_euclid_bridge_on_the_fused_path_equals_the_eager_path(k0):
         outs[impl] = (y.detach(), x.grad, man.k.grad.clone())
     for a, b in zip(outs["fused"], outs["eager"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_failing_triton_kernel_falls_back_to_the_eager_closed_form(monkeypatch):
+    """On CUDA a Triton kernel that cannot be compiled (Triton/driver mismatch) must not break training: one
+    warning, then the eager closed form for the rest of the process."""
+    from lorentzcv import kernels
+
+    monkeypatch.setattr(kernels, "_FAILED", set())
+    calls = []
+
+    def broken(*args):
+        calls.append("triton")
+        raise RuntimeError("PTX too new")
+
+    def eager(*args):
+        calls.append("eager")
+        return sum(args)
+
+    kernel = kernels.with_eager_fallback("lorentzcv::demo", broken, eager)
+    with pytest.warns(RuntimeWarning, match="lorentzcv::demo failed .*PTX too new.*eager closed form"):
+        assert kernel(1, 2) == 3
+    assert kernel(3, 4) == 7  # no second attempt, no second warning
+    assert calls == ["triton", "eager", "eager"]
