@@ -20,7 +20,9 @@ branch a CUDA tensor would (fused kernels, no CPU-only cache blocking or host-sy
 launch counter of ``benchmarks/compute.py`` runs under it. Under ``torch.compile`` the layers use plain
 differentiable ops instead, which inductor fuses itself.
 
-Both are context managers over a thread-local setting (no process-wide state is changed).
+Both are context managers over a thread-local setting (no process-wide state is changed). On CUDA a Triton kernel
+that cannot be compiled or launched falls back to the eager closed form with one warning
+(:func:`with_eager_fallback`).
 """
 
 from __future__ import annotations
