@@ -170,3 +170,50 @@ def lift_bwd(G, OUT, SQ, K, GIN, GKP, C, inner, npix,
             v = tl.where(os_ > 0.0, v, 0.0)
         tl.store(ib + c * sic, v, mask=mask)
     tl.store(GKP + pid, tl.sum(tl.where(mask, gk, 0.0), axis=0))
+
+
+@triton.jit
+def _log0_scalars(sq, k):  # (f, h, z²) of lorentzcv.kernels.lift._log0_scalars
+    z2 = sq / k
+    z = tl.sqrt(z2)
+    zs = tl.where(z < 0.2, 1.0, z)
+    f = tl.where(z < 0.2, 1.0 - z2 / 6.0 + 3.0 * z2 * z2 / 40.0, _asinh_pos(zs) / zs)
+    h_direct = (1.0 / tl.sqrt(1.0 + z2) - f) / tl.where(z < 0.2, 1.0, z2)
+    h = tl.where(z < 0.2, -1.0 / 3.0 + z2 * (3.0 / 10.0 + z2 * (-15.0 / 56.0 + z2 * (35.0 / 144.0))), h_direct)
+    return f, h, z2
+
+
+@triton.jit
+def log0_fwd(X, K, Y, C, inner, npix, sxo, sxc, sxi, syo, syc, syi, BLOCK: tl.constexpr):
+    pid, mask, o, i = _pixels(npix, inner, BLOCK)
+    xb = X + o * sxo + i * sxi + sxc  # the space part starts at channel 1
+    yb = Y + o * syo + i * syi
+    sq = tl.zeros([BLOCK], dtype=tl.float32)
+    for c in range(C):
+        v = tl.load(xb + c * sxc, mask=mask, other=0.0)
+        sq += v * v
+    f, h, z2 = _log0_scalars(sq, tl.load(K).to(tl.float32))
+    for c in range(C):
+        tl.store(yb + c * syc, f * tl.load(xb + c * sxc, mask=mask, other=0.0), mask=mask)
+
+
+@triton.jit
+def log0_bwd(G, X, K, GX, GKP, C, inner, npix, sgo, sgc, sgi, sxo, sxc, sxi, sio, sic, sii, BLOCK: tl.constexpr):
+    pid, mask, o, i = _pixels(npix, inner, BLOCK)
+    gb = G + o * sgo + i * sgi
+    xb = X + o * sxo + i * sxi + sxc
+    ib = GX + o * sio + i * sii
+    sq = tl.zeros([BLOCK], dtype=tl.float32)
+    gx = tl.zeros([BLOCK], dtype=tl.float32)
+    for c in range(C):
+        v = tl.load(xb + c * sxc, mask=mask, other=0.0)
+        sq += v * v
+        gx += tl.load(gb + c * sgc, mask=mask, other=0.0) * v
+    k = tl.load(K).to(tl.float32)
+    f, h, z2 = _log0_scalars(sq, k)
+    co = h / k * gx
+    tl.store(ib, tl.zeros([BLOCK], dtype=tl.float32), mask=mask)  # the time coordinate gets no gradient
+    for c in range(C):
+        v = tl.load(xb + c * sxc, mask=mask, other=0.0)
+        tl.store(ib + (c + 1) * sic, f * tl.load(gb + c * sgc, mask=mask, other=0.0) + co * v, mask=mask)
+    tl.store(GKP + pid, tl.sum(tl.where(mask, -(gx * h * z2) / (2.0 * k), 0.0), axis=0))

@@ -39,7 +39,7 @@ from torch.autograd.function import once_differentiable
 
 from . import LAUNCHES, with_eager_fallback
 
-__all__ = ["SRCS", "fused_lift", "fused_lift_supported", "lift_fast", "lift_fast_forward", "LiftFast", "radius",
+__all__ = ["SRCS", "fused_lift", "fused_log0", "fused_lift_supported", "lift_fast", "lift_fast_forward", "LiftFast", "radius",
            "relu_lift", "triton_kernels", "launch_triton_lift", "launch_triton_lift_backward"]
 
 #: Inputs of the lift: ``space`` (space coordinates), ``relu`` (ReLU of a point's space part), ``sum`` (sum of the
@@ -404,8 +404,90 @@ def fused_lift(x: torch.Tensor, k: torch.Tensor, *, dim: int, src: str = "space"
 
 
 # ------------------------------------------------------------------------------------------------------------
+# log0: point -> Euclidean features (the Lorentz -> Euclid bridge), y = asinhc(‖x_s‖/√k)·x_s
+# ------------------------------------------------------------------------------------------------------------
+def _log0_scalars(sq: torch.Tensor, k: torch.Tensor):
+    """``(f, h, z)`` per pixel: ``f = asinh(z)/z`` and ``h = f'(z)/z = (1/sqrt(1+z²) - f)/z²`` at ``z = ‖x_s‖/√k``
+    (Taylor series below 0.2, where the difference cancels)."""
+    z2 = sq / k
+    z = z2.sqrt()
+    small = z < 0.2
+    zs = torch.where(small, torch.ones_like(z), z)
+    f = torch.where(small, 1 - z2 / 6 + 3 * z2 * z2 / 40, _asinh_pos(zs) / zs)
+    h_direct = ((1 + z2).rsqrt() - f) / torch.where(small, torch.ones_like(z2), z2)
+    h = torch.where(small, -1 / 3 + z2 * (3 / 10 + z2 * (-15 / 56 + z2 * (35 / 144))), h_direct)
+    return f, h, z2
+
+
+def _log0_eager(x: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
+    """``y = f·x_s`` (the eager closed form of ``lorentzcv::fused_log0``)."""
+    xs = x.narrow(dim, 1, x.size(dim) - 1)
+    f, _, _ = _log0_scalars((xs * xs).sum(dim=dim, keepdim=True), k)
+    return f * xs
+
+
+def _log0_backward_eager(g: torch.Tensor, x: torch.Tensor, k: torch.Tensor,
+                         dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(∂L/∂x, ∂L/∂k)``: ``∂L/∂x_s = f·g + (h/k)·<g, x_s>·x_s``, ``∂L/∂x_0 = 0``,
+    ``∂L/∂k = -Σ <g, x_s>·h·z²/(2k)``."""
+    n = x.size(dim) - 1
+    xs = x.narrow(dim, 1, n)
+    f, h, z2 = _log0_scalars((xs * xs).sum(dim=dim, keepdim=True), k)
+    gx = (g * xs).sum(dim=dim, keepdim=True)
+    g_x = torch.zeros_like(x)
+    g_x.narrow(dim, 1, n).copy_(f * g + (h / k * gx) * xs)
+    return g_x, (-(gx * h * z2) / (2 * k)).sum().reshape(k.shape)
+
+
+_fused_log0_op = torch.library.custom_op("lorentzcv::fused_log0", mutates_args=())(_log0_eager)
+_fused_log0_backward_op = torch.library.custom_op("lorentzcv::fused_log0_backward", mutates_args=())(
+    _log0_backward_eager)
+
+
+@_fused_log0_op.register_fake
+def _(x, k, dim):
+    shape = list(x.shape)
+    shape[dim] -= 1
+    return x.new_empty(shape)
+
+
+@_fused_log0_backward_op.register_fake
+def _(g, x, k, dim):
+    return torch.empty_like(x), torch.empty_like(k)
+
+
+def _log0_setup(ctx, inputs, output) -> None:
+    x, k, dim = inputs
+    ctx.save_for_backward(x, k)
+    ctx.dim = dim
+
+
+def _log0_backward(ctx, g):
+    x, k = ctx.saved_tensors
+    g_x, g_k = _fused_log0_backward_op(g.contiguous(), x, k, ctx.dim)
+    return g_x, g_k, None
+
+
+_fused_log0_op.register_autograd(_log0_backward, setup_context=_log0_setup)
+LAUNCHES["lorentzcv::fused_log0"] = 1
+LAUNCHES["lorentzcv::fused_log0_backward"] = 2  # the kernel + the sum of its partials of ∂L/∂k
+
+
+def fused_log0(x: torch.Tensor, k: torch.Tensor, *, dim: int) -> torch.Tensor:
+    r"""The space part of :math:`\log_0 x`, :math:`\operatorname{asinhc}(\|x_s\|/\sqrt{k})\,x_s`, as the fused op
+    (points ``x`` float32 with ``1+C`` entries along ``dim``; ``k`` a scalar tensor, ``K = -1/k``)."""
+    return _fused_log0_op(x, k.reshape(()), dim % x.dim())
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Triton kernels (CUDA; Triton's interpreter runs them on CPU tensors for the tests)
 # ------------------------------------------------------------------------------------------------------------
+def _triton_module():
+    from . import _lift_triton
+
+    return _lift_triton
+
+
 def triton_kernels():
     """The jitted Triton kernels ``(forward, backward)`` (imported on first use: Triton is needed on CUDA only).
 
@@ -475,3 +557,38 @@ _fused_lift_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::fused_lif
                                                             _fused_lift_eager))
 _fused_lift_backward_op.register_kernel("cuda")(with_eager_fallback(
     "lorentzcv::fused_lift_backward", launch_triton_lift_backward, _fused_lift_backward_eager))
+
+
+def launch_triton_log0(x: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
+    """Run the forward Triton kernel of ``lorentzcv::fused_log0``."""
+    T = _triton_module()
+    x = _addressable(x, dim)
+    outer, c1, inner, *_ = _ocs(x, dim)
+    shape = list(x.shape)
+    shape[dim] -= 1
+    y = x.new_empty(shape)
+    npix = outer * inner
+    T.log0_fwd[(max(1, -(-npix // _BLOCK)),)](x, k, y, c1 - 1, inner, npix, *_strides(x, dim), *_strides(y, dim),
+                                              BLOCK=_BLOCK)
+    return y
+
+
+def launch_triton_log0_backward(g: torch.Tensor, x: torch.Tensor, k: torch.Tensor, dim: int):
+    """Run the backward Triton kernel of ``lorentzcv::fused_log0`` and the reduction of ``∂L/∂k``."""
+    T = _triton_module()
+    g, x = _addressable(g, dim), _addressable(x, dim)
+    outer, c1, inner, *_ = _ocs(x, dim)
+    g_x = torch.empty_like(x)
+    if _ocs(g_x, dim) is None:
+        g_x = x.new_empty(x.shape)
+    npix = outer * inner
+    nprog = max(1, -(-npix // _BLOCK))
+    partial = x.new_empty(nprog)
+    T.log0_bwd[(nprog,)](g, x, k, g_x, partial, c1 - 1, inner, npix, *_strides(g, dim), *_strides(x, dim),
+                         *_strides(g_x, dim), BLOCK=_BLOCK)
+    return g_x, partial.sum().reshape(k.shape).to(k.dtype)
+
+
+_fused_log0_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::fused_log0", launch_triton_log0, _log0_eager))
+_fused_log0_backward_op.register_kernel("cuda")(with_eager_fallback(
+    "lorentzcv::fused_log0_backward", launch_triton_log0_backward, _log0_backward_eager))

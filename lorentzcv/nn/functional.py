@@ -41,7 +41,15 @@ from ..geometry import math as lmath
 from ..geometry.precision import no_autocast, upcast
 from ..geometry.rescale import RescaleConfig, computation_dtype, max_distance
 from ..kernels import use_fused
-from ..kernels.lift import empty_like_lifted, fused_lift, fused_lift_supported, lift_fast, radius, relu_lift
+from ..kernels.lift import (
+    empty_like_lifted,
+    fused_lift,
+    fused_lift_supported,
+    fused_log0,
+    lift_fast,
+    radius,
+    relu_lift,
+)
 
 __all__ = [
     "lift", "lorentz_residual", "lorentz_activation", "euclid_to_lorentz", "lorentz_to_euclid", "swap_manifold",
@@ -435,8 +443,11 @@ def lorentz_to_euclid(x: torch.Tensor, k: torch.Tensor | float, *, dim: int = 1,
     if mode != "logmap0":
         raise ValueError(f"unknown mode {mode!r}; expected 'logmap0' or 'space'")
     with no_autocast(x):
-        xs = lmath.space(upcast(x), dim=dim)
+        x = upcast(x)
+        xs = lmath.space(x, dim=dim)
         kk = _prep_k(k, xs, dim)
+        if use_fused(x) and fused_lift_supported(x, kk, dim):
+            return fused_log0(x, kk, dim=dim)
         return lmath.asinhc(lmath._safe_norm(xs, dim) / kk.sqrt()) * xs
 
 

@@ -78,6 +78,32 @@ def run(device: str = "cpu") -> dict:
                      "launches_as_declared": (n_fwd == LAUNCHES["lorentzcv::fused_lift"]
                                               and n_bwd == LAUNCHES["lorentzcv::fused_lift_backward"]),
                      "finite": bool(torch.isfinite(tri_out).all() and torch.isfinite(tri_g).all())}
+    out.update(_log0_cases(device, rel=lambda a, b: float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))))
+    return out
+
+
+def _log0_cases(device: str, rel) -> dict:
+    """``lorentzcv::fused_log0`` (the Lorentz → Euclid bridge) on points near and far from the origin."""
+    out = {}
+    g = torch.Generator().manual_seed(3)
+    for k in (0.05, 1.0, 4.0):
+        for scale, tag in ((1e-3, "near"), (1.0, "mid"), (30.0, "far")):
+            kt = torch.tensor(k)
+            xs = torch.randn(3, 6, 4, 5, generator=g) * scale
+            xs[0, :, 0, 0] = 0
+            x = torch.cat([((xs * xs).sum(1, keepdim=True) + k).sqrt(), xs], 1)
+            ref = KL._log0_eager(x, kt, 1)
+            tri, n_fwd = count_launches(T, KL.launch_triton_log0, *_on(device, x, kt), 1)
+            gout = torch.randn(ref.shape, generator=g)
+            ref_g, ref_gk = KL._log0_backward_eager(gout, x, kt, 1)
+            (tri_g, tri_gk), n_bwd = count_launches(T, KL.launch_triton_log0_backward, *_on(device, gout, x, kt), 1)
+            tri, tri_g, tri_gk = _cpu((tri, tri_g, tri_gk))
+            out[f"log0-k{k}-{tag}"] = {
+                "out": rel(tri, ref), "sq": 0.0, "grad": rel(tri_g, ref_g), "grad_k": rel(tri_gk, ref_gk),
+                "layout_kept": tri.stride() == ref.stride(),
+                "launches_as_declared": (n_fwd == LAUNCHES["lorentzcv::fused_log0"]
+                                         and n_bwd == LAUNCHES["lorentzcv::fused_log0_backward"]),
+                "finite": bool(torch.isfinite(tri).all() and torch.isfinite(tri_g).all())}
     return out
 
 

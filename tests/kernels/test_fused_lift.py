@@ -41,7 +41,7 @@ def test_triton_kernels_on_cuda_match_the_eager_closed_form():
 
 
 def _check_cases(res: dict) -> None:
-    assert len(res) == 23
+    assert len(res) == 23 + 9  # + the log0 bridge
     for name, r in res.items():
         assert r["finite"] and r["layout_kept"] and r["launches_as_declared"], (name, r)
         assert r["out"] < 1e-5 and r["sq"] < 1e-5, (name, r)
@@ -196,3 +196,30 @@ def test_a_failing_triton_kernel_falls_back_to_the_eager_closed_form(monkeypatch
         assert kernel(1, 2) == 3
     assert kernel(3, 4) == 7  # no second attempt, no second warning
     assert calls == ["triton", "eager", "eager"]
+
+
+@pytest.mark.parametrize("k0", [0.3, 1.0, 3.0])
+def test_fused_log0_gradcheck_float64(k0):
+    k = torch.tensor(k0, dtype=torch.float64, requires_grad=True)
+    for scale in (0.05, 2.0):  # both sides of the series switch at z = 0.2
+        x = _points((2, 4, 2, 2), k0, scale=scale, seed=5, dtype=torch.float64).requires_grad_()
+        assert torch.autograd.gradcheck(lambda x, k: KL.fused_log0(x, k, dim=1), (x, k), eps=1e-6, atol=1e-6)
+
+
+def test_from_lorentz_on_the_fused_path_equals_the_eager_path():
+    from lorentzcv.nn import FromLorentz
+
+    man = Lorentz(0.6, learnable=True)
+    layer = FromLorentz(man, dim=1)
+    x0 = _points((3, 5, 2, 2), 0.6, scale=2.0)
+    x0[0, :, 0, 0] = torch.tensor([0.6 ** 0.5, 0, 0, 0, 0, 0])  # the origin
+    outs = {}
+    for impl in ("fused", "eager"):
+        man.k.grad = None
+        x = x0.clone().requires_grad_()
+        with backend(impl):
+            y = layer(x)
+        y.backward(torch.linspace(-1, 1, y.numel()).reshape(y.shape))
+        outs[impl] = (y.detach(), x.grad, man.k.grad.clone())
+    for a, b in zip(outs["fused"], outs["eager"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
