@@ -10,7 +10,8 @@ Scans the repository's own text files (``.py``, ``.md``, ``.yaml``, ``.toml``; t
   citation), paths with a placeholder (``metric_results_TAG.json``), outputs under ``runs/``, and bare
   ``NAME.yaml`` names that are no file of the repository (a run's ``config.yaml``; a bare name that *is* a
   config elsewhere must be cited with its folder);
-- citations of notes that live outside the repository (``spec/...``, ``spec §N``, ``/work/...``);
+- citations of notes that live outside the repository (``spec/...``, ``spec §N``, absolute paths into the folder
+  that holds the checkout);
 - section citations ``docs/method.md §N`` / ``docs/design.md §N`` / ``docs/ecosystem.md §N``: section ``N``
   must be a numbered heading of that page;
 - the short form ``design §N``, allowed only in files whose legend says what it means (they name
@@ -43,7 +44,9 @@ _DOC_TOKEN = re.compile(r"(?<![\w/.:~$-])((?:\.{1,2}/)?(?:[\w.-]+/)*[\w-][\w.-]*
 _REPO_TOKEN = re.compile(r"(?<![\w/.:~$-])((?:docs|configs|scripts|benchmarks|examples)/(?:[\w.-]+/)*[\w-][\w.-]*"
                          r"\.(?:py|json|png|svg|txt|toml|csv))(?![\w/-])")
 _MD_LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
-_PRIVATE = re.compile(r"(?<![\w/.-])spec/[\w./-]+|/work/\w+|\bspec\s*(?:§|\[[A-Z])")
+# (the checkout's parent folder is taken from where this file lies, not written into the code)
+_PRIVATE = re.compile(r"(?<![\w/.-])spec/[\w./-]+|" + re.escape(Path(__file__).resolve().parents[2].as_posix())
+                      + r"/\w+|\bspec\s*(?:§|\[[A-Z])")
 _SHORT_DESIGN = re.compile(r"(?<![\w/.-])design(?=\s+§)")
 _PLACEHOLDER = re.compile(r"(?:^|[/_.-])(?:TAG|NAME|DIR|RUN_DIR|CONFIG|FILE|PATH)(?=[/_.-]|$)")
 _SECTION = re.compile(r"§\s*(\d+(?:\.\d+)*)(?:\s*[–-]\s*§?\s*(\d+(?:\.\d+)*))?")

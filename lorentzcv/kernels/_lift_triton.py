@@ -1,4 +1,4 @@
-"""Triton kernels of the fused lift (see :mod:`lorentzcv.kernels.lift`; loaded by ``triton_kernels()``).
+"""Triton kernels of the fused lift (see :mod:`lorentzcv.kernels.lift`; imported on first use).
 
 Imported on first use only (Triton is needed on CUDA only). Triton's interpreter (``TRITON_INTERPRET=1`` in the
 environment before Triton is first imported) runs these kernels on CPU tensors.

@@ -40,7 +40,7 @@ from torch.autograd.function import once_differentiable
 from . import LAUNCHES, with_eager_fallback
 
 __all__ = ["SRCS", "fused_lift", "fused_log0", "fused_lift_supported", "lift_fast", "lift_fast_forward", "LiftFast", "radius",
-           "relu_lift", "triton_kernels", "launch_triton_lift", "launch_triton_lift_backward"]
+           "relu_lift", "launch_triton_lift", "launch_triton_lift_backward"]
 
 #: Inputs of the lift: ``space`` (space coordinates), ``relu`` (ReLU of a point's space part), ``sum`` (sum of the
 #: space parts of two points).
@@ -483,20 +483,12 @@ def fused_log0(x: torch.Tensor, k: torch.Tensor, *, dim: int) -> torch.Tensor:
 # Triton kernels (CUDA; Triton's interpreter runs them on CPU tensors for the tests)
 # ------------------------------------------------------------------------------------------------------------
 def _triton_module():
+    """:mod:`lorentzcv.kernels._lift_triton`, imported on first use (Triton is needed on CUDA only). With
+    ``TRITON_INTERPRET=1`` in the environment *before Triton is first imported* its kernels run on CPU tensors in
+    Triton's interpreter (how the tests exercise them without a GPU)."""
     from . import _lift_triton
 
     return _lift_triton
-
-
-def triton_kernels():
-    """The jitted Triton kernels ``(forward, backward)`` (imported on first use: Triton is needed on CUDA only).
-
-    With ``TRITON_INTERPRET=1`` in the environment *before Triton is first imported* they run on CPU tensors in
-    Triton's interpreter (how the tests exercise them without a GPU).
-    """
-    from . import _lift_triton
-
-    return _lift_triton.lift_fwd, _lift_triton.lift_bwd
 
 
 _BLOCK = 128
@@ -515,7 +507,7 @@ def _addressable(t: torch.Tensor, dim: int) -> torch.Tensor:
 def launch_triton_lift(x: torch.Tensor, y: torch.Tensor | None, k: torch.Tensor, src: int, dim: int,
                        rescale: int, m0: float, mc: float):
     """Run the forward Triton kernel: ``(out, sq)`` as :func:`_fused_lift_op` returns them."""
-    fwd, _ = triton_kernels()
+    fwd = _triton_module().lift_fwd
     x = _addressable(x, dim)
     y = _addressable(y, dim) if y is not None else x
     outer, c_in, inner, *_ = _ocs(x, dim)
@@ -535,7 +527,7 @@ def launch_triton_lift(x: torch.Tensor, y: torch.Tensor | None, k: torch.Tensor,
 def launch_triton_lift_backward(g: torch.Tensor, out: torch.Tensor, sq: torch.Tensor, k: torch.Tensor, src: int,
                                 dim: int, rescale: int, m0: float, mc: float):
     """Run the backward Triton kernel and the reduction of ``∂L/∂k``: ``(∂L/∂input, ∂L/∂k)``."""
-    _, bwd = triton_kernels()
+    bwd = _triton_module().lift_bwd
     g = _addressable(g, dim)
     outer, c1, inner, *_ = _ocs(out, dim)
     shape = list(out.shape)
