@@ -109,11 +109,14 @@ def _repo_relative(override: str) -> str:
 
 
 def train_one(method: str, seed: int, run_dir: Path, quick: bool, extra: Sequence[str], cache: dict,
-              key: str, force: bool, code: dict | None = None) -> dict[str, Any]:
-    """Train (or reuse from the cache: same resolved config) one run; returns its record."""
+              key: str, force: bool, code: dict | None = None, config: Path | None = None) -> dict[str, Any]:
+    """Train (or reuse from the cache: same resolved config) one run; returns its record.
+
+    ``config``: the YAML to train (default: the demo config of ``method``; scripts/hierarchy_results.py passes its own).
+    """
     from lorentzcv.train import load_config, train
 
-    config = DEMO / f"fashion_mnist_dml_{method}.yaml"
+    config = config or DEMO / f"fashion_mnist_dml_{method}.yaml"
     overrides = run_overrides(method, seed, run_dir, quick, extra)
     cfg = load_config(config, overrides)
     digest = config_digest(cfg)

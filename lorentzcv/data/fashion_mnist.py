@@ -1,4 +1,5 @@
-"""Fashion-MNIST from idx files (gzipped or not), plus the class-disjoint metric demo ``fashion_mnist_dml``.
+"""Fashion-MNIST from idx files (gzipped or not), plus the class-disjoint metric demo ``fashion_mnist_dml`` and
+the hierarchy split ``fashion_mnist_hier`` (classes held out per superclass).
 
 The idx format is read here with numpy (magic ``0x0000TTNN`` with type code ``TT`` and ``NN`` dimensions,
 then ``NN`` big-endian int32 sizes, then the data), so Debian's ``.gz`` files work without a gunzip step.
@@ -18,7 +19,11 @@ from ._base import ArrayLoader, LabeledDataset, dataset_not_found
 from ._registry import DatasetInfo, register_dataset
 from .transforms import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
-__all__ = ["read_idx", "FASHION_MNIST_CLASSES", "FASHION_MNIST_SUPERCLASSES", "FASHION_MNIST_SUPER_OF"]
+__all__ = [
+    "read_idx", "FASHION_MNIST_CLASSES", "FASHION_MNIST_SUPERCLASSES", "FASHION_MNIST_SUPER_OF",
+    "FASHION_MNIST_HIER_SUPERCLASSES", "FASHION_MNIST_HIER_SUPER_OF", "FASHION_MNIST_HIER_TRAIN",
+    "FASHION_MNIST_HIER_TEST",
+]  # fmt: skip
 
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dims
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dim
@@ -32,6 +37,17 @@ FASHION_MNIST_SUPERCLASSES = ("tops", "trousers", "dresses", "footwear", "bags")
 #: Fine class -> superclass: tops {T-shirt, Pullover, Coat, Shirt}, Trouser, Dress, footwear {Sandal,
 #: Sneaker, Ankle boot}, Bag.
 FASHION_MNIST_SUPER_OF = (0, 1, 0, 2, 0, 3, 0, 3, 4, 3)
+
+#: The four superclasses of ``fashion_mnist_hier`` (issue #11; ours, not official): coarser than
+#: :data:`FASHION_MNIST_SUPERCLASSES` so that two superclasses have several classes to hold out.
+FASHION_MNIST_HIER_SUPERCLASSES = ("tops", "bottoms", "footwear", "bags")
+#: Fine class -> hierarchy superclass: tops {T-shirt, Pullover, Dress, Coat, Shirt}, bottoms {Trouser},
+#: footwear {Sandal, Sneaker, Ankle boot}, bags {Bag}.
+FASHION_MNIST_HIER_SUPER_OF = (0, 1, 0, 0, 0, 2, 0, 2, 3, 2)
+#: ``fashion_mnist_hier`` training classes (raw labels): T-shirt, Trouser, Pullover, Dress, Sandal.
+FASHION_MNIST_HIER_TRAIN = (0, 1, 2, 3, 5)
+#: ``fashion_mnist_hier`` test classes (raw labels): Coat, Shirt (tops), Sneaker, Ankle boot (footwear), Bag.
+FASHION_MNIST_HIER_TEST = (4, 6, 7, 8, 9)
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 _FILES = {
@@ -81,6 +97,25 @@ FASHION_MNIST_DML_INFO = DatasetInfo(
     description=(
         "Class-disjoint metric-learning demo on Fashion-MNIST (train+t10k pooled): train = classes 0-4, "
         "test = classes 5-9 (raw labels). .super_targets: our coarse grouping FASHION_MNIST_SUPER_OF."
+    ),
+)
+
+FASHION_MNIST_HIER_INFO = DatasetInfo(
+    name="fashion_mnist_hier",
+    task="metric",
+    num_classes={"train": 5, "test": 5},
+    in_chans=1,
+    img_size=28,
+    mean=FASHION_MNIST_MEAN,
+    std=FASHION_MNIST_STD,
+    layout=_LAYOUT,
+    how_to_get=_HOW,
+    transform="fashion_mnist",
+    default_root=DEBIAN_ROOT,
+    description=(
+        "Class-disjoint Fashion-MNIST with classes held out per superclass (train+t10k pooled): superclasses "
+        "tops/bottoms/footwear/bags (FASHION_MNIST_HIER_SUPER_OF, .super_targets); train = T-shirt, trouser, "
+        "pullover, dress, sandal (labels 0..4); test = coat, shirt | sneaker, ankle boot | bag (raw labels)."
     ),
 )
 
@@ -182,5 +217,54 @@ def build_fashion_mnist_dml(
         super_targets=[FASHION_MNIST_SUPER_OF[int(c)] for c in labels],
         classes=FASHION_MNIST_CLASSES,
         name="fashion_mnist_dml",
+        split=split,
+    )
+
+
+@register_dataset("fashion_mnist_hier", FASHION_MNIST_HIER_INFO)
+def build_fashion_mnist_hier(
+    root: Path, split: str, transform: Callable[[Any], Any] | None, download: bool = False
+) -> LabeledDataset:
+    """Class-disjoint Fashion-MNIST whose test classes are held out **per superclass** (issue #11).
+
+    Superclasses (:data:`FASHION_MNIST_HIER_SUPERCLASSES`, ours): tops {T-shirt, pullover, dress, coat, shirt},
+    bottoms {trouser}, footwear {sandal, sneaker, ankle boot}, bags {bag}. In each superclass with several
+    classes the ones with the largest labels are held out for test (2 of the 5 tops, 2 of the 3 footwear
+    classes); of the two single-class superclasses, bags go to test and bottoms to train, so each split has
+    three superclasses:
+
+    - ``"train"`` (:data:`FASHION_MNIST_HIER_TRAIN`): T-shirt, trouser, pullover, dress, sandal, relabelled to
+      ``0..4`` in that order (contiguous labels for the proxies);
+    - ``"test"`` (:data:`FASHION_MNIST_HIER_TEST`): coat, shirt (tops), sneaker, ankle boot (footwear), bag,
+      with their raw labels 4, 6, 7, 9, 8; two superclasses with two classes each, so a retrieval mistake can
+      stay within the query's superclass or leave it.
+
+    Both official files are pooled first (35,000 images per split). ``.super_targets`` follow
+    :data:`FASHION_MNIST_HIER_SUPER_OF`. A validation split for model selection comes from
+    ``create_dataset(..., val_fraction=f, seed=s)``, which holds whole *training* classes out (class-disjoint
+    from test and from the classes the validation model trains on).
+    """
+    parts = [read_fashion_mnist(FASHION_MNIST_HIER_INFO, root, s) for s in ("train", "test")]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    classes = FASHION_MNIST_HIER_TRAIN if split == "train" else FASHION_MNIST_HIER_TEST
+    keep = np.flatnonzero(np.isin(labels, classes))
+    images, labels = np.ascontiguousarray(images[keep]), labels[keep]
+    supers = [FASHION_MNIST_HIER_SUPER_OF[int(c)] for c in labels]
+    names: tuple[str, ...] = FASHION_MNIST_CLASSES
+    if split == "train":
+        remap = np.full(10, -1, dtype=np.int64)
+        remap[list(FASHION_MNIST_HIER_TRAIN)] = np.arange(len(FASHION_MNIST_HIER_TRAIN))
+        labels = remap[labels]
+        names = tuple(FASHION_MNIST_CLASSES[c] for c in FASHION_MNIST_HIER_TRAIN)
+    return LabeledDataset(
+        range(len(images)),
+        labels.tolist(),
+        ArrayLoader(images),
+        len(np.unique(labels)),
+        transform=transform,
+        super_targets=supers,
+        classes=names,
+        name="fashion_mnist_hier",
         split=split,
     )

@@ -8,7 +8,7 @@
 """
 
 from .distances import LorentzDistance, PoincareDistance
-from .evaluation import DATASET_KS, map_at_r, recall_at_k
+from .evaluation import DATASET_KS, HIERARCHY_KEYS, hierarchy_metrics, map_at_r, recall_at_k
 from .hier import (
     HierarchicalObjective,
     HIERLoss,
@@ -21,7 +21,8 @@ from .poincare import ToPoincare, poincare_dist, poincare_dist_matrix, poincare_
 from .proxy_anchor import ProxyAnchorLoss
 
 __all__ = [
-    "LorentzDistance", "PoincareDistance", "recall_at_k", "map_at_r", "DATASET_KS", "ProxyAnchorLoss",
+    "LorentzDistance", "PoincareDistance", "recall_at_k", "map_at_r", "hierarchy_metrics", "HIERARCHY_KEYS",
+    "DATASET_KS", "ProxyAnchorLoss",
     "HIERLoss", "LHIERLoss", "HierarchicalObjective", "reciprocal_triplets", "hierarchical_triplet_loss",
     "gumbel_hard", "ToPoincare", "poincare_dist", "poincare_dist_matrix", "poincare_expmap0", "poincare_project",
 ]

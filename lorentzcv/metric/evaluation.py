@@ -24,6 +24,10 @@ Ties (equal scores) are resolved **pessimistically**: an item of another class w
 positive is ranked before it. A query is a hit at K iff its nearest positive has fewer than K other-class
 items at a score ``<=`` its own. The result is deterministic and independent of the chunking, and a collapsed
 embedding (all points equal) scores 0, not 1. Continuous embeddings have no ties in practice.
+
+Hierarchy-aware retrieval (:func:`hierarchy_metrics`) needs a coarse label per item (a two-level tree
+root → superclass → class): superclass Recall@K, and the lowest-common-ancestor (LCA) depth of the top-1
+retrieval mistakes, in the spirit of HIER's hierarchy-aware evaluation (Kim et al., CVPR 2023).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pytorch_metric_learning.distances import LpDistance
 
 from ..geometry.precision import no_autocast, upcast
 
-__all__ = ["recall_at_k", "map_at_r", "DATASET_KS"]
+__all__ = ["recall_at_k", "map_at_r", "hierarchy_metrics", "HIERARCHY_KEYS", "DATASET_KS"]
 
 DATASET_KS: dict[str, tuple[int, ...]] = {
     "cub": (1, 2, 4, 8),
@@ -208,3 +212,92 @@ def map_at_r(
             total += (prec.sum(dim=1)[has] / r[has].double()).sum()
             n_valid += int(has.sum())
     return float(total / n_valid) if n_valid else float("nan")
+
+
+#: The keys :func:`hierarchy_metrics` adds besides ``SR@K`` (superclass Recall@K).
+HIERARCHY_KEYS = ("mistake_rate", "mistake_depth", "mistake_in_super")
+
+
+@torch.no_grad()
+def hierarchy_metrics(
+    query, query_labels, query_supers, gallery=None, gallery_labels=None, gallery_supers=None,
+    ks: Sequence[int] = (1, 2, 4, 8), distance=None, chunk_size: int = 5000,
+) -> dict[str, float]:
+    r"""Hierarchy-aware retrieval on a two-level tree (root → superclass → class).
+
+    Every item has a class label and a superclass label (the class's parent). The depth of the lowest common
+    ancestor of two items is
+
+    .. math:: d_\mathrm{LCA}(a, b) = [s_a = s_b] + [s_a = s_b][y_a = y_b] \in \{0, 1, 2\}
+
+    (0: they meet only at the root; 1: same superclass, different class; 2: same class), with
+    :math:`s` the superclass and :math:`y` the class. Reported (same ranking, chunking, leave-one-out and
+    pessimistic ties as :func:`recall_at_k`, with the distance of ``distance``):
+
+    - ``"SR@K"`` — **superclass Recall@K**: the fraction of queries with at least one item of their own
+      superclass among their K nearest (:func:`recall_at_k` on the superclass labels; same-class items count).
+      Always ``>= R@K``.
+    - ``"mistake_rate"`` — the fraction of queries whose top-1 neighbour is of another class
+      (``1 - R@1`` exactly, ties pessimistic).
+    - ``"mistake_depth"`` — the **mean LCA depth of the top-1 mistakes**: over the queries whose top-1
+      neighbour is of another class, the mean of :math:`d_\mathrm{LCA}(q, n_1)` with :math:`n_1` that neighbour
+      (the nearest other-class item; among other-class items tied at that score the one of smallest depth,
+      pessimistic). In ``[0, 1]``: 1 = every mistake stays within the query's superclass, 0 = every mistake
+      crosses to another superclass. It follows HIER's hierarchy-aware evaluation in spirit (HIER measures
+      how well an embedding respects a class hierarchy it was not given) and Bertinetto et al.'s "mistake
+      severity" (CVPR 2020, the LCA height of top-1 mistakes); the definition here is ours.
+    - ``"mistake_in_super"`` — the **fraction of top-1 mistakes that stay in the query's superclass**
+      (:math:`d_\mathrm{LCA} \ge 1`). On this two-level tree it equals ``mistake_depth`` by definition (a
+      mistake has depth 0 or 1); both are reported because they differ on deeper trees.
+
+    ``mistake_depth`` and ``mistake_in_super`` are ``nan`` when there is no mistake.
+
+    Args:
+        query, query_labels: as :func:`recall_at_k`.
+        query_supers: ``(Q,)`` superclass labels of the queries.
+        gallery, gallery_labels, gallery_supers: the gallery (all three or none: leave-one-out).
+        ks: the K values of the superclass recall.
+        distance, chunk_size: as :func:`recall_at_k`.
+
+    Returns:
+        ``{"SR@K": …, "mistake_rate": …, "mistake_depth": …, "mistake_in_super": …}`` (floats).
+    """
+    if (gallery is None) != (gallery_supers is None):
+        raise ValueError("pass gallery_supers exactly when a gallery is given")
+    q_sup = _as_tensor(query_supers, "query_supers")
+    if q_sup.dim() != 1 or len(q_sup) != len(query_labels):
+        raise ValueError(f"query_supers must have shape ({len(query_labels)},), got {tuple(q_sup.shape)}")
+    g_sup = None if gallery_supers is None else _as_tensor(gallery_supers, "gallery_supers")
+    if g_sup is not None and (g_sup.dim() != 1 or len(g_sup) != len(gallery_labels)):
+        raise ValueError(f"gallery_supers must have shape ({len(gallery_labels)},), got {tuple(g_sup.shape)}")
+    sr = recall_at_k(query, q_sup, gallery, g_sup, ks=ks, distance=distance, chunk_size=chunk_size)
+    query, query_labels, gallery, gallery_labels, loo = _prepare(
+        query, query_labels, gallery, gallery_labels, chunk_size
+    )
+    q_sup = q_sup.to(query.device)
+    g_sup = q_sup if loo else g_sup.to(query.device)
+    n_mistakes, n_in_super = 0, 0
+    with no_autocast(query):
+        for i, (scores, pos) in enumerate(
+            _chunks(query, query_labels, gallery, gallery_labels, loo, distance, chunk_size)
+        ):
+            s = i * chunk_size
+            inf = torch.tensor(float("inf"), dtype=scores.dtype, device=scores.device)
+            nearest_pos = torch.where(pos, scores, inf).amin(dim=1)
+            neg = torch.where(pos, inf, scores)  # self is +inf under leave-one-out
+            nearest_neg = neg.amin(dim=1)
+            # a top-1 mistake (ties pessimistic, as R@1): an other-class item at a score <= the nearest positive
+            mistake = (nearest_neg <= nearest_pos) & torch.isfinite(nearest_neg)
+            if not bool(mistake.any()):
+                continue
+            q_s = q_sup[s:s + len(scores)]
+            tied = (neg <= nearest_neg.unsqueeze(1)) & mistake.unsqueeze(1)
+            same_super = q_s.unsqueeze(1) == g_sup.unsqueeze(0)
+            # depth 1 only if every tied other-class neighbour shares the superclass (pessimistic)
+            in_super = ~(tied & ~same_super).any(dim=1) & mistake
+            n_mistakes += int(mistake.sum())
+            n_in_super += int(in_super.sum())
+    depth = n_in_super / n_mistakes if n_mistakes else float("nan")
+    out: dict[str, float] = {f"SR@{k}": v for k, v in sr.items()}
+    out.update(mistake_rate=n_mistakes / len(query), mistake_depth=depth, mistake_in_super=depth)
+    return out

@@ -518,6 +518,9 @@ class MetricTrainer(Engine):
             "train_loss": last.get("train_loss"),
             **self._run_facts(train_time),
         }
+        hierarchy = _hierarchy(last)
+        if hierarchy:  # the dataset has super_targets (evaluate_retrieval's hierarchy metrics)
+            summary["hierarchy"] = hierarchy
         if self.val_loaders:
             summary["val_recall"] = {k: last.get(f"val_R@{k}") for k in self.ks}
             summary["val_map_at_r"] = last.get("val_MAP@R")
@@ -546,6 +549,13 @@ class MetricTrainer(Engine):
             rows.append((BEST_TEST_LABEL, f"epoch {bt['epoch']} (selected on test: not a held-out estimate)"))
             rows += [(f"  Recall@{k}", "-" if v is None else f"{100 * v:.2f} %") for k, v in bt["recall"].items()]
         return format_table(rows + self._summary_tail(s), title="lorentzcv train: summary")
+
+
+def _hierarchy(row: dict[str, Any]) -> dict[str, float]:
+    """The hierarchy metrics of an evaluation row (``SR@k``, ``mistake_*``; empty without super_targets)."""
+    from ..metric import HIERARCHY_KEYS
+
+    return {k: v for k, v in row.items() if k.startswith("SR@") or k in HIERARCHY_KEYS}
 
 
 #: The summary label of ``metric.report="best_test"``.
@@ -606,6 +616,7 @@ def evaluate_metric_state(path, state: dict[str, Any], *, data_root: str | None 
                            chunk_size=cfg.metric.eval_chunk_size)
     return {"checkpoint": str(path), "task": "metric", "dataset": cfg.data.name, "split": split,
             "epoch": int(state["epoch"]), "recall": {k: r[f"R@{k}"] for k in ks}, "map_at_r": r.get("MAP@R"),
+            **({"hierarchy": _hierarchy(r)} if _hierarchy(r) else {}),
             "n": r["n"], "protocol": "query->gallery" if "query" in loaders else "leave-one-out",
             "curvatures": curvatures(model)}
 

@@ -69,8 +69,11 @@ def evaluate_retrieval(model: nn.Module, loaders: dict[str, DataLoader], device:
     ``loaders`` has ``"test"`` (leave-one-out, self-match masked by index) or ``"query"`` and ``"gallery"``
     (query→gallery, nothing masked), or ``"train"`` (leave-one-out). Returns ``{"R@k": …, "MAP@R": …, "n": …,
     "nonfinite": …}`` (``nonfinite``: embeddings with a NaN/Inf coordinate, over all splits: a diverged model).
+    When every split's dataset has ``super_targets`` (a two-level class hierarchy, in dataset order), also the
+    hierarchy metrics of :func:`~lorentzcv.metric.hierarchy_metrics`: ``"SR@k"`` (superclass Recall@K),
+    ``"mistake_rate"``, ``"mistake_depth"`` (mean LCA depth of the top-1 mistakes), ``"mistake_in_super"``.
     """
-    from ..metric import map_at_r, recall_at_k
+    from ..metric import hierarchy_metrics, map_at_r, recall_at_k
 
     distance = model.distance() if hasattr(model, "distance") else None
     emb = {s: compute_embeddings(model, ld, device, amp_dtype, dist_info) for s, ld in loaders.items()}
@@ -83,6 +86,11 @@ def evaluate_retrieval(model: nn.Module, loaders: dict[str, DataLoader], device:
                                                                    chunk_size=chunk_size).items()}
     if map_r:
         out["MAP@R"] = map_at_r(q, qy, g, gy, distance=distance, chunk_size=chunk_size)
+    supers = {s: getattr(ld.dataset, "super_targets", None) for s, ld in loaders.items()}
+    if all(v is not None for v in supers.values()):
+        qs = supers["query"] if "query" in supers else next(iter(supers.values()))
+        gs = supers["gallery"] if "query" in supers else None
+        out.update(hierarchy_metrics(q, qy, qs, g, gy, gs, ks=ks, distance=distance, chunk_size=chunk_size))
     out["n"] = int(len(q))
     out["nonfinite"] = sum(int((~torch.isfinite(z).all(1)).sum()) for z, _ in emb.values())
     return out
