@@ -18,11 +18,20 @@ no selection on test):
 5. ``trajectory`` learned curvatures K = -1/k per epoch of HECNN+ (from the ``models`` runs).
 6. ``convergence`` epochs to converge with and without curvature learning (``model.learn_k``).
 
+Separate output (``--only convergence_fmnist``, default ``docs/data/convergence_fashion_mnist.json``; never part
+of the default invocation): Fashion-MNIST, full 60k train / 10k test, epochs to fixed test-accuracy and
+train-loss thresholds (:data:`FMNIST_ACC_THRESHOLDS`, :data:`FMNIST_LOSS_THRESHOLD`) with learned vs fixed k, for
+the new hybrid ResNet ("hybrid+") and HECNN+ with the optimizer/schedule/curvature lr of the Table 2 configs
+(``configs/classification/table2/*_hybrid_plus_resnet18.yaml``, ``*_hecnn_resnet18.yaml``) at width 16,
+layers [1, 1, 1, 1] and :data:`FMNIST_EPOCHS` epochs (a CPU budget).
+
 Usage::
 
     python scripts/classification_results.py            # everything, 3 seeds (~15 min on 2 CPU cores)
     python scripts/classification_results.py --quick    # smoke test: 1 seed, 2 epochs, separate output
     python scripts/classification_results.py --only models,curvature --seeds 1 2 3 4 5
+    python scripts/classification_results.py --only convergence_fmnist --seed-major \
+        --variants fm_hecnn,fm_hecnn_fixed_k,fm_hybrid,fm_hybrid_fixed_k   # ~90 min on one core
 
 Finished runs are cached in the JSON under ``runs/<variant>/seed<N>`` together with the exact overrides they
 ran with; a re-run skips every run whose overrides are unchanged (``--force`` reruns them). The JSON is
@@ -54,6 +63,8 @@ DEFAULT_OUT = REPO / "docs" / "data" / "classification_results.json"
 DEFAULT_RUNS = REPO / "runs" / "classification_results"
 QUICK_OUT = REPO / "runs" / "classification_results_quick" / "results.json"
 QUICK_RUNS = REPO / "runs" / "classification_results_quick"
+FMNIST_OUT = REPO / "docs" / "data" / "convergence_fashion_mnist.json"
+FMNIST_RUNS = REPO / "runs" / "convergence_fashion_mnist"
 
 SEEDS = (1, 2, 3)
 QUICK_SEEDS = (1,)
@@ -77,6 +88,23 @@ QUICK_OVERRIDES: list[str] = ["train.epochs=2"]
 LOSS_THRESHOLD = 0.05
 ACC_FRACTION = 0.99
 
+#: ``convergence_fmnist``: test-accuracy targets and train-loss target, fixed before any run was made.
+FMNIST_ACC_THRESHOLDS = (0.85, 0.88)
+FMNIST_LOSS_THRESHOLD = 0.35
+#: ``convergence_fmnist``: epochs per run (a CPU budget: HECNN+ takes ~5 min per 60k epoch on one core).
+FMNIST_EPOCHS = 2
+#: ``convergence_fmnist`` suite: the Table 2 configs' data/optim/schedule/model settings at the CPU scale of the
+#: other experiments (width 16, layers [1, 1, 1, 1]; the configs: width 64, [2, 2, 2, 2], 200 epochs) and full
+#: Fashion-MNIST (60k train, 10k test). ``milestones`` at 60: the lr stays 0.1 within these epochs.
+FMNIST_SUITE: list[str] = [
+    "data.name=fashion_mnist", "data.train_subset=null", "data.eval_subset=null", "data.eval_batch_size=128",
+    "model.k_init=1.0", "model.rescale=true", "model.rescale_s=2.0",
+    "optim.manifold_lr=0.02", "optim.curvature_lr=1e-4", "optim.curvature_weight_decay=0.0",
+    "schedule.name=multistep", "schedule.milestones=[60, 120, 160]", "schedule.gamma=0.2",
+    "schedule.manifold_skip_first_drop=true", "schedule.warmup_epochs=0.0",
+    f"train.epochs={FMNIST_EPOCHS}",
+]
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -94,9 +122,14 @@ class Experiment:
     name: str
     title: str
     rows: tuple[tuple[str, str], ...]
+    group: str = "digits"  # experiments of one group share an output JSON (see OUTPUTS)
 
 
 PRECISION = tuple(PRECISION_SUITE)
+FMNIST = tuple(FMNIST_SUITE)
+_HECNN_PLUS = ("model.name=hecnn_resnet18", "model.separate_decoder=true", "model.conv_impl=efficient",
+               "model.bn_variant=hcnn", "model.bias=false")
+_HYBRID_PLUS = ("model.name=hybrid_resnet18", "model.lift=rescale")
 HECNN = "hecnn"
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("resnet18", ("model.name=resnet18",)),
@@ -115,6 +148,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("fp16_norescale", ("train.amp=fp16", "model.rescale=false"), PRECISION),
     Variant("fp32_rescale", ("train.amp=none", "model.rescale=true"), PRECISION),
     Variant("fp32_norescale", ("train.amp=none", "model.rescale=false"), PRECISION),
+    Variant("fm_hecnn", (*_HECNN_PLUS, "model.learn_k=true"), FMNIST),
+    Variant("fm_hecnn_fixed_k", (*_HECNN_PLUS, "model.learn_k=false"), FMNIST),
+    Variant("fm_hybrid", (*_HYBRID_PLUS, "model.learn_k=true"), FMNIST),
+    Variant("fm_hybrid_fixed_k", (*_HYBRID_PLUS, "model.learn_k=false"), FMNIST),
 ]}
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
@@ -134,7 +171,19 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("trajectory", "Learned curvature per epoch (HECNN+)", (("HECNN+", HECNN),)),
     Experiment("convergence", "Epochs to converge with vs without curvature learning (HECNN+)",
                (("learned k (learn_k=true)", HECNN), ("fixed K=-1 (learn_k=false)", "hecnn_fixed_k"))),
+    Experiment("convergence_fmnist",
+               "Epochs to fixed targets with vs without curvature learning, Fashion-MNIST 60k "
+               "(Table 2 optimizer, curvature lr 1e-4; width 16, layers [1,1,1,1])",
+               (("HECNN+, learned k", "fm_hecnn"), ("HECNN+, fixed K=-1", "fm_hecnn_fixed_k"),
+                ("hybrid+, learned k", "fm_hybrid"), ("hybrid+, fixed K=-1", "fm_hybrid_fixed_k")),
+               group="fashion_mnist"),
 ]}
+#: Per group: (output JSON, run directories, quick-mode output JSON, quick-mode run directories).
+OUTPUTS: dict[str, tuple[Path, Path, Path, Path]] = {
+    "digits": (DEFAULT_OUT, DEFAULT_RUNS, QUICK_OUT, QUICK_RUNS),
+    "fashion_mnist": (FMNIST_OUT, FMNIST_RUNS, QUICK_RUNS / "convergence_fashion_mnist.json",
+                      QUICK_RUNS / "convergence_fashion_mnist"),
+}
 
 _HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "skipped_steps", "epoch_time")
 
@@ -212,6 +261,36 @@ def convergence_epochs(history: Sequence[dict[str, Any]], loss_threshold: float 
     return {"epochs_to_loss": to_loss, "epochs_to_acc": to_acc}
 
 
+def epochs_to_threshold(history: Sequence[dict[str, Any]], key: str, threshold: float,
+                        above: bool = True) -> int | None:
+    """The first (1-based) epoch whose ``history[key]`` is ``>= threshold`` (``above``) or ``<= threshold``
+    (not ``above``); ``None`` if no epoch gets there. Epochs without the key (or with a NaN) never count."""
+    for r in history:
+        v = r.get(key)
+        if v is None or not isinstance(v, (int, float)) or math.isnan(v):
+            continue
+        if (v >= threshold) if above else (v <= threshold):
+            return int(r["epoch"])
+    return None
+
+
+def fmnist_convergence(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``convergence_fmnist`` statistics of one variant's seeds: per seed and mean ± std of the epochs to
+    each test-accuracy target of :data:`FMNIST_ACC_THRESHOLDS` and to train loss ``<=``
+    :data:`FMNIST_LOSS_THRESHOLD` (runs that never get there are counted in ``reached``, not averaged), plus the
+    per-seed per-epoch test accuracies."""
+    targets = {f"test_acc>={t:g}": ("test_acc", t, True) for t in FMNIST_ACC_THRESHOLDS}
+    targets[f"train_loss<={FMNIST_LOSS_THRESHOLD:g}"] = ("train_loss", FMNIST_LOSS_THRESHOLD, False)
+    out: dict[str, Any] = {}
+    for name, (key, thr, above) in targets.items():
+        per_seed = [epochs_to_threshold(r["history"], key, thr, above) for r in records]
+        out[name] = {"per_seed": per_seed, "mean_std": mean_std(per_seed),
+                     "reached": sum(e is not None for e in per_seed)}
+    out["test_acc_per_epoch"] = [[h.get("test_acc") for h in r["history"]] for r in records]
+    out["test_acc_per_seed"] = [r["test_acc"] for r in records]
+    return out
+
+
 def aggregate_variant(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Mean ± std over the seeds of one variant."""
     out: dict[str, Any] = {
@@ -262,6 +341,10 @@ def build_tables(results: dict[str, Any], experiments: Sequence[str], seeds: Seq
             row = {"label": label, "variant": vname, **aggregate_variant(recs)}
             if ename == "trajectory":
                 row["trajectory"] = trajectory(recs)
+            if ename == "convergence_fmnist":
+                row["seed_list"] = [s for s in seeds
+                                    if results["runs"].get(f"{vname}/seed{s}", {}).get("status") == "ok"]
+                row["fmnist"] = fmnist_convergence(recs)
             rows.append(row)
         tables[ename] = {"title": exp.title, "rows": rows}
     return tables
@@ -284,6 +367,9 @@ def markdown_tables(tables: dict[str, Any]) -> str:
                     cells = [pm(traj[n]["mean_std"][e], digits=3) for n in names]
                     out.append(f"| {e + 1} | " + " | ".join(cells) + " |")
             out.append("")
+            continue
+        if ename == "convergence_fmnist":
+            out.extend(_fmnist_table(t["rows"]))
             continue
         if ename == "convergence":
             out.append(f"| variant | seeds | test acc. (%) | epochs to train loss ≤ {LOSS_THRESHOLD} "
@@ -311,6 +397,28 @@ def markdown_tables(tables: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _fmnist_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown lines of the ``convergence_fmnist`` table (epochs to each target: mean ± std and per seed)."""
+    names = [*(f"test_acc>={t:g}" for t in FMNIST_ACC_THRESHOLDS), f"train_loss<={FMNIST_LOSS_THRESHOLD:g}"]
+    heads = [*(f"epochs to test acc. ≥ {100 * t:g} %" for t in FMNIST_ACC_THRESHOLDS),
+             f"epochs to train loss ≤ {FMNIST_LOSS_THRESHOLD:g}"]
+    out = ["| variant | seeds | " + " | ".join(heads) + " | final test acc. (%) | per seed (%) | final K | s/epoch |",
+           "|---" * (len(heads) + 6) + "|"]
+    for r in rows:
+        cells = []
+        for n in names:
+            c = r["fmnist"][n]
+            per = " / ".join("never" if e is None else str(e) for e in c["per_seed"])
+            never = f", {r['seeds'] - c['reached']} never" if c["reached"] < r["seeds"] else ""
+            cells.append(f"{pm(c['mean_std'], digits=1)} ({per}{never})")
+        ks = "; ".join(f"{n.replace('_manifold', '')} {pm(ms, digits=4)}" for n, ms in r["curvatures"].items())
+        per_acc = " / ".join(f"{100 * a:.2f}" for a in r["fmnist"]["test_acc_per_seed"])
+        out.append(f"| {r['label']} | {r['seeds']} | " + " | ".join(cells) + f" | {pm(r['test_acc'], 100)} | "
+                   f"{per_acc} | {ks or '–'} | {pm(r['epoch_time'], digits=0)} |")
+    out.append("")
+    return out
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -327,9 +435,12 @@ def _meta(args: argparse.Namespace, seeds: Sequence[int]) -> dict[str, Any]:
         "seeds": list(seeds),
         "base_overrides": BASE_OVERRIDES,
         "precision_suite_overrides": PRECISION_SUITE,
+        "fmnist_suite_overrides": FMNIST_SUITE,
         "quick_overrides": QUICK_OVERRIDES if args.quick else [],
         "extra_overrides": list(args.set),
         "convergence": {"loss_threshold": LOSS_THRESHOLD, "acc_fraction": ACC_FRACTION},
+        "convergence_fmnist": {"test_acc_thresholds": list(FMNIST_ACC_THRESHOLDS),
+                               "train_loss_threshold": FMNIST_LOSS_THRESHOLD},
         "initial_curvature": -1.0,  # every model here starts at k = 1 (K = -1)
         "selection": "none: last-epoch test accuracy is reported (data.val_fraction=0)",
         "torch": torch.__version__,
@@ -353,19 +464,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help=f"seeds (default {list(SEEDS)})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override applied to every run (part of the cache key)")
+    p.add_argument("--variants", default=None, help="comma-separated variants: train only these (in this order) "
+                   "among the chosen experiments' (the tables still show every cached run)")
+    p.add_argument("--seed-major", action="store_true", help="train every variant of one seed before the next seed "
+                   "(default: every seed of one variant before the next variant)")
     p.add_argument("--force", action="store_true", help="rerun cached runs")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
-    runs_dir = args.runs_dir or (QUICK_RUNS if args.quick else DEFAULT_RUNS)
     seeds = tuple(args.seeds or (QUICK_SEEDS if args.quick else SEEDS))
-    experiments = list(EXPERIMENTS) if args.only is None else [e.strip() for e in args.only.split(",") if e.strip()]
+    experiments = [e for e in EXPERIMENTS if EXPERIMENTS[e].group == "digits"] if args.only is None \
+        else [e.strip() for e in args.only.split(",") if e.strip()]
     unknown = [e for e in experiments if e not in EXPERIMENTS]
     if unknown:
         raise SystemExit(f"unknown experiment(s) {unknown}; choose among {', '.join(EXPERIMENTS)}")
+    groups = {EXPERIMENTS[e].group for e in experiments}
+    if len(groups) != 1:
+        raise SystemExit(f"experiments {experiments} write to different files ({sorted(groups)}): run them apart")
+    group = groups.pop()
+    default_out, default_runs, quick_out, quick_runs = OUTPUTS[group]
+    out = args.out or (quick_out if args.quick else default_out)
+    runs_dir = args.runs_dir or (quick_runs if args.quick else default_runs)
 
     results: dict[str, Any] = {"runs": {}}
     if out.exists():
@@ -373,7 +494,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results.setdefault("runs", {})
     code = code_version()  # taken once: this process keeps the library it imported first
     variants = list(dict.fromkeys(v for e in experiments for _, v in EXPERIMENTS[e].rows))
-    todo = [(v, s) for v in variants for s in seeds]
+    if args.variants is not None:
+        chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+        if not set(chosen) <= set(variants):
+            raise SystemExit(f"unknown variant(s) {sorted(set(chosen) - set(variants))}; choose among {variants}")
+        variants = chosen
+    todo = [(v, s) for s in seeds for v in variants] if args.seed_major else [(v, s) for v in variants for s in seeds]
     t_all = time.perf_counter()
     for i, (vname, seed) in enumerate(todo, 1):
         key = f"{vname}/seed{seed}"
@@ -392,7 +518,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["meta"] = _meta(args, seeds)
         _write_json(out, results)
     results["meta"] = _meta(args, seeds)
-    results["tables"] = build_tables(results, list(EXPERIMENTS), seeds)  # rows without runs are left out
+    # every experiment of this output's group (rows without runs are left out)
+    results["tables"] = build_tables(results, [e for e in EXPERIMENTS if EXPERIMENTS[e].group == group], seeds)
     _write_json(out, results)
     print(f"\n{markdown_tables(results['tables'])}")
     print(f"wrote {out} ({time.perf_counter() - t_all:.0f} s this invocation)", flush=True)
