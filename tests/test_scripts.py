@@ -113,7 +113,8 @@ def test_quick_run_every_experiment(results_mod, tmp_path, monkeypatch):
     monkeypatch.setattr(results_mod, "QUICK_OVERRIDES", TINY)
     out = tmp_path / "res.json"
     res = results_mod.main(["--quick", "--out", str(out), "--runs-dir", str(tmp_path / "runs")])
-    assert sorted(res["runs"]) == sorted(f"{v}/seed1" for v in results_mod.VARIANTS)
+    digits = {v for e in results_mod.EXPERIMENTS.values() if e.group == "digits" for _, v in e.rows}
+    assert sorted(res["runs"]) == sorted(f"{v}/seed1" for v in digits)  # convergence_fmnist: only with --only
     _check_run(res["runs"]["resnet18/seed1"], [])
     _check_run(res["runs"]["hybrid/seed1"], ["decoder_manifold"])
     _check_run(res["runs"]["hcnn/seed1"], ["manifold"])
@@ -121,6 +122,100 @@ def test_quick_run_every_experiment(results_mod, tmp_path, monkeypatch):
     assert all(t["rows"] for t in res["tables"].values())
     plot = _load("plot_classification")
     assert len(plot.main(["--results", str(out), "--out", str(tmp_path / "img")])) == 2
+
+
+# ------------------------------------------------------------------------- convergence_fmnist (Fashion-MNIST)
+def test_epochs_to_threshold(results_mod):
+    hist = [{"epoch": 1, "train_loss": 0.6, "test_acc": 0.84}, {"epoch": 2, "train_loss": float("nan")},
+            {"epoch": 3, "train_loss": 0.3, "test_acc": 0.85}, {"epoch": 4, "train_loss": 0.36, "test_acc": 0.9}]
+    f = results_mod.epochs_to_threshold
+    assert f(hist, "test_acc", 0.85) == 3  # >= counts; epoch 2 has no test accuracy
+    assert f(hist, "test_acc", 0.851) == 4
+    assert f(hist, "test_acc", 0.95) is None
+    assert f(hist, "train_loss", 0.35, above=False) == 3  # the NaN of epoch 2 never counts
+    assert f(hist, "train_loss", 0.6, above=False) == 1
+    assert f(hist, "train_loss", 0.1, above=False) is None
+    assert f([], "test_acc", 0.5) is None
+
+
+def _fake_record(accs, losses, k=-0.99):
+    hist = [{"epoch": i + 1, "train_loss": lo, "test_acc": a, "epoch_time": 10.0}
+            for i, (a, lo) in enumerate(zip(accs, losses))]
+    return {"status": "ok", "test_acc": accs[-1], "test_loss": 0.4, "train_acc": 0.9, "train_loss": losses[-1],
+            "curvatures": {"decoder_manifold": k}, "skipped_steps": 0, "nonfinite_metrics": False,
+            "train_time": 20.0, "wall_time": 21.0, "run_dir": "x", "history": hist}
+
+
+def test_fmnist_convergence_statistics(results_mod, monkeypatch):
+    monkeypatch.setattr(results_mod, "FMNIST_ACC_THRESHOLDS", (0.85, 0.88))
+    monkeypatch.setattr(results_mod, "FMNIST_LOSS_THRESHOLD", 0.35)
+    recs = [_fake_record([0.86, 0.89], [0.5, 0.3]), _fake_record([0.80, 0.87], [0.6, 0.4]),
+            _fake_record([0.84, 0.88], [0.5, 0.34])]
+    c = results_mod.fmnist_convergence(recs)
+    assert c["test_acc>=0.85"]["per_seed"] == [1, 2, 2] and c["test_acc>=0.85"]["reached"] == 3
+    assert math.isclose(c["test_acc>=0.85"]["mean_std"]["mean"], 5 / 3)
+    assert c["test_acc>=0.88"]["per_seed"] == [2, None, 2] and c["test_acc>=0.88"]["reached"] == 2
+    assert c["test_acc>=0.88"]["mean_std"] == {"mean": 2.0, "std": 0.0, "n": 2}  # the miss is counted, not averaged
+    assert c["train_loss<=0.35"]["per_seed"] == [2, None, 2]
+    assert c["test_acc_per_epoch"] == [[0.86, 0.89], [0.80, 0.87], [0.84, 0.88]]
+    assert c["test_acc_per_seed"] == [0.89, 0.87, 0.88]
+
+
+def test_fmnist_variants_are_the_table2_configs_at_cpu_scale(results_mod):
+    """The Fashion-MNIST variants train with the Table 2 configs' model/optimizer/schedule (curvature lr 1e-4 ...);
+    only the CPU-scale keys differ (width, depth, epochs, dataset, loader workers, device, threads)."""
+    import dataclasses
+
+    from lorentzcv.train import load_config
+
+    allowed = {"model": {"width", "layers", "learn_k"}, "data": {"name", "num_workers"},
+               "train": {"epochs", "device", "threads"}, "optim": set(), "schedule": set()}
+    for vname, yml, learn in [("fm_hecnn", "hecnn", True), ("fm_hecnn_fixed_k", "hecnn", False),
+                              ("fm_hybrid", "hybrid_plus", True), ("fm_hybrid_fixed_k", "hybrid_plus", False)]:
+        ours = load_config(None, results_mod.run_overrides(results_mod.VARIANTS[vname], 1, quick=False))
+        ref = load_config(REPO / "configs" / "classification" / "table2" / f"cifar10_{yml}_resnet18.yaml", [])
+        for sec, keys in allowed.items():
+            a, b = dataclasses.asdict(getattr(ours, sec)), dataclasses.asdict(getattr(ref, sec))
+            assert {k for k in a if a[k] != b[k]} <= keys, (vname, sec)
+        assert ours.model.learn_k is learn and ours.optim.curvature_lr == 1e-4 and ours.data.name == "fashion_mnist"
+        assert (ours.model.width, ours.model.layers, ours.train.threads) == (16, [1, 1, 1, 1], 1)
+        assert ours.data.train_subset is None and ours.data.eval_subset is None  # the full 60k / 10k
+
+
+def test_fmnist_experiment_runs_apart(results_mod, tmp_path, monkeypatch, capsys):
+    """``convergence_fmnist`` never runs by default, writes its own JSON, trains in ``--variants``/``--seed-major``
+    order, and cannot be mixed with the digits experiments."""
+    order = []
+
+    def fake_run_one(overrides, run_dir):
+        order.append(run_dir.relative_to(tmp_path / "runs").as_posix())
+        learn = "model.learn_k=true" in overrides
+        return {**_fake_record([0.86, 0.9 if learn else 0.87], [0.5, 0.3]), "overrides": overrides}
+
+    monkeypatch.setattr(results_mod, "run_one", fake_run_one)
+    digits = {e for e, x in results_mod.EXPERIMENTS.items() if x.group == "digits"}
+    assert "convergence_fmnist" not in digits and len(digits) == 6
+    with pytest.raises(SystemExit, match="different files"):
+        results_mod.main(["--only", "convergence,convergence_fmnist", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="unknown variant"):
+        results_mod.main(["--only", "convergence_fmnist", "--variants", "hecnn", "--out", str(tmp_path / "x.json")])
+    out = tmp_path / "fm.json"
+    argv = ["--only", "convergence_fmnist", "--seeds", "1", "2", "--out", str(out), "--runs-dir", str(tmp_path / "runs")]
+    res = results_mod.main([*argv, "--seed-major", "--variants", "fm_hecnn,fm_hecnn_fixed_k"])
+    assert order == ["fm_hecnn/seed1", "fm_hecnn_fixed_k/seed1", "fm_hecnn/seed2", "fm_hecnn_fixed_k/seed2"]
+    assert list(res["tables"]) == ["convergence_fmnist"]  # no digits tables in this file
+    rows = res["tables"]["convergence_fmnist"]["rows"]
+    assert [r["variant"] for r in rows] == ["fm_hecnn", "fm_hecnn_fixed_k"] and rows[0]["seed_list"] == [1, 2]
+    assert rows[0]["fmnist"]["test_acc>=0.88"]["per_seed"] == [2, 2]
+    assert rows[1]["fmnist"]["test_acc>=0.88"]["per_seed"] == [None, None]
+    md = capsys.readouterr().out
+    assert "| HECNN+, learned k | 2 | 1.0 ± 0.0 (1 / 1) | 2.0 ± 0.0 (2 / 2) |" in md
+    assert "| HECNN+, fixed K=-1 | 2 | 1.0 ± 0.0 (1 / 1) | – (never / never, 2 never) |" in md
+    saved = json.loads(out.read_text())
+    assert saved["meta"]["convergence_fmnist"] == {"test_acc_thresholds": [0.85, 0.88], "train_loss_threshold": 0.35}
+    order.clear()
+    results_mod.main(argv)  # variant-major, the HECNN+ runs cached
+    assert order == ["fm_hybrid/seed1", "fm_hybrid/seed2", "fm_hybrid_fixed_k/seed1", "fm_hybrid_fixed_k/seed2"]
 
 
 # ------------------------------------------------------------------------------------------ metric_results.py
