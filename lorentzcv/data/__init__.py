@@ -9,7 +9,8 @@ Every dataset is registered by name (``list_datasets()``) with a :class:`Dataset
 on-disk layout and how to get it; a missing dataset raises ``FileNotFoundError`` quoting both.
 Classification: ``cifar10``, ``cifar100``, ``tiny_imagenet``, ``mini_imagenet``, ``fashion_mnist``,
 ``digits``, ``image_folder``. Metric learning (class-disjoint train/test): ``cub``, ``cars``, ``sop``,
-``inshop``, and the offline demos ``digits_dml``, ``fashion_mnist_dml``.
+``inshop``, the offline demos ``digits_dml``, ``fashion_mnist_dml``, and ``fashion_mnist_hier`` (classes held
+out per superclass, for hierarchy-aware retrieval).
 """
 
 # Importing the dataset modules registers them.

@@ -153,7 +153,8 @@ def build_metric_datasets(cfg: MetricRunConfig, splits: Sequence[str] = ("train"
     if info.task != "metric":
         raise ConfigError(
             f"data.name={d.name!r} is a classification dataset; a metric run (task: metric) needs a "
-            "class-disjoint metric dataset: cub, cars, sop, inshop, digits_dml or fashion_mnist_dml"
+            "class-disjoint metric dataset: cub, cars, sop, inshop, digits_dml, fashion_mnist_dml or "
+            "fashion_mnist_hier"
         )
     tfk = _transform_kwargs(cfg, info)
     common = dict(root=d.root, download=d.download, seed=cfg.train.seed, transform_kwargs=tfk)

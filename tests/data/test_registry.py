@@ -11,7 +11,7 @@ from lorentzcv.data._factory import DATA_ROOT_ENV
 
 ALL = [
     "cars", "cifar10", "cifar100", "cub", "digits", "digits_dml", "fashion_mnist", "fashion_mnist_dml",
-    "image_folder", "inshop", "mini_imagenet", "sop", "tiny_imagenet",
+    "fashion_mnist_hier", "image_folder", "inshop", "mini_imagenet", "sop", "tiny_imagenet",
 ]  # fmt: skip
 ON_DISK = [n for n in ALL if not n.startswith("digits")]
 
@@ -20,7 +20,9 @@ def test_list_datasets_names_and_patterns():
     assert list_datasets() == ALL
     assert list_datasets("cifar*") == ["cifar10", "cifar100"]
     assert list_datasets("*_dml") == ["digits_dml", "fashion_mnist_dml"]
-    assert list_datasets(task="metric") == ["cars", "cub", "digits_dml", "fashion_mnist_dml", "inshop", "sop"]
+    assert list_datasets(task="metric") == [
+        "cars", "cub", "digits_dml", "fashion_mnist_dml", "fashion_mnist_hier", "inshop", "sop"
+    ]  # fmt: skip
     assert list_datasets("nothing*") == []
 
 
