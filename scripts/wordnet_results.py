@@ -1,0 +1,261 @@
+"""WordNet closure reconstruction on the Lorentz manifold: the grid of ``docs/wordnet.md``, cached and tabulated.
+
+Embeds the transitive closure of the WordNet 3.0 mammal subtree (``lorentzcv.data.wordnet``; Debian's
+``wordnet-base``) with ``lorentzcv.graph`` for every dimension x optimizer x curvature (fixed ``k = 1`` or learned)
+x seed, evaluates reconstruction mean rank and MAP (``lorentzcv.graph.reconstruction_metrics``), and caches
+each run in ``docs/data/wordnet_results.json`` as soon as it finishes (a re-run trains only what is missing).
+Prints the markdown table of ``docs/wordnet.md``.
+
+    python scripts/wordnet_results.py                      # the grid of docs/wordnet.md
+    python scripts/wordnet_results.py --table              # only print the table from the cache
+    python scripts/wordnet_results.py --estimate-nouns     # time a few batches on all nouns (no training run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from lorentzcv.data import wordnet as wn  # noqa: E402
+from lorentzcv.graph import (  # noqa: E402
+    EdgeSet,
+    LorentzEmbedding,
+    TrainConfig,
+    nk_loss,
+    reconstruction_metrics,
+    sample_negatives,
+    train_embedding,
+)
+from lorentzcv.optim import create_optimizer  # noqa: E402
+
+OUT = REPO / "docs" / "data" / "wordnet_results.json"
+#: Synsets N&K's mammal script drops (the anchored part of its filter that takes effect, see docs/wordnet.md).
+NK_MAMMAL_EXCLUDE = ("tusker.n.01", "female_mammal.n.01")
+#: Learning rates of the points per optimizer (mean loss over a batch of 256 pairs) and of the curvature k.
+LR = {"rsgd": 30.0, "radamw": 0.05}
+CURVATURE_LR = 1e-2
+
+
+def mammal_graph(root: str | None = None) -> wn.ClosureGraph:
+    nouns = wn.load_wordnet_nouns(root)
+    exclude = [nouns.offset(n) for n in NK_MAMMAL_EXCLUDE]
+    return wn.subtree(nouns.synsets, nouns.offset("mammal.n.01"), names=nouns.names, exclude=exclude)
+
+
+def run_key(dim: int, opt: str, curv: str, seed: int, epochs: int) -> str:
+    return f"mammals/dim{dim}/{opt}/{curv}/seed{seed}/epochs{epochs}"
+
+
+def train_one(
+    graph: wn.ClosureGraph, dim: int, opt: str, curv: str, seed: int, epochs: int, eval_every: int
+) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    edges = torch.tensor(graph.edges)
+    model = LorentzEmbedding(
+        graph.num_nodes, dim, learn_k=curv == "learned", generator=torch.Generator().manual_seed(seed)
+    )
+    cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=256,
+        num_negatives=50,
+        optimizer=opt,
+        lr=LR[opt],
+        burnin_epochs=10,
+        burnin_factor=0.1,
+        curvature_lr=CURVATURE_LR,
+        seed=seed,
+    )
+    evals: list[dict[str, Any]] = []
+
+    def cb(epoch: int, loss: float, m: LorentzEmbedding) -> None:
+        if epoch % eval_every == 0 or epoch == epochs:
+            r = reconstruction_metrics(m.distances_from, edges, graph.num_nodes)
+            evals.append(
+                {
+                    "epoch": epoch,
+                    "loss": loss,
+                    "mean_rank": r["mean_rank"],
+                    "map": r["map"],
+                    "k": float(m.manifold.k.detach()),
+                }
+            )
+            print(
+                f"  epoch {epoch}: loss {loss:.4f} mean rank {r['mean_rank']:.3f} MAP {r['map']:.4f} "
+                f"k {evals[-1]['k']:.4g}",
+                flush=True,
+            )
+
+    t0 = time.perf_counter()
+    hist = train_embedding(model, edges, cfg, callback=cb)
+    seconds = time.perf_counter() - t0
+    x = model.weight.detach()
+    k = model.manifold.k.detach()
+    on_manifold = float(((-(x[:, 0] ** 2) + (x[:, 1:] ** 2).sum(-1) + k).abs() / (k + x[:, 0] ** 2)).max())
+    final = evals[-1]
+    return {
+        "dataset": "mammals",
+        "dim": dim,
+        "optimizer": opt,
+        "curvature": curv,
+        "seed": seed,
+        "epochs": epochs,
+        "nodes": graph.num_nodes,
+        "edges": graph.num_edges,
+        "config": {**cfg.__dict__, "init_scale": 1e-3, "dtype": "float64", "k0": 1.0},
+        "mean_rank": final["mean_rank"],
+        "map": final["map"],
+        "k": final["k"],
+        "K": -1.0 / final["k"],
+        "best_mean_rank": min(e["mean_rank"] for e in evals),
+        "best_map": max(e["map"] for e in evals),
+        "final_loss": hist[-1]["loss"],
+        "max_rel_constraint_error": on_manifold,
+        "train_seconds": seconds,
+        "evals": evals,
+    }
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+
+
+def save(res: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _ms(vals: list[float], digits: int) -> str:
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def table(res: dict[str, Any], epochs: int) -> str:
+    runs = [r for r in res["runs"].values() if r["epochs"] == epochs]
+    lines = [
+        "| dim | optimizer | curvature | seeds | mean rank | MAP | final k (K = -1/k) | train s/run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted(
+        {(r["dim"], r["optimizer"], r["curvature"]) for r in runs},
+        key=lambda t: (t[0], t[1] != "rsgd", t[2] != "fixed"),
+    )
+    for dim, opt, curv in keys:
+        rs = sorted(
+            (r for r in runs if (r["dim"], r["optimizer"], r["curvature"]) == (dim, opt, curv)), key=lambda r: r["seed"]
+        )
+        k = _ms([r["k"] for r in rs], 3)
+        kk = _ms([r["K"] for r in rs], 3)
+        lines.append(
+            f"| {dim} | {opt} | {curv} | {','.join(str(r['seed']) for r in rs)} | "
+            f"{_ms([r['mean_rank'] for r in rs], 2)} | {_ms([r['map'] for r in rs], 3)} | "
+            f"{k} ({kk}) | {statistics.fmean(r['train_seconds'] for r in rs):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def estimate_nouns(root: str | None, batches: int, dim: int = 10) -> dict[str, Any]:
+    """Time ``batches`` training steps and one evaluation block on the full noun closure (no real run)."""
+    nouns = wn.load_wordnet_nouns(root)
+    g = wn.closure(nouns.synsets)
+    edges = torch.tensor(g.edges)
+    model = LorentzEmbedding(g.num_nodes, dim, generator=torch.Generator().manual_seed(0))
+    opt = create_optimizer(model, "rsgd", lr=LR["rsgd"])
+    es = EdgeSet(edges, g.num_nodes)
+    gen = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        b = edges[torch.randint(0, len(edges), (256,), generator=gen)]
+        neg, valid = sample_negatives(b[:, 0], 50, es, generator=gen)
+        opt.zero_grad()
+        nk_loss(model, b, neg, valid).backward()
+        opt.step()
+    step = (time.perf_counter() - t0) / batches
+    src = torch.arange(256)
+    t0 = time.perf_counter()
+    reconstruction_metrics(model.distances_from, edges[torch.isin(edges[:, 0], src)], g.num_nodes, block_size=256)
+    block = time.perf_counter() - t0
+    steps_per_epoch = -(-len(edges) // 256)
+    return {
+        "nodes": g.num_nodes,
+        "edges": g.num_edges,
+        "dim": dim,
+        "batch_size": 256,
+        "timed_batches": batches,
+        "seconds_per_step": step,
+        "steps_per_epoch": steps_per_epoch,
+        "seconds_per_epoch_estimate": step * steps_per_epoch,
+        "seconds_per_eval_block_of_256_sources": block,
+        "seconds_per_full_eval_estimate": block * g.num_nodes / 256,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dims", type=int, nargs="+", default=[2, 5, 10])
+    p.add_argument("--optimizers", nargs="+", default=["rsgd", "radamw"], choices=["rsgd", "radamw"])
+    p.add_argument("--curvatures", nargs="+", default=["fixed", "learned"], choices=["fixed", "learned"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--wordnet-root", default=None, help="folder with data.noun (default: /usr/share/wordnet)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--table", action="store_true", help="only print the table of the cached runs")
+    p.add_argument("--force", action="store_true", help="rerun cached runs")
+    p.add_argument(
+        "--estimate-nouns",
+        type=int,
+        default=0,
+        metavar="BATCHES",
+        help="time this many batches on the full noun closure and cache the estimate",
+    )
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    res = load(args.out)
+    if args.estimate_nouns:
+        est = estimate_nouns(args.wordnet_root, args.estimate_nouns)
+        est["host"] = {"threads": args.threads, "machine": platform.machine(), "torch": torch.__version__}
+        res["nouns_estimate"] = est
+        save(res, args.out)
+        print(json.dumps(est, indent=1))
+        return res
+    if not args.table:
+        graph = mammal_graph(args.wordnet_root)
+        res["mammals"] = {"nodes": graph.num_nodes, "edges": graph.num_edges, "exclude": list(NK_MAMMAL_EXCLUDE)}
+        print(f"mammal closure: {graph.num_nodes} nodes, {graph.num_edges} pairs", flush=True)
+        for dim in args.dims:
+            for opt in args.optimizers:
+                for curv in args.curvatures:
+                    for seed in args.seeds:
+                        key = run_key(dim, opt, curv, seed, args.epochs)
+                        if key in res["runs"] and not args.force:
+                            continue
+                        print(f"{key}", flush=True)
+                        res["runs"][key] = train_one(graph, dim, opt, curv, seed, args.epochs, args.eval_every)
+                        res["runs"][key]["host"] = {"threads": args.threads, "torch": torch.__version__}
+                        save(res, args.out)
+    print(table(res, args.epochs))
+    return res
+
+
+if __name__ == "__main__":
+    main()
