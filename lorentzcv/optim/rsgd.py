@@ -8,8 +8,10 @@ from __future__ import annotations
 import torch
 from torch.optim.sgd import sgd as _torch_sgd
 
-from ..geometry import math as lmath
-from .curvature import CurvatureAwareOptimizer, cap_points, geodesic_step_limit, tangent_norm
+from ..geometry.rescale import max_distance
+from .curvature import CurvatureAwareOptimizer, _cap_r
+from .fused import fused_step_supported, rsgd_step_
+from .point_steps import rsgd_point_step
 
 __all__ = ["RiemannianSGD"]
 
@@ -92,56 +94,26 @@ class RiemannianSGD(CurvatureAwareOptimizer):
 
     def _manifold_step(self, group: dict, p: torch.Tensor) -> None:
         k = p.manifold.k.detach()
-        lr, wd, mom, damp = group["lr"], group["weight_decay"], group["momentum"], group["dampening"]
         x = p.detach()
         state = self.state[p]
-        repair = self._repairs(group)  # False in curvature_mode="naive": the stored point is used as it is
-        cap = self._cap(p, k)
-        kk = lmath._k(k, x)
-        if repair:  # a point beyond the representable radius (initial value, …) is put on it first
-            x, buf = cap_points(x, kk, cap, state.get("momentum_buffer") if mom != 0 else None)
-            if buf is not None:
-                state["momentum_buffer"].copy_(buf)
-        grad = -p.grad if group["maximize"] else p.grad
-        if wd != 0:
-            grad = grad.add(x, alpha=wd)
-        rgrad = lmath.egrad2rgrad(x, grad, k)
-        buf = None
-        if mom != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = rgrad.clone(memory_format=torch.preserve_format)
-            else:
-                buf.mul_(mom).add_(rgrad, alpha=1 - damp)
-            direction = rgrad.add(buf, alpha=mom) if group["nesterov"] else buf
-        else:
-            direction = rgrad
-        u = direction * -lr
-        # at most `cap` in rapidity, the geodesic cut where it leaves the representable ball (CurvatureAwareOptimizer
-        #    docs), then exp: x_new = cosh(θ)x + sinhc(θ)u, θ = ‖u‖_L/√k with ‖u‖_L read at the origin (see
-        #    tangent_norm), clamped to the geodesic limit and max_rapidity as in lmath.expmap, then projx
-        sk = kk.sqrt()
-        un = tangent_norm(x, u, kk)
-        limit = geodesic_step_limit(x[..., :1], u[..., :1], un, kk, cap)
-        theta = un / sk
-        theta_c = torch.minimum(theta, torch.minimum(limit, cap)).clamp_max_(lmath.max_rapidity(x.dtype))
-        sh = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(torch.finfo(theta.dtype).tiny),
-                         lmath.sinhc(theta_c))
-        x_new = torch.addcmul(torch.cosh(theta_c) * x, u, sh)
-        if repair:
-            x_new = lmath.projx(x_new, kk)
-        if buf is not None:
-            buf.copy_(lmath.transp(x, x_new, buf, k))
+        mom = group["momentum"]
+        buf = state.get("momentum_buffer") if mom != 0 else None
         state["step"] = state.get("step", 0) + 1
-        if not repair:
-            p.copy_(x_new)
-            return
         stab = group["stabilize"]
-        if stab is not None and state["step"] % stab == 0:
-            x_new = lmath.projx(x_new, k)
-            if buf is not None:
-                buf.copy_(lmath.proju(x_new, buf, k))
-        x_new, buf_new = cap_points(x_new, kk, cap, buf)  # rounding may leave a point just beyond the radius
-        if buf is not None:
-            buf.copy_(buf_new)
+        kw = dict(lr=group["lr"], weight_decay=group["weight_decay"], momentum=mom, dampening=group["dampening"],
+                  nesterov=group["nesterov"], maximize=group["maximize"],
+                  repair=self._repairs(group),  # False in curvature_mode="naive": the stored point used as it is
+                  stabilize=stab is not None and state["step"] % stab == 0)
+        if not isinstance(kw["lr"], torch.Tensor) and fused_step_supported(x, p.grad, buf):
+            first = mom != 0 and buf is None
+            if first:
+                buf = state["momentum_buffer"] = torch.empty_like(x)
+            rsgd_step_(x, p.grad, buf, k, first=first, mdist=max_distance(x.dtype, _cap_r(p.manifold)), **kw)
+            return
+        x_new, buf_new = rsgd_point_step(x, p.grad, buf, k, self._cap(p, k), **kw)
         p.copy_(x_new)
+        if buf_new is not None:
+            if buf is None:
+                state["momentum_buffer"] = buf_new
+            else:
+                buf.copy_(buf_new)
