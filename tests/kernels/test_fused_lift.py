@@ -219,3 +219,28 @@ def _assert_bridge_paths_agree(layer, man: Lorentz, inp: torch.Tensor) -> None:
         outs[impl] = (y.detach(), x.grad, man.k.grad.clone())
     for a, b in zip(outs["fused"], outs["eager"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_input_gradient_on_the_fused_path_is_one_kernel_not_slice_backward():
+    """The efficient conv reads the space channels of its input as a view; on the fused path the gradient of the
+    view is one ``cat`` with a zero time channel (``_SpaceView``), not autograd's two-kernel ``slice_backward``."""
+    from lorentzcv.bench import count_launches
+
+    man = Lorentz(0.8, learnable=True, rescale=RescaleConfig(s=2.0))
+    conv = LorentzConv2d(man, 5, 6, 3, padding=1)
+    x = _points((2, 5, 4, 4), 0.8).requires_grad_()
+    g = torch.randn(2, 7, 4, 4)
+
+    def step():
+        conv(x).backward(g)
+
+    ops = count_launches(step, by_op=True)
+    assert "aten::slice_backward" not in ops and ops.get("aten::cat") == 1, ops
+    x.grad = None
+    with backend("fused"):
+        conv(x).backward(g)
+    gf = x.grad.clone()
+    x.grad = None
+    with backend("eager"):
+        conv(x).backward(g)
+    assert gf[:, 0].abs().max() == 0 and torch.equal(gf, x.grad)
