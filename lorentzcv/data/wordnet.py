@@ -23,9 +23,9 @@ instance (e.g. a person or a place) is then below the class it is an instance of
 ancestors. This is what Nickel & Kiela's closure script does (``wordnet/transitive_closure.py`` of
 facebookresearch/poincare-embeddings adds, for every ``synset.instance_hyponyms()``, the edges to its instance
 hypernyms and to their ``closure(hypernyms)``); NLTK's ``closure(lambda s: s.hypernyms())`` alone would skip
-them, since ``hypernyms()`` returns ``@`` pointers only. No synset below ``mammal.n.01`` is reached through an
-``@i`` pointer in WordNet 3.0 (see :func:`subtree`; the mammal closure is the same either way), so the choice only
-matters for the full noun closure.
+them, since ``hypernyms()`` returns ``@`` pointers only. In WordNet 3.0 the choice adds 79,733 of the 743,241
+pairs of the full noun closure, and 12 of the 1,182 synsets of the mammal subtree (eleven racehorses such as
+``secretariat.n.02``, and ``lucy.n.01``), which are reached through ``@i`` only (``docs/wordnet.md``).
 
 Closures. The hypernym graph is a DAG (some synsets have two hypernyms). :func:`ancestors` gives, per synset,
 every synset reachable by hypernym pointers; the transitive closure is the set of pairs ``(u, v)`` with ``v``
