@@ -4,13 +4,15 @@ A Lorentz layer's work outside its convolution or matrix product is a chain of s
 (time from space, maximum distance rescaling, ReLU, residual sums). Written as PyTorch ops each link is one kernel
 launch, which bounds a GPU step at small batches. This package provides the same chains as single kernels:
 
-* :mod:`lorentzcv.kernels.batch_norm`: the Lorentz batch norm (forward 4 kernels in training, backward 5, the
-  running statistics 1), same structure (Triton on CUDA, the eager closed form with a hand-written backward
-  elsewhere).
+* :mod:`lorentzcv.kernels.batch_norm`: the Lorentz batch norm (forward 4 kernels in training, the running
+  statistics included, backward 5), same structure (Triton on CUDA, the eager closed form with a hand-written
+  backward elsewhere).
 * :mod:`lorentzcv.kernels.lift`: :func:`~lorentzcv.kernels.lift.fused_lift`, the "space coordinates → point"
   epilogue of every efficient convolution, activation and residual (forward one kernel, backward one kernel plus
   the reduction of the curvature gradient), as ``torch.library`` custom ops: hand-written Triton kernels on CUDA,
   the eager closed forms of :mod:`lorentzcv.nn.functional` elsewhere.
+* :mod:`lorentzcv.optim.fused`: the Riemannian SGD step and the explog curvature move of a stack of points, one
+  kernel each (Triton, :mod:`lorentzcv.kernels._optim_triton`), behind the same policy.
 
 **Which path runs** (:func:`use_fused`): ``"auto"`` (default) takes the fused kernels for CUDA tensors when Triton
 is importable and the eager closed forms otherwise (on CPU those are the fastest: PyTorch's CPU kernels are

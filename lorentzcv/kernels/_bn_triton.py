@@ -14,8 +14,8 @@ Kernels (launch order):
   per-sample means for maps, of the raw means for vectors) or ``exp0(running_mean)`` (eval), then
   ``SC = [β_0, μ_s·β_s, μ_0]``.
 * ``bn_stats`` (training): per-program partial sums of the per-pixel norm (the batch σ is their mean).
-* ``bn_output``: σ (the sum of the partials, or the running σ), the coefficients, ``y``.
-* ``bn_running`` (1 program, training): the running statistics (log0 of the centroid with exp0(rm), σ's EMA).
+* ``bn_output``: σ (the sum of the partials, or the running σ), the coefficients, ``y``; in training its first
+  program also updates the running statistics (log0 of the centroid with exp0(rm), σ's EMA; ``_running_update``).
 * ``bn_backward_scale`` (training): partial sums of ∂L/∂s (σ's gradient needs their total first).
 * ``bn_backward_pixels``: per-pixel ``A, ∂L/∂n2, ∂L/∂p1, ∂L/∂x_0``, per-program per-channel partials of
   ∂L/∂[μ_s, β_s] and per-program partials of the scalar gradients.
@@ -246,8 +246,9 @@ def _var(PART, RV, nprog, count, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def bn_output(X, Y, MU, BS, SC, K, GAMMA, PART, RV, VAR, N, C, npix, nprog, eps, m0, Mc,
-              RHL: tl.constexpr, RESCALE: tl.constexpr, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
+def bn_output(X, Y, MU, BS, SC, K, GAMMA, PART, RV, VAR, RM, NBT, N, C, npix, nprog, eps, m0, Mc, momentum,
+              RHL: tl.constexpr, RESCALE: tl.constexpr, TRAINING: tl.constexpr, CUMULATIVE: tl.constexpr,
+              BLOCK: tl.constexpr, BLOCK_C: tl.constexpr):
     pid, p, mask, b, off = _pixels(npix, N, C, BLOCK)
     xb = X + off
     yb = Y + off
@@ -256,6 +257,8 @@ def bn_output(X, Y, MU, BS, SC, K, GAMMA, PART, RV, VAR, N, C, npix, nprog, eps,
     var = _var(PART, RV, nprog, npix, TRAINING, BLOCK)
     if pid == 0:
         tl.store(VAR, var)
+        if TRAINING:  # (no other program reads RM/RV in training)
+            _running_update(MU, var, K, RM, RV, NBT, C + 1, momentum, CUMULATIVE, BLOCK_C)
     dt, n2, p1 = _delta_stats(X, MU, BS, xb, N, C, mask)
     r = _pixel(dt, n2, p1, k, sk, mu_t, beta_t, mb, gamma, var, eps, cr, Mc, RHL, RESCALE)
     A, Bp, D = r[0], r[1], r[2]
@@ -270,7 +273,9 @@ def bn_output(X, Y, MU, BS, SC, K, GAMMA, PART, RV, VAR, N, C, npix, nprog, eps,
 
 
 @triton.jit
-def bn_running(MU, VAR, K, RM, RV, NBT, C1, momentum, CUMULATIVE: tl.constexpr, BLOCK_C: tl.constexpr):
+def _running_update(MU, var, K, RM, RV, NBT, C1, momentum, CUMULATIVE: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The running statistics in place: ``rm ← log0(centroid([exp0(rm), μ], w=(1-m, m)))``, ``rv ← (1-m) rv + m σ``,
+    ``n += 1`` (``CUMULATIVE``: ``m = 1/n``)."""
     cs = tl.arange(0, BLOCK_C)
     cm = cs < C1
     k = tl.load(K).to(tl.float32)
@@ -293,7 +298,7 @@ def bn_running(MU, VAR, K, RM, RV, NBT, C1, momentum, CUMULATIVE: tl.constexpr, 
     z = tl.sqrt(tl.sum(cs_ * cs_, axis=0)) / sk
     tl.store(RM + cs, _asinhc(z) * cs_, mask=cm)
     rv = tl.load(RV)
-    tl.store(RV, (1.0 - mom) * rv + mom * tl.load(VAR))
+    tl.store(RV, (1.0 - mom) * rv + mom * var)
 
 
 @triton.jit

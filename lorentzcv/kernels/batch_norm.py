@@ -13,13 +13,14 @@ and batch constants.
 * :class:`LorentzBNFunction` (:func:`fused_forward`, :func:`fused_backward`): PyTorch ops, cache-blocked on CPU.
   About 150 kernel launches forward and backward each on a GPU (the per-pixel scalar math alone is ~200 small
   elementwise ops).
-* :func:`lorentz_batch_norm_fused`: the custom ops ``lorentzcv::lorentz_batch_norm`` (forward),
-  ``lorentzcv::lorentz_batch_norm_backward`` and ``lorentzcv::lorentz_batch_norm_running_stats``. On CUDA they run
+* :func:`lorentz_batch_norm_fused`: the custom ops ``lorentzcv::lorentz_batch_norm`` (forward; in training it
+  also updates the running statistics in place) and ``lorentzcv::lorentz_batch_norm_backward``. On CUDA they run
   the Triton kernels of :mod:`lorentzcv.kernels._bn_triton`: forward = per-sample means (``torch.mean``), the
-  constants (one program), the σ partial sums, the output; backward = ∂L/∂s partials, the per-pixel pass (with
-  per-channel partials of ∂L/∂[μ_s, β_s], summed by ``torch.sum``), the constants' backward (one program), ∂L/∂x;
-  the running statistics one program. 4 + 1 launches forward in training (2 in eval), 5 backward. On other devices
-  the custom ops run the eager closed form (the same numbers; the tests compare both, Triton in its interpreter).
+  constants (one program), the σ partial sums, the output (whose first program also updates the running
+  statistics); backward = ∂L/∂s partials, the per-pixel pass (with per-channel partials of ∂L/∂[μ_s, β_s], summed
+  by ``torch.sum``), the constants' backward (one program), ∂L/∂x. 4 launches forward in training (2 in eval),
+  5 backward. On other devices the custom ops run the eager closed form (the same numbers; the tests compare
+  both, Triton in its interpreter).
 """
 
 from __future__ import annotations
@@ -584,23 +585,32 @@ def _batch_constants(mu: torch.Tensor, beta_s: torch.Tensor, k: torch.Tensor) ->
 
 
 def _bn_eager(x3: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
-           running_var: torch.Tensor, rhl: bool, eps: float, rescale: bool, m0: float, mc: float, two_stage: bool,
-           training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(y, m, μ, σ, SC)``: output, per-sample means (training; else empty), batch mean, σ, batch constants.
+           running_var: torch.Tensor, num_batches_tracked: torch.Tensor, rhl: bool, eps: float, rescale: bool,
+           m0: float, mc: float, two_stage: bool, momentum: float, training: bool,
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(y, m, μ, σ, SC)``: output, per-sample means (training; else empty), batch mean, σ, batch constants; in
+    training the running statistics are updated in place (:func:`update_running_stats`; ``momentum < 0``: the
+    cumulative average).
 
     ``beta`` is the whole point β (only its space part is read: the layer uses ``projx(β)``)."""
     opts = _opts(rhl, eps, rescale, m0, mc, two_stage)
     beta_s = beta[1:]
     y3, mu, var, _ = fused_forward(x3, beta_s, gamma, k, running_mean, None if training else running_var, opts, False)
     m = x3.mean(-1) if training else x3.new_empty(0)
-    return y3, m, mu.clone(), var.clone(), _batch_constants(mu, beta_s, k)  # (eval: σ is the running σ's storage)
+    out = y3, m, mu.clone(), var.clone(), _batch_constants(mu, beta_s, k)  # (eval: σ is the running σ's storage)
+    if training:
+        update_running_stats(running_mean, running_var, num_batches_tracked, mu.detach(), var.detach(), k.detach(),
+                             None if momentum < 0 else momentum)
+    return out
 
 
-_bn_op = torch.library.custom_op("lorentzcv::lorentz_batch_norm", mutates_args=())(_bn_eager)
+_bn_op = torch.library.custom_op(
+    "lorentzcv::lorentz_batch_norm", mutates_args=("running_mean", "running_var", "num_batches_tracked"))(_bn_eager)
 
 
 @_bn_op.register_fake
-def _(x3, beta, gamma, k, running_mean, running_var, rhl, eps, rescale, m0, mc, two_stage, training):
+def _(x3, beta, gamma, k, running_mean, running_var, num_batches_tracked, rhl, eps, rescale, m0, mc, two_stage,
+      momentum, training):
     b, c1, _ = x3.shape
     m = x3.new_empty(b, c1) if training else x3.new_empty(0)
     return torch.empty_like(x3), m, x3.new_empty(c1), x3.new_empty(()), x3.new_empty(3)
@@ -629,46 +639,40 @@ def _(gy, x3, y3, m, mu, var, sc, beta, gamma, k, running_mean, running_var, rhl
 
 
 def _bn_setup_context(ctx, inputs, output) -> None:
-    x3, beta, gamma, k, running_mean, running_var, *cfg = inputs
+    x3, beta, gamma, k, running_mean, running_var, _nbt, *cfg = inputs
     y3, m, mu, var, sc = output
-    if cfg[-1]:  # training: the running statistics are not used by the backward (and are updated in place next)
+    if cfg[-1]:  # training: the running statistics are not used by the backward (and were updated in place)
         running_mean, running_var = running_mean.new_empty(running_mean.shape), running_var.new_empty(())
     ctx.save_for_backward(x3, y3, m, mu, var, sc, beta, gamma, k, running_mean, running_var)
-    ctx.cfg = cfg
+    ctx.cfg = cfg[:-2] + cfg[-1:]  # (the backward takes no momentum)
     ctx.mark_non_differentiable(m, mu, var, sc)
     ctx.set_materialize_grads(False)  # no zero-filled gradients for m, μ, σ, SC (kernel launches on a GPU)
 
 
 def _bn_backward(ctx, gy, _gm, _gmu, _gvar, _gsc):
     if gy is None:
-        return (None,) * 13
+        return (None,) * 15
     gx, gbs, gg, gk = _bn_backward_op(gy, *ctx.saved_tensors, *ctx.cfg)
-    return (gx, gbs, gg, gk) + (None,) * 9
+    return (gx, gbs, gg, gk) + (None,) * 11
 
 
-_bn_op.register_autograd(_bn_backward, setup_context=_bn_setup_context)
+class _FusedBNFunction(torch.autograd.Function):
+    """Autograd of ``lorentzcv::lorentz_batch_norm`` (a mutating op — it updates the running statistics — so its
+    formula cannot be registered on the op itself): the forward op, the backward op."""
 
+    @staticmethod
+    def forward(ctx, *inputs):  # type: ignore[override]
+        out = _bn_op(*inputs)
+        _bn_setup_context(ctx, inputs, out)
+        return out
 
-def _bn_running_eager(running_mean: torch.Tensor, running_var: torch.Tensor, num_batches_tracked: torch.Tensor,
-                   mu: torch.Tensor, var: torch.Tensor, k: torch.Tensor, momentum: float) -> None:
-    """:func:`update_running_stats` (``momentum < 0``: the cumulative average)."""
-    update_running_stats(running_mean, running_var, num_batches_tracked, mu, var, k,
-                         None if momentum < 0 else momentum)
-
-
-_bn_running_op = torch.library.custom_op(
-    "lorentzcv::lorentz_batch_norm_running_stats", mutates_args=("running_mean", "running_var", "num_batches_tracked"),
-)(_bn_running_eager)
-
-
-@_bn_running_op.register_fake
-def _(running_mean, running_var, num_batches_tracked, mu, var, k, momentum):
-    return None
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[override]
+        return _bn_backward(ctx, *grads)
 
 
 LAUNCHES["lorentzcv::lorentz_batch_norm"] = lambda args, kwargs: 4 if args[-1] else 2  # training: + mean, σ
 LAUNCHES["lorentzcv::lorentz_batch_norm_backward"] = lambda args, kwargs: 5 if args[-1] else 4
-LAUNCHES["lorentzcv::lorentz_batch_norm_running_stats"] = 1
 
 
 def bn_fused_supported(x3: torch.Tensor, k: torch.Tensor) -> bool:
@@ -682,7 +686,7 @@ def lorentz_batch_norm_fused(
     rescale: tuple[float, float] | None, two_stage: bool, training: bool, momentum: float | None,
 ) -> torch.Tensor:
     """Lorentz batch norm of ``x3`` ``(B, 1+C, N)`` through the fused custom ops; in training the running
-    statistics are updated in place (one more kernel).
+    statistics are updated in place (by the forward op).
 
     Args:
         beta: the learned mean β ``(1+C,)`` (its time coordinate is not read: ``projx(β)``; its gradient there is
@@ -691,13 +695,10 @@ def lorentz_batch_norm_fused(
         two_stage: per-sample centroids first (2-D maps), else one centroid over the batch.
     """
     m0, mc = rescale if rescale is not None else (1.0, 0.0)
-    y3, _, mu, var, _ = _bn_op(x3.contiguous(), beta, gamma, k.reshape(()), running_mean, running_var,
-                               variant == "rhl", float(eps), rescale is not None, float(m0), float(mc), two_stage,
-                               training)
-    if training:
-        with torch.no_grad():
-            _bn_running_op(running_mean, running_var, num_batches_tracked, mu.detach(), var.detach(),
-                           k.detach().reshape(()), -1.0 if momentum is None else float(momentum))
+    y3, *_ = _FusedBNFunction.apply(
+        x3.contiguous(), beta, gamma, k.reshape(()), running_mean, running_var, num_batches_tracked, variant == "rhl",
+        float(eps), rescale is not None, float(m0), float(mc), two_stage, -1.0 if momentum is None else float(momentum),
+        training)
     return y3
 
 
@@ -717,9 +718,10 @@ def _cdiv(a: int, b: int) -> int:
     return max(1, -(-a // b))
 
 
-def launch_triton_forward(x3, beta, gamma, k, running_mean, running_var, rhl, eps, rescale, m0, mc, two_stage,
-                          training):
-    """The forward Triton kernels: ``(y, m, μ, σ, SC)`` as :func:`_bn_op` returns them."""
+def launch_triton_forward(x3, beta, gamma, k, running_mean, running_var, num_batches_tracked, rhl, eps, rescale, m0,
+                          mc, two_stage, momentum, training):
+    """The forward Triton kernels: ``(y, m, μ, σ, SC)`` as :func:`_bn_op` returns them (and, in training, the
+    running statistics updated in place)."""
     T = _triton()
     x3 = x3.contiguous()
     beta_s = beta[1:]  # (a view: the kernels read the space part)
@@ -734,8 +736,9 @@ def launch_triton_forward(x3, beta, gamma, k, running_mean, running_var, rhl, ep
     if training:
         T.bn_stats[(nprog,)](x3, mu, beta_s, sc, k, gamma, part, n, c1 - 1, npix, RHL=rhl, BLOCK=_BLOCK)
     y3, var = torch.empty_like(x3), x3.new_empty(())
-    T.bn_output[(nprog,)](x3, y3, mu, beta_s, sc, k, gamma, part, running_var, var, n, c1 - 1, npix, nprog, eps,
-                          m0, mc, RHL=rhl, RESCALE=rescale, TRAINING=training, BLOCK=_BLOCK)
+    T.bn_output[(nprog,)](x3, y3, mu, beta_s, sc, k, gamma, part, running_var, var, running_mean, num_batches_tracked,
+                          n, c1 - 1, npix, nprog, eps, m0, mc, float(max(momentum, 0.0)), RHL=rhl, RESCALE=rescale,
+                          TRAINING=training, CUMULATIVE=momentum < 0, BLOCK=_BLOCK, BLOCK_C=bc)
     return y3, m, mu, var, sc
 
 
@@ -767,14 +770,6 @@ def launch_triton_backward(gy, x3, y3, m, mu, var, sc, beta, gamma, k, running_m
     return gx, gbeta, gg, gk
 
 
-def launch_triton_running_stats(running_mean, running_var, num_batches_tracked, mu, var, k, momentum) -> None:
-    """The running-statistics Triton kernel (in place)."""
-    T = _triton()
-    c1 = running_mean.numel()
-    T.bn_running[(1,)](mu, var, k, running_mean, running_var, num_batches_tracked, c1, float(max(momentum, 0.0)),
-                       CUMULATIVE=momentum < 0, BLOCK_C=triton_next_pow2(c1))
-
-
 def triton_next_pow2(n: int) -> int:
     """The smallest power of two ``>= n`` (Triton block sizes)."""
     return 1 << max(0, (int(n) - 1).bit_length())
@@ -784,5 +779,3 @@ _bn_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::lorentz_batch_nor
                                                    _bn_eager))
 _bn_backward_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::lorentz_batch_norm_backward",
                                                             launch_triton_backward, _bn_backward_eager))
-_bn_running_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::lorentz_batch_norm_running_stats",
-                                                           launch_triton_running_stats, _bn_running_eager))
