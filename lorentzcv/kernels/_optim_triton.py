@@ -203,3 +203,61 @@ def explog_move(x_ptr, m_ptr, ko_ptr, kn_ptr, width, mdist, maxrap, HAS_M: tl.co
     tl.store(x_ptr + base + offs, tl.where(is_t, xn0, f * x), mask=mask)
     if HAS_M:
         tl.store(m_ptr + base + offs, tl.where(is_t, mt, m + mc * xs), mask=mask)
+
+
+@triton.jit
+def radamw_step(x_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, k_ptr, width, lr, wd, beta1, beta2, eps, bc1, bc2, mdist,
+                maxrap, HAS_WD: tl.constexpr, AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, REPAIR: tl.constexpr,
+                BLOCK: tl.constexpr):
+    """One Riemannian AdamW step of point ``program_id`` (``point_steps.radamw_point_step_``), in place: the point,
+    its first moment (a row) and its second moment (one entry per point; ``vmax`` its running maximum)."""
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < width
+    is_t = offs == 0
+    base = row * width
+    x = tl.load(x_ptr + base + offs, mask=mask, other=0.0)
+    g = tl.load(g_ptr + base + offs, mask=mask, other=0.0)
+    m = tl.load(m_ptr + base + offs, mask=mask, other=0.0)
+    k = tl.load(k_ptr).to(tl.float32)
+    sk = tl.sqrt(k)
+    cap = mdist / tl.maximum(sk, 1.0)
+    if MAXIMIZE:
+        g = -g
+    if REPAIR:
+        x, m = _cap_points(x, m, is_t, k, cap, maxrap, True)
+    if HAS_WD:  # x̃ = normalize((1-λ')x + λ'o), λ' = lr·wd
+        lam = lr * wd
+        x0 = tl.sum(tl.where(is_t, x, 0.0), axis=0)
+        c = sk / tl.sqrt((1.0 - lam) * (1.0 - lam) * k + 2.0 * lam * (1.0 - lam) * sk * x0 + lam * lam * k)
+        x = tl.where(is_t, c * ((1.0 - lam) * x0 + lam * sk), x * (c * (1.0 - lam)))
+    g0 = tl.sum(tl.where(is_t, g, 0.0), axis=0)
+    xg = tl.sum(x * g, axis=0)
+    gr_sq = tl.sum(g * g, axis=0) - 2.0 * g0 * g0 + xg * xg / k
+    m = beta1 * m + (1.0 - beta1) * tl.where(is_t, -g, g)  # β1·m + (1-β1)·Jg, then proju
+    m = m + (_minkowski(x, m, is_t) / k) * x
+    v = beta2 * tl.load(v_ptr + row) + (1.0 - beta2) * tl.maximum(gr_sq, 0.0)
+    tl.store(v_ptr + row, v)
+    if AMSGRAD:
+        v = tl.maximum(tl.load(vmax_ptr + row), v)
+        tl.store(vmax_ptr + row, v)
+    rate = (lr / bc1) / (tl.sqrt(v / bc2) + eps)
+    x0 = tl.sum(tl.where(is_t, x, 0.0), axis=0)
+    m0 = tl.sum(tl.where(is_t, m, 0.0), axis=0)
+    w = tl.where(is_t, 0.0, m - (m0 / (sk + x0)) * x)  # ‖m‖_L read at the origin (tangent_norm)
+    mn = tl.sqrt(tl.maximum(tl.sum(w * w, axis=0), _TINY))
+    theta = rate * mn / sk
+    limit = _step_limit(x0, -m0, mn, k, cap)
+    theta_c = tl.minimum(tl.minimum(theta, tl.minimum(limit, cap)), maxrap)
+    ch = _cosh(theta_c)
+    b = -rate * _rapidity_coef(theta, theta_c)
+    xn = x * ch + m * b
+    if REPAIR:
+        xn = _projx(xn, is_t, k)
+    coef = b * mn * mn / (k * (1.0 + ch))  # transport along the geodesic
+    m = m + x * coef + xn * coef
+    if REPAIR:
+        xn, m = _cap_points(xn, m, is_t, k, cap, maxrap, True)
+        m = m + (_minkowski(xn, m, is_t) / k) * xn  # stabilize: proju(x_new, m)
+    tl.store(x_ptr + base + offs, xn, mask=mask)
+    tl.store(m_ptr + base + offs, m, mask=mask)

@@ -3,8 +3,9 @@ r"""The manifold step and the curvature move of the Riemannian optimizers as sin
 A Riemannian SGD step of a stack of points (:mod:`lorentzcv.optim.stacked`) is a chain of some 130 small tensor
 ops (the cap onto the representable radius, ``egrad2rgrad``, momentum, the step length limit, the exponential
 map, the transport, the re-projection, the cap again), and the explog curvature move some 40: on a GPU each op is
-one kernel launch. :func:`rsgd_step_` and :func:`move_explog_` run the same per-point math
-(:func:`~lorentzcv.optim.point_steps.rsgd_point_step`, :func:`~lorentzcv.optim.point_steps.move_to_curvature`)
+one kernel launch. :func:`rsgd_step_`, :func:`radamw_step_` and :func:`move_explog_` run the same per-point math
+(:func:`~lorentzcv.optim.point_steps.rsgd_point_step`, :func:`~lorentzcv.optim.point_steps.radamw_point_step_`,
+:func:`~lorentzcv.optim.point_steps.move_to_curvature`)
 as ``torch.library`` custom ops that update the point (and its moment) in place: one Triton kernel on CUDA
 (:mod:`lorentzcv.kernels._optim_triton`, one program per point), the eager math elsewhere. Which path runs
 follows :func:`lorentzcv.kernels.use_fused` (CUDA by default; ``lorentzcv.kernels.backend("eager")`` turns it
@@ -18,9 +19,9 @@ import torch
 
 from ..geometry import math as lmath
 from ..kernels import LAUNCHES, use_fused, with_eager_fallback
-from .point_steps import _move_explog, rsgd_point_step
+from .point_steps import _move_explog, radamw_point_step_, rsgd_point_step
 
-__all__ = ["rsgd_step_", "move_explog_", "fused_step_supported", "MAX_WIDTH"]
+__all__ = ["rsgd_step_", "radamw_step_", "move_explog_", "fused_step_supported", "MAX_WIDTH"]
 
 #: Widest point (entries along the manifold dimension, time included) the fused kernels take in one program.
 MAX_WIDTH = 8192
@@ -60,6 +61,20 @@ def _rsgd_step_eager(
 _rsgd_step_op = torch.library.custom_op("lorentzcv::rsgd_step_", mutates_args=("x", "buf"))(_rsgd_step_eager)
 
 
+def _radamw_step_eager(
+    x: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, vmax: torch.Tensor | None,
+    k: torch.Tensor, lr: float, weight_decay: float, beta1: float, beta2: float, eps: float, step: float,
+    maximize: bool, repair: bool, mdist: float,
+) -> None:
+    kk = lmath._k(k, x)
+    x.copy_(radamw_point_step_(x, grad, m, v, vmax, kk, _cap(kk, x, mdist), lr=lr, weight_decay=weight_decay,
+                               beta1=beta1, beta2=beta2, eps=eps, step=step, maximize=maximize, repair=repair))
+
+
+_radamw_step_op = torch.library.custom_op("lorentzcv::radamw_step_", mutates_args=("x", "m", "v", "vmax"))(
+    _radamw_step_eager)
+
+
 def _move_explog_eager(x: torch.Tensor, m: torch.Tensor | None, k_old: torch.Tensor, k_new: torch.Tensor,
                        mdist: float) -> None:
     x_new, m_new = _move_explog(x, lmath._k(k_old, x), lmath._k(k_new, x), m, -1, _cap(k_new, x, mdist))
@@ -71,6 +86,7 @@ def _move_explog_eager(x: torch.Tensor, m: torch.Tensor | None, k_old: torch.Ten
 _move_explog_op = torch.library.custom_op("lorentzcv::move_explog_", mutates_args=("x", "m"))(_move_explog_eager)
 
 LAUNCHES["lorentzcv::rsgd_step_"] = 1
+LAUNCHES["lorentzcv::radamw_step_"] = 1
 LAUNCHES["lorentzcv::move_explog_"] = 1
 
 
@@ -89,6 +105,18 @@ def rsgd_step_(
     _rsgd_step_op(x, grad, buf if momentum else None, k.detach().reshape(()), float(lr), float(weight_decay),
                   float(momentum), float(dampening), bool(nesterov), bool(maximize), bool(first), bool(repair),
                   bool(stabilize), float(mdist))
+
+
+def radamw_step_(
+    x: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, vmax: torch.Tensor | None,
+    k: torch.Tensor, *, lr: float, weight_decay: float, beta1: float, beta2: float, eps: float, step: float,
+    maximize: bool, repair: bool, mdist: float,
+) -> None:
+    """:func:`~lorentzcv.optim.point_steps.radamw_point_step_` of points ``x`` in place as one fused op (moments
+    ``m``, ``v`` (one entry per point) and ``vmax`` (amsgrad, else None) updated in place; ``step`` the step count
+    after this step; cap ``mdist / max(1, √k)``). Check :func:`fused_step_supported` first."""
+    _radamw_step_op(x, grad, m, v, vmax, k.detach().reshape(()), float(lr), float(weight_decay), float(beta1),
+                    float(beta2), float(eps), float(step), bool(maximize), bool(repair), float(mdist))
 
 
 def move_explog_(x: torch.Tensor, m: torch.Tensor | None, k_old: torch.Tensor, k_new: torch.Tensor, *,
@@ -129,6 +157,18 @@ def launch_triton_rsgd_step(x, grad, buf, k, lr, weight_decay, momentum, dampeni
     )
 
 
+def launch_triton_radamw_step(x, grad, m, v, vmax, k, lr, weight_decay, beta1, beta2, eps, step, maximize, repair,
+                              mdist) -> None:
+    """Run the Triton kernel of ``lorentzcv::radamw_step_`` (one program per point)."""
+    T = _triton_module()
+    width = x.size(-1)
+    T.radamw_step[(x.numel() // width,)](
+        x, grad, m, v, vmax if vmax is not None else v, k, width, lr, weight_decay, beta1, beta2, eps,
+        1.0 - beta1**step, 1.0 - beta2**step, mdist, lmath.max_rapidity(x.dtype), HAS_WD=weight_decay != 0,
+        AMSGRAD=vmax is not None, MAXIMIZE=maximize, REPAIR=repair, BLOCK=_block(width), num_warps=_warps(width),
+    )
+
+
 def launch_triton_move_explog(x, m, k_old, k_new, mdist) -> None:
     """Run the Triton kernel of ``lorentzcv::move_explog_`` (one program per point)."""
     T = _triton_module()
@@ -141,5 +181,7 @@ def launch_triton_move_explog(x, m, k_old, k_new, mdist) -> None:
 
 _rsgd_step_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::rsgd_step_", launch_triton_rsgd_step,
                                                            _rsgd_step_eager))
+_radamw_step_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::radamw_step_", launch_triton_radamw_step,
+                                                             _radamw_step_eager))
 _move_explog_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::move_explog_", launch_triton_move_explog,
                                                             _move_explog_eager))

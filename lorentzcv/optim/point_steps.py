@@ -16,6 +16,7 @@ from ..geometry.rescale import max_rapidity_radius
 
 __all__ = [
     "CURVATURE_MOVES", "move_to_curvature", "cap_points", "tangent_norm", "geodesic_step_limit", "rsgd_point_step",
+    "radamw_point_step_",
 ]
 
 CURVATURE_MOVES = ("explog", "scale")
@@ -230,3 +231,76 @@ def rsgd_point_step(
         if buf is not None:
             buf = lmath.proju(x_new, buf, k)
     return cap_points(x_new, kk, cap, buf)  # rounding may leave a point just beyond the radius
+
+
+def radamw_point_step_(
+    x: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, vmax: torch.Tensor | None,
+    k: torch.Tensor, cap: torch.Tensor, *, lr: float | torch.Tensor, weight_decay: float, beta1: float, beta2: float,
+    eps: float, step: float, maximize: bool, repair: bool,
+) -> torch.Tensor:
+    r"""One Riemannian AdamW step of points ``x``; returns the new points, updates the moments in place.
+
+    The math of :class:`~lorentzcv.optim.RiemannianAdamW` for manifold parameters, written with per-point scalars
+    (the closed forms of ``normalize``/``egrad2rgrad``/``proju``/``expmap``/``transp``): ``m`` is the first moment
+    (tangent vectors, same shape as ``x``), ``v`` the second (one entry per point, ``(…, 1)``), ``vmax`` its running
+    maximum (amsgrad) or None, ``step`` the step count after this step (bias corrections), ``k`` the curvature as a
+    tensor of ``x``'s dtype (``K = -1/k``), ``cap`` the representable rapidity. Without ``repair``
+    (``curvature_mode="naive"``) the stored point is used as it is and never capped or re-projected.
+    """
+    sk = k.sqrt()
+    g = -grad if maximize else grad
+    # 0. a point beyond the representable radius (initial value, …) is put on it first; not in
+    #    curvature_mode="naive", which uses the stored point as it is (the closed forms below then take it
+    #    for a point of the current hyperboloid, as a curvature-unaware optimizer does)
+    if repair:
+        x, m_c = cap_points(x, k, cap, m)
+        m.copy_(m_c)
+    # 1. decay: x̃ = normalize(μ), μ = (1-λ')x + λ'o; on the manifold <μ,μ>_L = -(1-λ')²k - 2λ'(1-λ')√k x_0 - λ'²k
+    if weight_decay != 0:
+        lam = lr * weight_decay
+        x0 = x[..., :1]
+        c = sk / ((1 - lam) ** 2 * k + 2 * lam * (1 - lam) * sk * x0 + lam**2 * k).sqrt()
+        time_ = c * ((1 - lam) * x0 + lam * sk)
+        x = x * (c * (1 - lam))
+        x[..., :1] = time_
+    # 2. g_R = proju(x̃, Jg), J = diag(-1, 1, …), never materialised: <x̃, Jg>_L = x̃·g and
+    #    <g_R, g_R>_L = <Jg, Jg>_L + <x̃, Jg>_L² / k = ‖g‖² - 2 g_0² + (x̃·g)² / k
+    g0 = g[..., :1]
+    xg = (x * g).sum(-1, keepdim=True)
+    gr_sq = (g * g).sum(-1, keepdim=True) - 2 * g0 * g0 + xg * xg / k
+    # 3. m <- β1·proju(x̃, m) + (1-β1)·g_R = proju(x̃, β1·m + (1-β1)·Jg)   (proju is linear)
+    m.mul_(beta1).add_(g, alpha=1 - beta1)
+    m[..., :1].sub_(g0, alpha=2 * (1 - beta1))
+    m.addcmul_(x, lmath.inner(x, m, keepdim=True) / k)
+    v.mul_(beta2).add_(gr_sq.clamp_min_(0), alpha=1 - beta2)
+    if vmax is not None:
+        v = torch.maximum(vmax, v, out=vmax)
+    bc1 = 1 - beta1**step
+    bc2 = 1 - beta2**step
+    rate = (lr / bc1) / (v / bc2).sqrt_().add_(eps)  # (…, 1): the update is u = -rate·m
+    # 4. x_new = exp_x̃(u) = cosh(θ)x̃ + sinhc(θ)u, θ = ‖u‖_L/√k, then projx; θ is clamped to `cap`, to the part
+    #    of the geodesic inside the representable ball (and to max_rapidity, as in lmath.expmap)
+    mn = tangent_norm(x, m, k)  # ‖m‖_L read at the origin (accurate far from it, unlike sqrt<m,m>_L)
+    mm = mn * mn
+    theta = rate * mn / sk
+    limit = geodesic_step_limit(x[..., :1], -m[..., :1], mn, k, cap)  # u = -rate·m
+    theta_c = torch.minimum(theta, torch.minimum(limit, cap)).clamp_max_(lmath.max_rapidity(x.dtype))
+    sh = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(torch.finfo(theta.dtype).tiny),
+                     lmath.sinhc(theta_c))
+    ch = torch.cosh(theta_c)
+    b = -rate * sh  # x_new = ch·x̃ + b·m
+    x_new = torch.addcmul(x * ch, m, b)
+    if repair:
+        xs = x_new[..., 1:]
+        x_new[..., :1] = ((xs * xs).sum(-1, keepdim=True) + k).sqrt()
+    #    m <- P_{x̃→x_new}(m) = m + <x_new,m>_L / (k - <x̃,x_new>_L)·(x̃ + x_new), along the geodesic
+    #    <x_new,m>_L = b<m,m>_L and <x̃,x_new>_L = -k·cosh(θ) since <x̃,m>_L = 0
+    coef = b * mm / (k * (1 + ch))
+    m.addcmul_(x, coef).addcmul_(x_new, coef)
+    if not repair:
+        return x_new
+    x_new, m_new = cap_points(x_new, k, cap, m)  # rounding may leave a point just beyond the radius
+    m.copy_(m_new)
+    # stabilize: m <- proju(x, m)  (x is on the manifold: its time was just recomputed from space)
+    m.addcmul_(x_new, lmath.inner(x_new, m, keepdim=True) / k)
+    return x_new

@@ -9,13 +9,21 @@ import torch
 from torch.optim.adamw import adamw as _torch_adamw
 
 from ..geometry import math as lmath
-from .curvature import CurvatureAwareOptimizer, cap_points, geodesic_step_limit, tangent_norm
+from ..geometry.rescale import max_distance
+from .curvature import CurvatureAwareOptimizer, _cap_r
+from .fused import fused_step_supported, radamw_step_
+from .point_steps import radamw_point_step_
 
 __all__ = ["RiemannianAdamW"]
 
 
 def _scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _per_point(s: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether ``s`` holds one contiguous entry per point of ``x`` (a second moment the fused step can index)."""
+    return s.dtype == x.dtype and s.device == x.device and s.is_contiguous() and s.numel() * x.size(-1) == x.numel()
 
 
 class RiemannianAdamW(CurvatureAwareOptimizer):
@@ -126,75 +134,19 @@ class RiemannianAdamW(CurvatureAwareOptimizer):
         )
 
     def _manifold_step(self, group: dict, p: torch.Tensor) -> None:
-        """Steps 1–4 of the class docstring, written with per-point scalars so that each full-size tensor
-        is touched by few kernels (the maps are the closed forms of ``lmath.normalize/egrad2rgrad/proju/
-        expmap/transp``; ``tests/optim`` checks them against those kernels)."""
+        """Steps 1–4 of the class docstring (:func:`~lorentzcv.optim.point_steps.radamw_point_step_`; one fused
+        kernel on CUDA, :mod:`lorentzcv.optim.fused`)."""
         state = self._state(group, p, scalar_v=True)
         x = p.detach()
-        k = lmath._k(p.manifold.k.detach(), x)
-        sk = k.sqrt()
-        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-        beta1, beta2 = group["betas"]
-        g = -p.grad if group["maximize"] else p.grad
+        k = p.manifold.k.detach()
         state["step"] += 1
-        t = float(state["step"])
+        beta1, beta2 = group["betas"]
+        vmax = state["max_exp_avg_sq"] if group["amsgrad"] else None
+        kw = dict(lr=group["lr"], weight_decay=group["weight_decay"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                  step=float(state["step"]), maximize=group["maximize"], repair=self._repairs(group))
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        # 0. a point beyond the representable radius (initial value, …) is put on it first; not in
-        #    curvature_mode="naive", which uses the stored point as it is (the closed forms below then take it
-        #    for a point of the current hyperboloid, as a curvature-unaware optimizer does)
-        repair = self._repairs(group)
-        cap = self._cap(p, k)
-        if repair:
-            x, m_c = cap_points(x, k, cap, m)
-            m.copy_(m_c)
-
-        # 1. decay: x̃ = normalize(μ), μ = (1-λ')x + λ'o; on the manifold <μ,μ>_L = -(1-λ')²k - 2λ'(1-λ')√k x_0 - λ'²k
-        if wd != 0:
-            lam = lr * wd
-            x0 = x[..., :1]
-            c = sk / ((1 - lam) ** 2 * k + 2 * lam * (1 - lam) * sk * x0 + lam**2 * k).sqrt()
-            time_ = c * ((1 - lam) * x0 + lam * sk)
-            x = x * (c * (1 - lam))
-            x[..., :1] = time_
-        # 2. g_R = proju(x̃, Jg), J = diag(-1, 1, …), never materialised: <x̃, Jg>_L = x̃·g and
-        #    <g_R, g_R>_L = <Jg, Jg>_L + <x̃, Jg>_L² / k = ‖g‖² - 2 g_0² + (x̃·g)² / k
-        g0 = g[..., :1]
-        xg = (x * g).sum(-1, keepdim=True)
-        gr_sq = (g * g).sum(-1, keepdim=True) - 2 * g0 * g0 + xg * xg / k
-        # 3. m <- β1·proju(x̃, m) + (1-β1)·g_R = proju(x̃, β1·m + (1-β1)·Jg)   (proju is linear)
-        m.mul_(beta1).add_(g, alpha=1 - beta1)
-        m[..., :1].sub_(g0, alpha=2 * (1 - beta1))
-        m.addcmul_(x, lmath.inner(x, m, keepdim=True) / k)
-        v.mul_(beta2).add_(gr_sq.clamp_min_(0), alpha=1 - beta2)
-        if group["amsgrad"]:
-            v = torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-        bc1 = 1 - beta1**t
-        bc2 = 1 - beta2**t
-        step = (lr / bc1) / (v / bc2).sqrt_().add_(eps)  # (…, 1): the update is u = -step·m
-        # 4. x_new = exp_x̃(u) = cosh(θ)x̃ + sinhc(θ)u, θ = ‖u‖_L/√k, then projx; θ is clamped to `cap`, to the part
-        #    of the geodesic inside the representable ball (and to max_rapidity, as in lmath.expmap)
-        mn = tangent_norm(x, m, k)  # ‖m‖_L read at the origin (accurate far from it, unlike sqrt<m,m>_L)
-        mm = mn * mn
-        theta = step * mn / sk
-        limit = geodesic_step_limit(x[..., :1], -m[..., :1], mn, k, cap)  # u = -step·m
-        theta_c = torch.minimum(theta, torch.minimum(limit, cap)).clamp_max_(lmath.max_rapidity(x.dtype))
-        sh = torch.where(theta > theta_c, torch.sinh(theta_c) / theta.clamp_min(torch.finfo(theta.dtype).tiny),
-                         lmath.sinhc(theta_c))
-        ch = torch.cosh(theta_c)
-        b = -step * sh  # x_new = ch·x̃ + b·m
-        x_new = torch.addcmul(x * ch, m, b)
-        if repair:
-            xs = x_new[..., 1:]
-            x_new[..., :1] = ((xs * xs).sum(-1, keepdim=True) + k).sqrt()
-        #    m <- P_{x̃→x_new}(m) = m + <x_new,m>_L / (k - <x̃,x_new>_L)·(x̃ + x_new), along the geodesic
-        #    <x_new,m>_L = b<m,m>_L and <x̃,x_new>_L = -k·cosh(θ) since <x̃,m>_L = 0
-        coef = b * mm / (k * (1 + ch))
-        m.addcmul_(x, coef).addcmul_(x_new, coef)
-        if not repair:
-            p.copy_(x_new)
+        if not isinstance(kw["lr"], torch.Tensor) and fused_step_supported(x, p.grad, m) and \
+                all(_per_point(s, x) for s in (v, vmax) if s is not None):
+            radamw_step_(x, p.grad, m, v, vmax, k, mdist=max_distance(x.dtype, _cap_r(p.manifold)), **kw)
             return
-        x_new, m_new = cap_points(x_new, k, cap, m)  # rounding may leave a point just beyond the radius
-        m.copy_(m_new)
-        p.copy_(x_new)
-        # stabilize: m <- proju(x, m)  (x is on the manifold: its time was just recomputed from space)
-        m.addcmul_(x_new, lmath.inner(x_new, m, keepdim=True) / k)
+        p.copy_(radamw_point_step_(x, p.grad, m, v, vmax, lmath._k(k, x), self._cap(p, k), **kw))

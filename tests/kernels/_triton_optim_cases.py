@@ -122,6 +122,35 @@ def _rsgd_cases(device: str) -> dict:
     return out
 
 
+def _radamw_cases(device: str) -> dict:
+    out = {}
+    T = F._triton_module()
+    mdist = max_distance(torch.float32, 1.0)
+    combos = itertools.product((0.05, 1.0, 4.0), (True, False), (True, False))
+    for i, (k, amsgrad, repair) in enumerate(combos):
+        g = torch.Generator().manual_seed(200 + i)
+        x = points(k, g)
+        grad = torch.randn(x.shape, generator=g) * 0.3 * k / x[:, :1].clamp_max(1e3)
+        grad[6, -3:] = 0
+        m = tangent(x, k, g, 0.05)
+        v = torch.rand(x.size(0), 1, generator=g) * 0.1
+        vmax = v + 0.05 * torch.rand(v.shape, generator=g) if amsgrad else None
+        args = (0.05, 0.05 * (i % 2), 0.9, 0.999, 1e-8, 3.0, i % 3 == 2, repair, mdist)
+        kt = torch.tensor(k)
+        ex, em, ev, evm = _clone(x, m, v, vmax)
+        F._radamw_step_eager(ex, grad, em, ev, evm, kt, *args)
+        fx, fm, fv, fvm = _on(device, *_clone(x, m, v, vmax))
+        _, n = count_launches(T, F.launch_triton_radamw_step, fx, *_on(device, grad), fm, fv, fvm, *_on(device, kt),
+                              *args)
+        res = {"launches_as_declared": n == LAUNCHES["lorentzcv::radamw_step_"],
+               "v": _err(fv.cpu(), ev.double())}
+        if amsgrad:
+            res["vmax"] = _err(fvm.cpu(), evm.double())
+        out[f"radamw-k{k}-{'ams' if amsgrad else 'adam'}-{'repair' if repair else 'naive'}"] = _compare(
+            res, k, x, _cpu(fx, fm), (ex, em), repair, mdist)
+    return out
+
+
 def _move_cases(device: str) -> dict:
     out = {}
     T = F._triton_module()
@@ -146,7 +175,7 @@ def _cpu(*ts):
 
 def run(device: str = "cpu") -> dict:
     """The Triton optimizer kernels on ``device`` (CPU: Triton's interpreter) against the eager math on the CPU."""
-    return {**_rsgd_cases(device), **_move_cases(device)}
+    return {**_rsgd_cases(device), **_radamw_cases(device), **_move_cases(device)}
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from ._interpreted import run_interpreted
 
 
 def _check_cases(res: dict) -> None:
-    assert len(res) == 18 + 12
+    assert len(res) == 18 + 12 + 12  # RSGD, RAdamW, explog moves
     for name, r in res.items():
+        assert r.get("v", 0.0) < 1e-6 and r.get("vmax", 0.0) < 1e-6, (name, r)
         assert r["finite"] and r["padding_kept"] and r["launches_as_declared"], (name, r)
         assert r["x"] < 1e-5, (name, r)
         if "m" in r:
@@ -30,7 +31,8 @@ def _check_cases(res: dict) -> None:
 @pytest.mark.skipif(not triton_available(), reason="Triton is not installed")
 def test_triton_optimizer_kernels_match_the_eager_math_in_the_interpreter():
     """RSGD steps at k 0.05/1/4 without momentum, at the first step and with a buffer, repairing and naive, with
-    weight decay, dampening, Nesterov and maximize among them; explog moves to smaller/larger k with and without a
+    weight decay, dampening, Nesterov and maximize among them; RAdamW steps with and without amsgrad, weight decay
+    and maximize, repairing and naive; explog moves to smaller/larger k with and without a
     moment; stacks with a far point, the origin, a tiny point, an off-hyperboloid point and zero padding."""
     _check_cases(run_interpreted("tests.kernels._triton_optim_cases"))
 
@@ -89,6 +91,39 @@ def test_rsgd_on_the_fused_path_equals_the_eager_path(mode):
     assert any(abs(float(k.detach()) - 1.0) > 1e-6 for k in ks)  # the curvature moved, so the move ran
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
+    _same_states(opt_a, opt_b)
+
+
+def _same_states(opt_a, opt_b) -> None:
     for sa, sb in zip(opt_a.state.values(), opt_b.state.values()):
-        if "momentum_buffer" in sa:
-            torch.testing.assert_close(sa["momentum_buffer"], sb["momentum_buffer"], rtol=1e-5, atol=1e-6)
+        for key in ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            if key in sa:
+                torch.testing.assert_close(sa[key], sb[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("kw", [dict(curvature_mode="aware"), dict(curvature_mode="naive", amsgrad=True)],
+                         ids=["aware", "naive-amsgrad"])
+def test_radamw_on_the_fused_path_equals_the_eager_path(kw):
+    torch.manual_seed(0)
+    model = create_model("hecnn_resnet18", num_classes=10, img_size=16, width=8)
+    kw = dict(lr=0.01, weight_decay=0.05, curvature_lr=0.01, **kw)
+    a, opt_a = _train(copy.deepcopy(model), "radamw", "eager", **kw)
+    b, opt_b = _train(copy.deepcopy(model), "radamw", "fused", **kw)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
+    _same_states(opt_a, opt_b)
+
+
+def test_radamw_manifold_step_is_one_fused_op_on_the_cuda_path():
+    """Counted as CUDA dispatches it: the manifold parameters' step is the one ``lorentzcv::radamw_step_`` (no
+    per-point math left as separate kernels)."""
+    from lorentzcv.bench import count_launches
+
+    torch.manual_seed(0)
+    model = create_model("hecnn_resnet18", num_classes=10, img_size=16, width=8)
+    x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,))
+    opt = create_optimizer(model, "radamw", lr=1e-3, weight_decay=0.05, curvature_lr=0.0, foreach=True)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    ops = count_launches(opt.step, by_op=True)
+    assert ops.get("lorentzcv::radamw_step_") == 1, ops
+    assert not any(name in ops for name in ("aten::sinh", "aten::cosh", "aten::acosh", "aten::where.self")), ops
