@@ -153,8 +153,9 @@ def _ms(vals: list[float], digits: int) -> str:
 def table(res: dict[str, Any], epochs: int) -> str:
     runs = [r for r in res["runs"].values() if r["epochs"] == epochs]
     lines = [
-        "| dim | optimizer | curvature | seeds | mean rank | MAP | final k (K = -1/k) | train s/run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dim | optimizer | curvature | seeds | mean rank | MAP | best of evals: mean rank / MAP | final k (K = -1/k) "
+        "| train s/run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted(
         {(r["dim"], r["optimizer"], r["curvature"]) for r in runs},
@@ -169,6 +170,7 @@ def table(res: dict[str, Any], epochs: int) -> str:
         lines.append(
             f"| {dim} | {opt} | {curv} | {','.join(str(r['seed']) for r in rs)} | "
             f"{_ms([r['mean_rank'] for r in rs], 2)} | {_ms([r['map'] for r in rs], 3)} | "
+            f"{_ms([r['best_mean_rank'] for r in rs], 2)} / {_ms([r['best_map'] for r in rs], 3)} | "
             f"{k} ({kk}) | {statistics.fmean(r['train_seconds'] for r in rs):.0f} |"
         )
     return "\n".join(lines)
