@@ -112,6 +112,14 @@ def _projx(x, is_t, k):
 
 
 @triton.jit
+def _row(width, BLOCK: tl.constexpr):
+    """This program's point: (row index, offset of its first entry, lane offsets, in-range mask, time lane)."""
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    return row, row * width, offs, offs < width, offs == 0
+
+
+@triton.jit
 def _minkowski(u, v, is_t):
     uv = u * v
     return tl.sum(tl.where(is_t, -uv, uv), axis=0)
@@ -122,11 +130,7 @@ def rsgd_step(x_ptr, g_ptr, b_ptr, k_ptr, width, lr, wd, mom, damp, mdist, maxra
               HAS_WD: tl.constexpr, HAS_MOM: tl.constexpr, OLD_B: tl.constexpr, NESTEROV: tl.constexpr,
               MAXIMIZE: tl.constexpr, REPAIR: tl.constexpr, STAB: tl.constexpr, BLOCK: tl.constexpr):
     """One Riemannian SGD step of point ``program_id`` (``point_steps.rsgd_point_step``), in place."""
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK)
-    mask = offs < width
-    is_t = offs == 0
-    base = row * width
+    row, base, offs, mask, is_t = _row(width, BLOCK)
     x = tl.load(x_ptr + base + offs, mask=mask, other=0.0)
     g = tl.load(g_ptr + base + offs, mask=mask, other=0.0)
     if OLD_B:  # a momentum buffer from earlier steps (HAS_MOM and not the first step)
@@ -182,11 +186,7 @@ def rsgd_step(x_ptr, g_ptr, b_ptr, k_ptr, width, lr, wd, mom, damp, mdist, maxra
 def explog_move(x_ptr, m_ptr, ko_ptr, kn_ptr, width, mdist, maxrap, HAS_M: tl.constexpr, BLOCK: tl.constexpr):
     """The explog curvature move of point ``program_id`` (and its moment) from ``k_old`` to ``k_new``, in place,
     capped at ``cap = mdist / max(1, √k_new)`` (``point_steps.move_to_curvature``)."""
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK)
-    mask = offs < width
-    is_t = offs == 0
-    base = row * width
+    row, base, offs, mask, is_t = _row(width, BLOCK)
     x = tl.load(x_ptr + base + offs, mask=mask, other=0.0)
     xs = tl.where(is_t, 0.0, x)
     ko = tl.load(ko_ptr).to(tl.float32)
@@ -211,11 +211,7 @@ def radamw_step(x_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, k_ptr, width, lr, wd, beta
                 BLOCK: tl.constexpr):
     """One Riemannian AdamW step of point ``program_id`` (``point_steps.radamw_point_step_``), in place: the point,
     its first moment (a row) and its second moment (one entry per point; ``vmax`` its running maximum)."""
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK)
-    mask = offs < width
-    is_t = offs == 0
-    base = row * width
+    row, base, offs, mask, is_t = _row(width, BLOCK)
     x = tl.load(x_ptr + base + offs, mask=mask, other=0.0)
     g = tl.load(g_ptr + base + offs, mask=mask, other=0.0)
     m = tl.load(m_ptr + base + offs, mask=mask, other=0.0)
