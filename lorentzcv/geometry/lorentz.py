@@ -49,6 +49,11 @@ class Lorentz(nn.Module):
     Attributes:
         k: the ``nn.Parameter`` holding ``k``.
         curvature: ``K = -1/k`` (a tensor).
+        repair_on_use: whether layers that read stored points of this manifold (a Lorentz batch norm's β, LHIER's
+            LCAs) recompute their time coordinate from the current ``k`` (``projx``) before using them (default
+            True). The training engine sets it False for ``optim.curvature_mode="naive"``, the ablation baseline
+            of a curvature-unaware optimizer, whose layers use the stored coordinates as they are (so a point left
+            on the old hyperboloid when ``k`` moved stays off the new one; ``lorentzcv.optim.curvature``).
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class Lorentz(nn.Module):
         self.bounds = (float(bounds[0]), float(bounds[1]))
         self.rescale_config = rescale or RescaleConfig()
         self.check = check
+        self.repair_on_use = True
 
     # --- properties -------------------------------------------------------------------------------
     @property

@@ -266,7 +266,8 @@ class LHIERLoss(_HierarchicalLCALoss):
     (so at distance ≈ ``lca_init_radius`` from the origin), to be trained by ``RiemannianAdamW`` and moved by
     the curvature-aware optimizer when ``k`` changes. Their time coordinate is recomputed from space on every
     forward (``projx``), which does not change their Riemannian gradient and keeps the loss well defined even
-    if ``k`` moved without them.
+    if ``k`` moved without them — except with ``manifold.repair_on_use = False`` (the naive-curvature ablation),
+    which uses the stored coordinates as they are.
 
     ``manifold`` is registered as a submodule (so ``.to()``, ``state_dict`` and ``create_optimizer(loss, ...)``
     see ``k``). When the model's head shares it, build the optimizer over one container of both
@@ -317,7 +318,8 @@ class LHIERLoss(_HierarchicalLCALoss):
     def lca_points(self) -> torch.Tensor:
         """The LCAs on the hyperboloid at the current ``k``, ``(P, 1+D)`` (rescaled with ``rescale_lcas``)."""
         k = self.manifold.k.to(self.lcas.dtype)
-        x = lmath.projx(self.lcas, k)
+        # (manifold.repair_on_use=False, the naive-curvature ablation: the stored coordinates as they are)
+        x = lmath.projx(self.lcas, k) if getattr(self.manifold, "repair_on_use", True) else self.lcas
         return rescale(x, k, config=self.manifold.rescale_config) if self.rescale_lcas else x
 
     def directions(self, embeddings: torch.Tensor) -> torch.Tensor:

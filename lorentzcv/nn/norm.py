@@ -19,7 +19,8 @@ For a batch of points :math:`x` with batch mean :math:`\mu` the layer computes
 
 :math:`\beta` is a :class:`~lorentzcv.geometry.ManifoldParameter` initialised at the origin and used as
 ``projx(β)`` (time recomputed from space; identical when β is on the manifold, which Riemannian optimizers
-keep), :math:`\gamma` a learnable scalar (init 1). ``rescale_euclid`` uses the manifold's
+keep; with ``manifold.repair_on_use = False``, the naive-curvature ablation, β is used as stored, through the
+literal formula), :math:`\gamma` a learnable scalar (init 1). ``rescale_euclid`` uses the manifold's
 :class:`~lorentzcv.geometry.RescaleConfig`, the radius :math:`m\min(1,\sqrt{k})` and the dtype the batch norm computes in
 (:func:`~lorentzcv.geometry.rescale.computation_dtype`). Training uses batch statistics and updates ``running_mean`` (a tangent
 vector at the origin, re-mapped with the current ``k``) by
@@ -215,13 +216,14 @@ def _forward_autograd(
 def lorentz_batch_norm_reference(
     x: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor, k: torch.Tensor, running_mean: torch.Tensor,
     running_var: torch.Tensor | None, *, variant: str = "hcnn", eps: float = 1e-5,
-    rescale: RescaleConfig | None = None, rdtype: torch.dtype | None = None,
+    rescale: RescaleConfig | None = None, rdtype: torch.dtype | None = None, project_beta: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""``docs/method.md`` §5.4 written literally with the kernels of :mod:`lorentzcv.geometry.math` (slow).
 
     Args:
         x: ``(B, 1+C)`` or channels-last ``(B, N, 1+C)`` points (manifold dim -1).
-        beta: ``(1+C,)`` the learned mean (its time coordinate is recomputed, ``projx``); gamma: scalar.
+        beta: ``(1+C,)`` the learned mean (its time coordinate is recomputed, ``projx``, unless
+            ``project_beta=False``: then used as stored, as the naive-curvature ablation does); gamma: scalar.
         k: curvature parameter (``K = -1/k``).
         running_mean: ``(1+C,)`` tangent vector at the origin, used when ``running_var`` is given (eval).
         running_var: ``None`` in training (batch statistics), else the running σ.
@@ -231,7 +233,8 @@ def lorentz_batch_norm_reference(
     Returns:
         ``(y, μ, σ)`` with ``y`` shaped like ``x``.
     """
-    beta = lmath.projx(beta, k)
+    if project_beta:
+        beta = lmath.projx(beta, k)
     if running_var is None:
         mean = lmath.centroid(x, k, reduce_dim=-2)  # over N per sample (3-D) or over B (2-D)
         if x.dim() == 3:
@@ -313,11 +316,15 @@ class _LorentzBatchNorm(nn.Module):
         training = self.training
         rv = None if training else self.running_var.to(dtype)
         opts = (self.variant, self.eps, self._rescale_config(), rdtype, self._two_stage)
-        if self.impl == "reference":
+        repair = getattr(self.manifold, "repair_on_use", True)
+        if self.impl == "reference" or not repair:
+            # (repair_on_use=False, the naive-curvature ablation: β is used with its stored time coordinate, which
+            # only the literal formula does; the closed forms recompute it from space)
             xl = x3.transpose(1, 2) if self._two_stage else x3[..., 0]
             beta = torch.cat([self.beta[:1].to(dtype), beta_s])
             y, mu, var = lorentz_batch_norm_reference(xl, beta, gamma, k, rm, rv, variant=self.variant,
-                                                      eps=self.eps, rescale=opts[2], rdtype=rdtype)
+                                                      eps=self.eps, rescale=opts[2], rdtype=rdtype,
+                                                      project_beta=repair)
             y = y.transpose(1, 2).contiguous() if self._two_stage else y[..., None]
         elif (self.impl == "autograd" or (opts[2] is not None and opts[2].min_rapidity > 0)
               or torch.compiler.is_compiling() or torch.jit.is_tracing()):

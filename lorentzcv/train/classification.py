@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from .checkpoint import CheckpointError
-from .common import curvatures, optimizer_kwargs, resolve_amp, seed_everything, subset
+from .common import curvatures, optimizer_kwargs, resolve_amp, seed_everything, set_repair_on_use, subset
 from .config import Config, ConfigError, apply_overrides, config_from_dict
 from .distributed import DistInfo, all_reduce_sum, resolve_device
 from .engine import Engine, Task
@@ -103,6 +103,7 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     from ..optim import create_optimizer
 
     o = cfg.optim
+    set_repair_on_use(o, model)
     return create_optimizer(model, o.name, lr=o.lr, weight_decay=o.weight_decay, curvature_lr=o.curvature_lr,
                             curvature_weight_decay=o.curvature_weight_decay, manifold_lr=o.manifold_lr,
                             **optimizer_kwargs(o))

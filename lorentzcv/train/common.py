@@ -96,6 +96,17 @@ def optimizer_kwargs(o: OptimConfig) -> dict[str, Any]:
     return kw
 
 
+def set_repair_on_use(o: OptimConfig, *modules: nn.Module) -> None:
+    """``Lorentz.repair_on_use`` of every manifold of ``modules``: False for ``optim.curvature_mode="naive"`` (the
+    ablation baseline of a curvature-unaware optimizer: layers use stored points as they are), else True."""
+    from ..geometry import named_manifolds
+
+    repair = not (o.name in ("rsgd", "radamw") and o.curvature_mode == "naive")
+    for module in modules:
+        for manifold in named_manifolds(module).values():
+            manifold.repair_on_use = repair
+
+
 def curvatures(model: nn.Module) -> dict[str, float]:
     """Sectional curvature ``K = -1/k`` of every distinct manifold of ``model``, by module name."""
     from ..geometry import named_manifolds

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .common import optimizer_kwargs
+from .common import optimizer_kwargs, set_repair_on_use
 from .config import ConfigError, MetricRunConfig
 from .schedule import LRScheduler, schedule_factor
 
@@ -88,6 +88,7 @@ def build_metric_optimizer(cfg: MetricRunConfig, model: nn.Module, objective: nn
     if o.name not in ("rsgd", "radamw") and any(g["type"] == "manifold" for g in groups):
         raise ConfigError(f"optim.name={o.name!r} is Euclidean but the model has ManifoldParameters (LHIER's "
                           "LCAs); use optim.name=radamw")
+    set_repair_on_use(o, model, objective)
     return OPTIMIZERS[o.name](groups, lr=lr, weight_decay=o.weight_decay, **optimizer_kwargs(o))
 
 
