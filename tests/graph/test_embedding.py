@@ -144,6 +144,7 @@ def test_embedding_module_basics() -> None:
     model.manifold.check_point_on_manifold(model.weight.detach())
     d = model.distances_from(torch.tensor([0, 3]))
     assert d.shape == (2, 5) and d[0, 0] < 1e-6 and d[1, 3] < 1e-6
+    assert model.manifold.rescale_config.r == 0.8  # radius_fraction: points kept off the dtype's limit radius
     shared = Lorentz(2.0).double()
     assert LorentzEmbedding(3, 2, shared).manifold is shared
     with pytest.raises(ValueError):
