@@ -17,18 +17,18 @@ Objective (Nickel & Kiela 2017, eq. (6); the same softmax in their 2018 Lorentz 
 with :math:`d(x, y) = \sqrt{k}\operatorname{arcosh}(-\langle x,y\rangle_L/k)` (:func:`lorentzcv.geometry.math.dist`),
 i.e. a cross-entropy with logits :math:`-d` and the true parent at index 0. Negatives are drawn uniformly
 (``num_negatives`` per pair, as tensors); a draw that is ``u`` itself or an ancestor of ``u`` is redrawn a few
-times and masked out of the softmax if it stays invalid. Like N&K's code, the first ``burnin_epochs`` epochs run
-at ``lr * burnin_factor``. Points start near the origin: space coordinates uniform in
-``[-init_scale, init_scale]`` (N&K: ``1e-3``), time from :meth:`~lorentzcv.geometry.Lorentz.add_time`.
+times and masked out of the softmax if it stays invalid. N&K's scripts set a burn-in period (``-burnin``); here
+the first ``burnin_epochs`` epochs run at ``lr * burnin_factor``. Points start near the origin: space
+coordinates uniform in ``[-init_scale, init_scale]``, time from :meth:`~lorentzcv.geometry.Lorentz.add_time`.
 
 Float64 is the default: the optimizers keep points within the rapidity
 ``min(1, r)·½·arccosh(1/(2ε))`` (``r`` of the manifold's :class:`~lorentzcv.geometry.RescaleConfig`; at
 ``r = 1`` this is where the dtype still resolves ``<x,x>_L = -k``: ≈ 8 in float32, ≈ 18 in float64), and a deep
 hierarchy needs the larger radius. The default manifold uses ``r = radius_fraction = 0.8`` (rapidity ≈ 14.4 in
-float64): leaves of a 2-d embedding pile up on that radius, and right at the dtype's limit the tangent
-re-projection of a parked point's RAdamW first moment amplifies rounding by up to :math:`\varepsilon\cosh^2 r
-\approx 1/4` per step (observed: the moment of a mammal leaf overflowed to NaN after ~3,800 steps at ``r = 1``;
-``docs/wordnet.md``). At ``r = 0.8`` the factor is ≈ 2e-4.
+float64): leaves of a 2-d embedding pile up on the allowed radius, and at the dtype's limit (``r = 1``) the
+RAdamW first moment of a parked mammal leaf grew exponentially and overflowed to NaN after ~3,840 steps
+(``docs/wordnet.md``; presumably rounding amplified by up to :math:`\varepsilon\cosh^2 r \approx 1/4` per step
+in the moment's tangent re-projection, about 2e-4 at ``r = 0.8``).
 """
 
 from __future__ import annotations
