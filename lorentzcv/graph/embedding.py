@@ -7,7 +7,8 @@ The points are trained with the library's Riemannian optimizers (:func:`~lorentz
 ``"rsgd"`` or ``"radamw"``, curvature in its own group and the curvature-aware move of
 :mod:`lorentzcv.optim.curvature`); nothing here re-implements an exponential map or an optimizer step.
 
-Objective (Nickel & Kiela 2017's softmax over sampled non-edges): for a closure pair :math:`(u, v)` (``v`` an ancestor of ``u``) and negatives :math:`\mathcal{N}(u) = \{v' : (u, v') \notin D\}`,
+Objective (Nickel & Kiela 2017's softmax over sampled non-edges): for a closure pair :math:`(u, v)`
+(``v`` an ancestor of ``u``) and negatives :math:`\mathcal{N}(u) = \{v' : (u, v') \notin D\}`,
 
 .. math::
 
