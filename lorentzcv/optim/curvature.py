@@ -78,7 +78,6 @@ __all__ = [
 CURVATURE_MODES = ("aware", "naive", "naive_repaired")
 
 
-
 DEFAULT_BOUNDS = (0.05, 20.0)  # Lorentz's default; used for geoopt manifolds, which carry no bounds
 
 
