@@ -7,6 +7,9 @@ the *current* ``k``, so a learnable curvature is seen consistently by all layers
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -33,6 +36,28 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, dim: int, names: str = "x and 
         raise ValueError(f"{names} must have broadcastable shapes, got {tuple(x.shape)} and {tuple(y.shape)}") from None
     if x.size(dim) != y.size(dim):
         raise ValueError(f"{names} must have the same manifold dimension size, got {x.size(dim)} and {y.size(dim)}")
+
+
+#: Views of ``k`` one fan node hands out (:meth:`Lorentz.use_k`); a forward with more uses opens another fan.
+FAN_WIDTH = 64
+
+
+class _KFan(torch.autograd.Function):
+    """``n`` views of the 0-d ``k`` from one autograd node. Each use of ``k`` in a forward takes its own view, so the
+    backward receives the gradients of all uses at once and sums them in two kernels (``stack`` + ``sum``), where
+    autograd would accumulate the gradient of a tensor used ``n`` times with ``n - 1`` separate ``add`` kernels."""
+
+    @staticmethod
+    def forward(ctx, k: torch.Tensor, n: int):  # type: ignore[override]
+        ctx.set_materialize_grads(False)  # (unused views: no zero-filled gradients)
+        return tuple(k.view_as(k) for _ in range(n))
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[override]
+        gs = [g for g in grads if g is not None]
+        if not gs:
+            return None, None
+        return (gs[0] if len(gs) == 1 else torch.stack(gs).sum(0)), None
 
 
 class Lorentz(nn.Module):
@@ -71,6 +96,7 @@ class Lorentz(nn.Module):
         self.rescale_config = rescale or RescaleConfig()
         self.check = check
         self.repair_on_use = True
+        self._fan: list[torch.Tensor] | None = None  # the views of k left in an open shared_gradients() block
 
     # --- properties -------------------------------------------------------------------------------
     @property
@@ -84,6 +110,39 @@ class Lorentz(nn.Module):
 
     def extra_repr(self) -> str:
         return f"k={self.k.item():.4g}, learnable={self.learnable}, bounds={self.bounds}"
+
+    def use_k(self) -> torch.Tensor:
+        """``k`` for one use in a layer's forward (what the layers of :mod:`lorentzcv.nn` read).
+
+        Outside a :meth:`shared_gradients` block this is the parameter ``k`` itself; inside, a view of it from a
+        fan node (same value, same gradient), so that the gradients of all uses reach ``k`` through one sum.
+        """
+        fan = self._fan
+        if fan is None:
+            return self.k
+        if not fan:
+            fan.extend(_KFan.apply(self.k, FAN_WIDTH))
+        return fan.pop()
+
+    @contextlib.contextmanager
+    def shared_gradients(self) -> Iterator[None]:
+        """Within the block, :meth:`use_k` hands out views of ``k`` from fan nodes of :data:`FAN_WIDTH` views each.
+
+        Autograd accumulates the gradient of a tensor used ``n`` times with ``n - 1`` ``add`` kernels (about one per
+        Lorentz layer: a GPU launch each); through a fan the backward sums them in two. The values and gradients
+        are those of using ``k`` directly (to rounding of the sum's order). A no-op for a fixed ``k``, without
+        gradients, and under ``torch.compile``/``torch.jit.trace`` (plain ``k``). The models open it around their
+        forward (:class:`~lorentzcv.models.resnet.LorentzResNet`).
+        """
+        if (not (self.k.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()
+                or torch.jit.is_tracing()):
+            yield
+            return
+        saved, self._fan = self._fan, []
+        try:
+            yield
+        finally:
+            self._fan = saved
 
     def _kk(self, x: torch.Tensor) -> torch.Tensor:
         return self.k if self.k.dtype == x.dtype else self.k.to(x.dtype)

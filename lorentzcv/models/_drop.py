@@ -57,7 +57,7 @@ class _SpaceDrop(nn.Module):
         dim = (1 if x.dim() == 4 else -1) if self.dim is None else self.dim
         ys = self._drop(lmath.space(x, dim=dim))
         with no_autocast(x):
-            out = lmath.add_time(upcast(ys), self.manifold.k, dim=dim)
+            out = lmath.add_time(upcast(ys), self.manifold.use_k(), dim=dim)
         return out if x.dtype == out.dtype else out.to(x.dtype)
 
 

@@ -44,6 +44,7 @@ hyperbolic models train in bfloat16/float16 without dtype errors or NaN.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -229,7 +230,12 @@ class ResNet(nn.Module):
         return take
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or not torch.is_grad_enabled():
+            return self.forward_head(self.forward_features(x))
+        with contextlib.ExitStack() as stack:  # one gradient sum per learnable k (Lorentz.shared_gradients)
+            for manifold in self.manifolds().values():
+                stack.enter_context(manifold.shared_gradients())
+            return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
         """The classifier module (``nn.Linear``, ``LorentzMLR`` or ``nn.Identity`` when ``num_classes=0``)."""

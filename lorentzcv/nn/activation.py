@@ -48,7 +48,7 @@ class LorentzActivation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dim = _layout_dim(x, self.dim)
         check_points(x, None, dim=dim, what=type(self).__name__)
-        return lorentz_activation(x, self.act, self.manifold.k, dim=dim)
+        return lorentz_activation(x, self.act, self.manifold.use_k(), dim=dim)
 
 
 class LorentzReLU(LorentzActivation):

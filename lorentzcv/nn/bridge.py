@@ -51,7 +51,7 @@ class ToLorentz(nn.Module):
         if x.dim() < 2 or not -x.dim() <= self.dim < x.dim():
             raise ValueError(f"ToLorentz expects (B, C, H, W) or (B, C) features with channels at dim {self.dim}, "
                              f"got shape {tuple(x.shape)}")
-        return euclid_to_lorentz(x, self.manifold.k, dim=self.dim, mode=self.mode, clip_r=self.clip_r,
+        return euclid_to_lorentz(x, self.manifold.use_k(), dim=self.dim, mode=self.mode, clip_r=self.clip_r,
                                  config=self.manifold.rescale_config)
 
 
@@ -75,7 +75,7 @@ class FromLorentz(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_points(x, None, dim=self.dim, what=type(self).__name__)
-        return lorentz_to_euclid(x, self.manifold.k, dim=self.dim, mode=self.mode)
+        return lorentz_to_euclid(x, self.manifold.use_k(), dim=self.dim, mode=self.mode)
 
 
 class ManifoldSwap(nn.Module):
@@ -95,4 +95,4 @@ class ManifoldSwap(nn.Module):
             cfg = self.rescale
         else:
             cfg = self.dst.rescale_config if self.rescale else None
-        return swap_manifold(x, self.src.k, self.dst.k, dim=self.dim, rescale=cfg)
+        return swap_manifold(x, self.src.use_k(), self.dst.use_k(), dim=self.dim, rescale=cfg)

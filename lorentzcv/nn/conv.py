@@ -250,7 +250,7 @@ class LorentzConv2d(nn.Module):
             xin = xin.to(w.dtype)
         ys = F.conv2d(xin, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
         cfg = self.manifold.rescale_config if self.rescale else None
-        return lift(ys, self.manifold.k, dim=1, rescale=cfg, gamma=self.boost, dtype=dtype)
+        return lift(ys, self.manifold.use_k(), dim=1, rescale=cfg, gamma=self.boost, dtype=dtype)
 
     def _forward_unfold(self, x: torch.Tensor) -> torch.Tensor:
         dtype = computation_dtype(x)
@@ -259,7 +259,7 @@ class LorentzConv2d(nn.Module):
             b, _, h, w = x.shape
             c, (kh, kw) = self.in_channels, self.kernel_size
             kk = kh * kw
-            k = lmath._k(self.manifold.k, x)
+            k = lmath._k(self.manifold.use_k(), x)
             ho, wo = self.output_size(h, w)
             cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (B, (1+C)·K, L)
             cols = cols.view(b, 1 + c, kk, ho * wo)

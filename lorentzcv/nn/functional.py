@@ -338,6 +338,8 @@ def lift(
 # ops of §5.6
 # --------------------------------------------------------------------------------------------------------------
 def _k_of(manifold_or_k) -> torch.Tensor | float:
+    if hasattr(manifold_or_k, "use_k"):
+        return manifold_or_k.use_k()
     return manifold_or_k.k if hasattr(manifold_or_k, "k") else manifold_or_k
 
 

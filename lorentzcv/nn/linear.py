@@ -82,7 +82,7 @@ class LorentzLinear(nn.Module):
     @float32_island
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_points(x, self.in_features, dim=-1, name="input", what=type(self).__name__)
-        k = self.manifold.k
+        k = self.manifold.use_k()
         # a float32 island: weights of a model cast with .half()/.bfloat16() are upcast like the input
         w, b = upcast(self.weight), None if self.bias is None else upcast(self.bias)
         if self.variant == "space":

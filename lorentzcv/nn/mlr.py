@@ -87,4 +87,4 @@ class LorentzMLR(nn.Module):
     @float32_island
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_points(x, self.num_features, dim=-1, name="input", what=type(self).__name__)
-        return lorentz_mlr_logits(x, self.a.to(x.dtype), self.z.to(x.dtype), self.manifold.k)
+        return lorentz_mlr_logits(x, self.a.to(x.dtype), self.z.to(x.dtype), self.manifold.use_k())

@@ -309,7 +309,7 @@ class _LorentzBatchNorm(nn.Module):
     def _normalize3(self, x3: torch.Tensor, rdtype: torch.dtype) -> torch.Tensor:
         """Normalise ``x3`` of shape ``(B, 1+C, N)`` (float32/float64, autocast off)."""
         dtype = x3.dtype
-        k = self.manifold.k.to(dtype)
+        k = self.manifold.use_k().to(dtype)
         beta_s = self.beta[1:].to(dtype)
         gamma = self.gamma.to(dtype)
         rm = self.running_mean.to(dtype)

@@ -36,7 +36,7 @@ class LorentzGlobalAvgPool2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_points(x, None, dim=1, ndim=4, what=type(self).__name__)
         mu = x.mean(dim=(2, 3))
-        c = lmath.normalize(mu, lmath._k(self.manifold.k, mu), dim=-1)
+        c = lmath.normalize(mu, lmath._k(self.manifold.use_k(), mu), dim=-1)
         return c[:, :, None, None] if self.keepdim else c
 
 
