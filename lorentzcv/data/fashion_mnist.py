@@ -7,6 +7,7 @@ then ``NN`` big-endian int32 sizes, then the data), so Debian's ``.gz`` files wo
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import zlib
 from collections.abc import Callable
@@ -100,18 +101,9 @@ FASHION_MNIST_DML_INFO = DatasetInfo(
     ),
 )
 
-FASHION_MNIST_HIER_INFO = DatasetInfo(
+FASHION_MNIST_HIER_INFO = dataclasses.replace(
+    FASHION_MNIST_DML_INFO,
     name="fashion_mnist_hier",
-    task="metric",
-    num_classes={"train": 5, "test": 5},
-    in_chans=1,
-    img_size=28,
-    mean=FASHION_MNIST_MEAN,
-    std=FASHION_MNIST_STD,
-    layout=_LAYOUT,
-    how_to_get=_HOW,
-    transform="fashion_mnist",
-    default_root=DEBIAN_ROOT,
     description=(
         "Class-disjoint Fashion-MNIST with classes held out per superclass (train+t10k pooled): superclasses "
         "tops/bottoms/footwear/bags (FASHION_MNIST_HIER_SUPER_OF, .super_targets); train = T-shirt, trouser, "
