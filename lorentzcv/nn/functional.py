@@ -50,6 +50,7 @@ from ..kernels.lift import (
     radius,
     relu_lift,
 )
+from ..kernels.swap import fused_swap, fused_swap_supported
 
 __all__ = [
     "lift", "lorentz_residual", "lorentz_activation", "euclid_to_lorentz", "lorentz_to_euclid", "swap_manifold",
@@ -460,12 +461,18 @@ def swap_manifold(
     r"""Lorentz ``k₁`` → Lorentz ``k₂`` (§1.2 item 13, §2.4 item 7):
     :math:`\exp_0^{k_2}(\mathrm{rescale\_euclid}(\log_0^{k_1} x))` (no rescaling with ``rescale=None``).
 
-    Gradients reach both curvatures."""
+    Gradients reach both curvatures. On the fused path (:func:`lorentzcv.kernels.use_fused`) points along the
+    last dimension go through :func:`lorentzcv.kernels.swap.fused_swap` (one kernel forward, two backward on CUDA).
+    """
     if rescale is not None and not rescale.enabled:
         rescale = None
     dtype = dtype or computation_dtype(x)
     with no_autocast(x):
-        xs = lmath.space(upcast(x), dim=dim)
+        x = upcast(x)
+        if (use_fused(x) and (rescale is None or rescale.min_rapidity == 0) and isinstance(k_src, torch.Tensor)
+                and isinstance(k_dst, torch.Tensor) and fused_swap_supported(x, k_src, k_dst, dim)):
+            return fused_swap(x, lmath._k(k_src, x), lmath._k(k_dst, x), rescale=_fast_constants(rescale, dtype))
+        xs = lmath.space(x, dim=dim)
         k1, k2 = _prep_k(k_src, xs, dim), _prep_k(k_dst, xs, dim)
         fn = functools.partial(
             _scale_swap, m0=None if rescale is None else max_distance(dtype, rescale.r), cfg=rescale,
