@@ -13,6 +13,8 @@ from torch.nn.modules.utils import _pair
 from ..geometry import Lorentz
 from ..geometry import math as lmath
 from ..geometry.precision import float32_island
+from ..kernels import use_fused
+from ..kernels.rows import fused_normalize, fused_normalize_supported
 from .functional import check_points
 
 __all__ = ["LorentzGlobalAvgPool2d", "LorentzMaxPool2d"]
@@ -36,7 +38,11 @@ class LorentzGlobalAvgPool2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_points(x, None, dim=1, ndim=4, what=type(self).__name__)
         mu = x.mean(dim=(2, 3))
-        c = lmath.normalize(mu, lmath._k(self.manifold.use_k(), mu), dim=-1)
+        k = lmath._k(self.manifold.use_k(), mu)
+        if use_fused(mu) and fused_normalize_supported(mu, k):
+            c = fused_normalize(mu, k)  # (one kernel forward, two backward on CUDA)
+        else:
+            c = lmath.normalize(mu, k, dim=-1)
         return c[:, :, None, None] if self.keepdim else c
 
 
