@@ -10,6 +10,8 @@ from torch import nn
 from ..geometry import Lorentz
 from ..geometry import math as lmath
 from ..geometry.precision import float32_island
+from ..kernels import use_fused
+from ..kernels.mlr import fused_mlr, fused_mlr_supported
 from .functional import check_points
 
 __all__ = ["LorentzMLR", "lorentz_mlr_logits"]
@@ -87,4 +89,7 @@ class LorentzMLR(nn.Module):
     @float32_island
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_points(x, self.num_features, dim=-1, name="input", what=type(self).__name__)
-        return lorentz_mlr_logits(x, self.a.to(x.dtype), self.z.to(x.dtype), self.manifold.use_k())
+        a, z, k = self.a.to(x.dtype), self.z.to(x.dtype), self.manifold.use_k()
+        if use_fused(x) and fused_mlr_supported(x, a, z, k):
+            return fused_mlr(x, a, z, k)  # (CUDA: 2 launches forward, 5 backward)
+        return lorentz_mlr_logits(x, a, z, k)
