@@ -39,7 +39,7 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, dim: int, names: str = "x and 
 
 
 #: Views of ``k`` one fan node hands out (:meth:`Lorentz.use_k`); a forward with more uses opens another fan.
-FAN_WIDTH = 64
+FAN_WIDTH = 128
 
 
 class _KFan(torch.autograd.Function):

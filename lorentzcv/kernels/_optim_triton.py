@@ -185,7 +185,7 @@ def rsgd_step(x_ptr, g_ptr, b_ptr, k_ptr, width, lr, wd, mom, damp, mdist, maxra
 @triton.jit
 def explog_move(x_ptr, m_ptr, ko_ptr, kn_ptr, width, mdist, maxrap, HAS_M: tl.constexpr, BLOCK: tl.constexpr):
     """The explog curvature move of point ``program_id`` (and its moment) from ``k_old`` to ``k_new``, in place,
-    capped at ``cap = mdist / max(1, √k_new)`` (``point_steps.move_to_curvature``)."""
+    capped at ``cap = mdist / max(1, √k_new)`` (``point_steps.move_to_curvature``); nothing when ``k_old == k_new``."""
     row, base, offs, mask, is_t = _row(width, BLOCK)
     x = tl.load(x_ptr + base + offs, mask=mask, other=0.0)
     xs = tl.where(is_t, 0.0, x)
@@ -200,9 +200,10 @@ def explog_move(x_ptr, m_ptr, ko_ptr, kn_ptr, width, mdist, maxrap, HAS_M: tl.co
         m0 = 0.0
         xm = 0.0
     xn0, f, mt, mc = _explog(r2, xm, m0, ko, kn, mdist / tl.maximum(tl.sqrt(kn), 1.0), maxrap)
-    tl.store(x_ptr + base + offs, tl.where(is_t, xn0, f * x), mask=mask)
+    same = ko == kn  # an unchanged k moves nothing (bit for bit; no host-side check needed)
+    tl.store(x_ptr + base + offs, tl.where(same, x, tl.where(is_t, xn0, f * x)), mask=mask)
     if HAS_M:
-        tl.store(m_ptr + base + offs, tl.where(is_t, mt, m + mc * xs), mask=mask)
+        tl.store(m_ptr + base + offs, tl.where(same, m, tl.where(is_t, mt, m + mc * xs)), mask=mask)
 
 
 @triton.jit

@@ -279,7 +279,10 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
     def _move(self, old: list, index: dict) -> None:
         for k, k_old, variant in old:
             on_k = index.get(id(k))
-            if not on_k or torch.equal(k, k_old):
+            if not on_k:
+                continue
+            if not (variant == "explog" and all(fused_step_supported(p.detach()) for p in on_k)) and \
+                    torch.equal(k, k_old):  # (the fused move checks this on the device, without a host sync)
                 continue
             k_new = k.detach()
             for bucket in stack_buckets(on_k, lambda p: _cap_r(p.manifold)):
@@ -309,5 +312,7 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
         applies (explog, :mod:`lorentzcv.optim.fused`; ``x`` and ``m`` are returned), else out of place."""
         if variant == "explog" and fused_step_supported(x, m):
             move_explog_(x, m, k_old, k_new, mdist=max_distance(x.dtype, r))
+            return x, m
+        if torch.equal(k_old, k_new):  # (reached without the host-side check when the points took the fused path)
             return x, m
         return move_to_curvature(x, k_old, k_new, m, variant=variant, r=r)

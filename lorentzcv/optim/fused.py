@@ -77,6 +77,8 @@ _radamw_step_op = torch.library.custom_op("lorentzcv::radamw_step_", mutates_arg
 
 def _move_explog_eager(x: torch.Tensor, m: torch.Tensor | None, k_old: torch.Tensor, k_new: torch.Tensor,
                        mdist: float) -> None:
+    if torch.equal(k_old, k_new):  # an unchanged k moves nothing (as the kernel)
+        return
     x_new, m_new = _move_explog(x, lmath._k(k_old, x), lmath._k(k_new, x), m, -1, _cap(k_new, x, mdist))
     x.copy_(x_new)
     if m is not None:
@@ -122,7 +124,8 @@ def radamw_step_(
 def move_explog_(x: torch.Tensor, m: torch.Tensor | None, k_old: torch.Tensor, k_new: torch.Tensor, *,
                  mdist: float) -> None:
     """The explog curvature move (:func:`~lorentzcv.optim.point_steps.move_to_curvature`, cap
-    ``mdist / max(1, √k_new)``) of points ``x`` and moments ``m`` in place, as one fused op."""
+    ``mdist / max(1, √k_new)``) of points ``x`` and moments ``m`` in place, as one fused op; nothing moves when
+    ``k_old == k_new`` (decided on the device: no host synchronisation)."""
     _move_explog_op(x, m, k_old.detach().reshape(()), k_new.detach().reshape(()), float(mdist))
 
 
