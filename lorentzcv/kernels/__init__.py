@@ -11,8 +11,11 @@ launch, which bounds a GPU step at small batches. This package provides the same
   epilogue of every efficient convolution, activation and residual (forward one kernel, backward one kernel plus
   the reduction of the curvature gradient), as ``torch.library`` custom ops: hand-written Triton kernels on CUDA,
   the eager closed forms of :mod:`lorentzcv.nn.functional` elsewhere.
-* :mod:`lorentzcv.optim.fused`: the Riemannian SGD step and the explog curvature move of a stack of points, one
-  kernel each (Triton, :mod:`lorentzcv.kernels._optim_triton`), behind the same policy.
+* :mod:`lorentzcv.kernels.swap`, :mod:`lorentzcv.kernels.rows`, :mod:`lorentzcv.kernels.mlr`: the head of a fully
+  hyperbolic ResNet — the encoder→decoder manifold swap, the normalisation of the global average pooling and the
+  Lorentz MLR (around ``torch.mm``) — one program per point or class, hand-written backwards.
+* :mod:`lorentzcv.optim.fused`: the Riemannian SGD and AdamW steps and the explog curvature move of a stack of
+  points, one kernel each (Triton, :mod:`lorentzcv.kernels._optim_triton`), behind the same policy.
 
 **Which path runs** (:func:`use_fused`): ``"auto"`` (default) takes the fused kernels for CUDA tensors when Triton
 is importable and the eager closed forms otherwise (on CPU those are the fastest: PyTorch's CPU kernels are
