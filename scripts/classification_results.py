@@ -426,11 +426,13 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _meta(args: argparse.Namespace, seeds: Sequence[int]) -> dict[str, Any]:
+def _meta(args: argparse.Namespace, seeds: Sequence[int], argv: Sequence[str]) -> dict[str, Any]:
+    import shlex
+
     import torch
 
     return {
-        "command": "python scripts/classification_results.py" + (" --quick" if args.quick else ""),
+        "command": shlex.join(["python", "scripts/classification_results.py", *argv]),
         "quick": args.quick,
         "seeds": list(seeds),
         "base_overrides": BASE_OVERRIDES,
@@ -473,6 +475,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     seeds = tuple(args.seeds or (QUICK_SEEDS if args.quick else SEEDS))
     experiments = [e for e in EXPERIMENTS if EXPERIMENTS[e].group == "digits"] if args.only is None \
@@ -515,9 +518,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ks = ", ".join(f"{n} {k:.3f}" for n, k in rec["curvatures"].items())
         print(f"test acc {100 * rec['test_acc']:.2f} %, K [{ks}], skipped {rec['skipped_steps']}, "
               f"{rec['wall_time']:.1f} s", flush=True)
-        results["meta"] = _meta(args, seeds)
+        results["meta"] = _meta(args, seeds, argv)
         _write_json(out, results)
-    results["meta"] = _meta(args, seeds)
+    results["meta"] = _meta(args, seeds, argv)
     # every experiment of this output's group (rows without runs are left out)
     results["tables"] = build_tables(results, [e for e in EXPERIMENTS if EXPERIMENTS[e].group == group], seeds)
     _write_json(out, results)

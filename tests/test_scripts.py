@@ -213,6 +213,8 @@ def test_fmnist_experiment_runs_apart(results_mod, tmp_path, monkeypatch, capsys
     assert "| HECNN+, fixed K=-1 | 2 | 1.0 ± 0.0 (1 / 1) | – (never / never, 2 never) |" in md
     saved = json.loads(out.read_text())
     assert saved["meta"]["convergence_fmnist"] == {"test_acc_thresholds": [0.85, 0.88], "train_loss_threshold": 0.35}
+    assert saved["meta"]["command"].startswith("python scripts/classification_results.py --only convergence_fmnist")
+    assert saved["meta"]["command"].endswith("--seed-major --variants fm_hecnn,fm_hecnn_fixed_k")
     order.clear()
     results_mod.main(argv)  # variant-major, the HECNN+ runs cached
     assert order == ["fm_hybrid/seed1", "fm_hybrid/seed2", "fm_hybrid_fixed_k/seed1", "fm_hybrid_fixed_k/seed2"]
