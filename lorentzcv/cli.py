@@ -78,6 +78,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         rec = "  ".join(f"R@{k} {100 * v:.2f} %" for k, v in r["recall"].items())
         mapr = f"  MAP@R {100 * r['map_at_r']:.2f} %" if r.get("map_at_r") is not None else ""
         print(f"{r['dataset']} {r['split']} ({r['protocol']}, {r['n']} queries): {rec}{mapr}")
+        h = r.get("hierarchy")
+        if h:  # the dataset has superclasses: superclass Recall@K and where the top-1 mistakes land
+            srec = "  ".join(f"{key} {100 * v:.2f} %" for key, v in h.items() if key.startswith("SR@"))
+            where = (f", {100 * h['mistake_in_super']:.2f} % of them in the query's superclass (mean LCA depth "
+                     f"{h['mistake_depth']:.3f})") if h["mistake_rate"] > 0 else ""
+            print(f"superclasses: {srec}  top-1 mistakes {100 * h['mistake_rate']:.2f} %{where}")
     else:
         print(f"{r['dataset']} {r['split']}: accuracy {100 * r['acc']:.2f} % ({r['n']} images), "
               f"loss {r['loss']:.4f}")

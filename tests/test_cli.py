@@ -294,3 +294,19 @@ def test_format_bench_shows_launch_and_compile_passes():
     text = cli.format_bench(result)
     assert "launches/fp32/models" in text and "1143" in text and "6.05" in text
     assert "compile/fp32" in text and "speedup" in text and "1.06" in text
+
+
+def test_eval_prints_the_hierarchy_metrics_of_a_dataset_with_superclasses(monkeypatch, capsys):
+    """`lorentzcv eval` on a metric run whose dataset has superclasses shows superclass Recall@K and where the top-1
+    mistakes land (they were returned but not printed)."""
+    import lorentzcv.train as train_api
+
+    result = {"task": "metric", "dataset": "fashion_mnist_hier", "split": "test", "protocol": "leave-one-out",
+              "n": 100, "recall": {1: 0.8, 2: 0.9}, "map_at_r": 0.4, "curvatures": {}, "checkpoint": "x.pt",
+              "epoch": 3, "hierarchy": {"SR@1": 0.95, "SR@2": 0.99, "mistake_rate": 0.2, "mistake_depth": 0.75,
+                                        "mistake_in_super": 0.75}}
+    monkeypatch.setattr(train_api, "evaluate_checkpoint", lambda *a, **k: result)
+    assert main(["eval", "x.pt"]) == 0
+    out = capsys.readouterr().out
+    assert "superclasses: SR@1 95.00 %  SR@2 99.00 %  top-1 mistakes 20.00 %, 75.00 % of them" in out
+    assert "mean LCA depth 0.750" in out
