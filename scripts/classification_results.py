@@ -210,14 +210,18 @@ def run_one(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Train once; return the cached record (summary, history, wall time)."""
     import io
 
-    from lorentzcv.train import load_config, train
+    from lorentzcv.train import TrainingDivergedError, load_config, train
 
     if run_dir.exists():  # a stale directory of an interrupted run: start afresh
         shutil.rmtree(run_dir)
     cfg = load_config(None, [*overrides, f"output.dir={run_dir}"])
     t0 = time.perf_counter()
     log = io.StringIO()
-    summary = train(cfg, stream=log)
+    try:
+        summary = train(cfg, stream=log)
+    except TrainingDivergedError as exc:  # a result, not a crash: recorded, counted in the tables, the grid goes on
+        return {"overrides": overrides, "status": "diverged", "error": str(exc),
+                "wall_time": time.perf_counter() - t0, "run_dir": os.path.relpath(run_dir, REPO)}
     wall = time.perf_counter() - t0
     history = []
     with open(Path(summary["run_dir"]) / "metrics.jsonl") as f:
@@ -336,9 +340,12 @@ def build_tables(results: dict[str, Any], experiments: Sequence[str], seeds: Seq
         for label, vname in exp.rows:
             recs = [results["runs"][f"{vname}/seed{s}"] for s in seeds
                     if results["runs"].get(f"{vname}/seed{s}", {}).get("status") == "ok"]
+            diverged = [s for s in seeds if results["runs"].get(f"{vname}/seed{s}", {}).get("status") == "diverged"]
             if not recs:
+                if diverged and ename not in ("trajectory", "convergence_fmnist"):
+                    rows.append({"label": label, "variant": vname, "seeds": 0, "diverged": diverged})
                 continue
-            row = {"label": label, "variant": vname, **aggregate_variant(recs)}
+            row = {"label": label, "variant": vname, **aggregate_variant(recs), "diverged": diverged}
             if ename == "trajectory":
                 row["trajectory"] = trajectory(recs)
             if ename == "convergence_fmnist":
@@ -351,6 +358,12 @@ def build_tables(results: dict[str, Any], experiments: Sequence[str], seeds: Seq
 
 
 # --------------------------------------------------------------------------------------------- output
+def _seeds_cell(row: dict[str, Any]) -> str:
+    """The seeds column: the finished seeds, and how many diverged (``TrainingDivergedError``) besides."""
+    diverged = row.get("diverged") or []
+    return f"{row['seeds']}" + (f" (+{len(diverged)} diverged)" if diverged else "")
+
+
 def markdown_tables(tables: dict[str, Any]) -> str:
     """The tables as Markdown (what ``docs/results.md`` shows)."""
     out = []
@@ -380,17 +393,21 @@ def markdown_tables(tables: dict[str, Any]) -> str:
                        "| skipped steps | max loss increase | s/epoch |")
             out.append("|---|---|---|---|---|---|---|---|")
         for r in t["rows"]:
+            if not r["seeds"]:  # every seed diverged: no statistics, one line that says so
+                out.append(f"| {r['label']} | 0 (all {len(r['diverged'])} diverged: seeds "
+                           f"{', '.join(map(str, r['diverged']))}) |" + " – |" * (4 if ename == "convergence" else 6))
+                continue
             ks = "; ".join(f"{n.replace('_manifold', '')} {pm(ms, digits=3)}" for n, ms in r["curvatures"].items())
             ks = ks or "–"
             if ename == "convergence":
                 reached = f" ({r['epochs_to_loss_reached']}/{r['seeds']} reached)" \
                     if r["epochs_to_loss_reached"] < r["seeds"] else ""
-                out.append(f"| {r['label']} | {r['seeds']} | {pm(r['test_acc'], 100)} | "
+                out.append(f"| {r['label']} | {_seeds_cell(r)} | {pm(r['test_acc'], 100)} | "
                            f"{pm(r['epochs_to_loss'], digits=1)}{reached} | {pm(r['epochs_to_acc'], digits=1)} "
                            f"| {ks} |")
             else:
                 nf = f" ({r['nonfinite_runs']} runs with NaN)" if r["nonfinite_runs"] else ""
-                out.append(f"| {r['label']} | {r['seeds']} | {pm(r['test_acc'], 100)} | "
+                out.append(f"| {r['label']} | {_seeds_cell(r)} | {pm(r['test_acc'], 100)} | "
                            f"{pm(r['train_loss'], digits=4)} | {ks} | {r['skipped_steps']}{nf} | "
                            f"{pm(r['max_loss_increase'], digits=3)} | {pm(r['epoch_time'], digits=1)} |")
         out.append("")
@@ -508,16 +525,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         key = f"{vname}/seed{seed}"
         overrides = run_overrides(VARIANTS[vname], seed, args.quick, args.set)
         cached = results["runs"].get(key)
-        if not args.force and cached and cached.get("status") == "ok" and cached.get("overrides") == overrides:
-            print(f"[{i}/{len(todo)}] {key}: cached (test acc {100 * cached['test_acc']:.2f} %)", flush=True)
+        if not args.force and cached and cached.get("status") in ("ok", "diverged") and \
+                cached.get("overrides") == overrides:
+            what = f"test acc {100 * cached['test_acc']:.2f} %" if cached["status"] == "ok" else "diverged"
+            print(f"[{i}/{len(todo)}] {key}: cached ({what})", flush=True)
             continue
         print(f"[{i}/{len(todo)}] {key}: training ...", end=" ", flush=True)
         rec = run_one(overrides, runs_dir / vname / f"seed{seed}")
         rec["code"] = code
         results["runs"][key] = rec
-        ks = ", ".join(f"{n} {k:.3f}" for n, k in rec["curvatures"].items())
-        print(f"test acc {100 * rec['test_acc']:.2f} %, K [{ks}], skipped {rec['skipped_steps']}, "
-              f"{rec['wall_time']:.1f} s", flush=True)
+        if rec["status"] == "diverged":
+            print(f"diverged ({rec['error']}), {rec['wall_time']:.1f} s", flush=True)
+        else:
+            ks = ", ".join(f"{n} {k:.3f}" for n, k in rec["curvatures"].items())
+            print(f"test acc {100 * rec['test_acc']:.2f} %, K [{ks}], skipped {rec['skipped_steps']}, "
+                  f"{rec['wall_time']:.1f} s", flush=True)
         results["meta"] = _meta(args, seeds, argv)
         _write_json(out, results)
     results["meta"] = _meta(args, seeds, argv)

@@ -272,3 +272,32 @@ def test_metric_results_selects_the_lr_on_validation_then_tests(tmp_path, monkey
     assert "**Variant `--set optim.lr=3e-3`**, with `optim.lr=3e-3` for all three methods (no selection)" in report
     assert "--tag lr3e-3 --seeds 0`" in report and report.count("| LHIER (Lorentz, ours) |") == 4
     assert f"--variant {variant}" in report
+
+
+def test_a_diverged_run_is_recorded_and_counted_not_a_crash(results_mod, tmp_path, monkeypatch, capsys):
+    """``TrainingDivergedError`` in one run: the grid goes on, the run is cached as ``diverged`` (not retrained), and
+    the tables say how many seeds diverged — also when all of a variant's seeds did."""
+    import lorentzcv.train as train_api
+
+    real_train = train_api.train
+
+    def train(cfg, **kw):
+        if cfg.optim.name == "radamw":
+            raise train_api.TrainingDivergedError("5 consecutive non-finite steps")
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(train_api, "train", train)
+    monkeypatch.setattr(results_mod, "QUICK_OVERRIDES", TINY)
+    out = tmp_path / "res.json"
+    argv = ["--quick", "--only", "optim", "--out", str(out), "--runs-dir", str(tmp_path / "runs")]
+    res = results_mod.main(argv)
+    assert res["runs"]["hecnn/seed1"]["status"] == "ok"
+    assert res["runs"]["hecnn_radamw/seed1"]["status"] == "diverged"
+    assert "non-finite" in res["runs"]["hecnn_radamw/seed1"]["error"]
+    rows = {r["variant"]: r for r in res["tables"]["optim"]["rows"]}
+    assert rows["hecnn_radamw"]["seeds"] == 0 and rows["hecnn_radamw"]["diverged"] == [1]
+    printed = capsys.readouterr().out
+    assert "diverged (5 consecutive non-finite steps)" in printed and "0 (all 1 diverged: seeds 1)" in printed
+
+    monkeypatch.setattr(results_mod, "run_one", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    assert results_mod.main(argv)["runs"]["hecnn_radamw/seed1"]["status"] == "diverged"  # cached, not retrained
