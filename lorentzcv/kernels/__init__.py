@@ -40,7 +40,10 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-__all__ = ["backend", "emulate_cuda", "use_fused", "cpu_path", "triton_available", "with_eager_fallback", "LAUNCHES"]
+__all__ = [
+    "backend", "emulate_cuda", "use_fused", "cpu_path", "triton_available", "with_eager_fallback", "LAUNCHES",
+    "row_block",
+]
 
 _BACKENDS = ("auto", "fused", "eager")
 _STATE = threading.local()
@@ -76,6 +79,11 @@ def emulate_cuda() -> Iterator[None]:
         yield
     finally:
         _STATE.emulate = old
+
+
+def row_block(width: int) -> int:
+    """Lanes of a one-program-per-point Triton kernel for rows of ``width`` entries: the next power of two, >= 16."""
+    return max(16, 1 << (int(width) - 1).bit_length())
 
 
 def triton_available() -> bool:

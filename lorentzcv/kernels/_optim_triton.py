@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from ._lift_triton import _asinh_pos, _sinh_pos
-from ._triton_math import _log1p
+from ._triton_math import _log1p, _row
 
 _TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal number
 
@@ -110,13 +110,6 @@ def _projx(x, is_t, k):
     xs = tl.where(is_t, 0.0, x)
     return tl.where(is_t, tl.sqrt(tl.sum(xs * xs, axis=0) + k), x)
 
-
-@triton.jit
-def _row(width, BLOCK: tl.constexpr):
-    """This program's point: (row index, offset of its first entry, lane offsets, in-range mask, time lane)."""
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK)
-    return row, row * width, offs, offs < width, offs == 0
 
 
 @triton.jit

@@ -8,12 +8,7 @@ row). Plain ``sqrt``/``abs`` only, so the kernels run in Triton's interpreter.
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _row(width, BLOCK: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK)
-    return row, row * width, offs, offs < width, offs == 0
+from ._triton_math import _row
 
 
 @triton.jit

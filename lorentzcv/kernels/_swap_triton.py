@@ -12,14 +12,7 @@ import triton
 import triton.language as tl
 
 from ._lift_triton import _asinh_pos, _sinh_pos
-from ._triton_math import _tanh_pos
-
-
-@triton.jit
-def _row(width, BLOCK: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK)
-    return row, row * width, offs, offs < width, offs == 0
+from ._triton_math import _row, _tanh_pos
 
 
 @triton.jit

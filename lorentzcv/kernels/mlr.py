@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from . import LAUNCHES, with_eager_fallback
+from . import LAUNCHES, row_block, with_eager_fallback
 
 __all__ = ["fused_mlr", "fused_mlr_supported"]
 
@@ -113,9 +113,6 @@ def _triton_module():
     return _mlr_triton
 
 
-def _block(n: int) -> int:
-    return max(16, 1 << (n - 1).bit_length())
-
 
 _BLOCK_B = 32
 
@@ -126,7 +123,7 @@ def launch_triton_mlr(x, a, z, k):
     p = x[:, 1:] @ z.t()
     out = torch.empty_like(p)
     ncls, c = z.shape
-    _triton_module().mlr_fwd[(ncls,)](p, x, z, a, k, out, x.size(0), c, ncls, x.stride(0), BLOCK_C=_block(c),
+    _triton_module().mlr_fwd[(ncls,)](p, x, z, a, k, out, x.size(0), c, ncls, x.stride(0), BLOCK_C=row_block(c),
                                       BLOCK_B=_BLOCK_B, num_warps=4)
     return out, p
 
@@ -138,12 +135,12 @@ def launch_triton_mlr_backward(g, x, a, z, k, p):
     ncls, c = z.shape
     ga, w = torch.empty_like(p), z.new_empty(ncls, c + 1)
     gaz, part = z.new_empty(ncls, 3), z.new_empty(ncls)
-    T.mlr_bwd[(ncls,)](g, p, x, z, a, k, ga, w, gaz, part, x.size(0), c, ncls, x.stride(0), BLOCK_C=_block(c),
+    T.mlr_bwd[(ncls,)](g, p, x, z, a, k, ga, w, gaz, part, x.size(0), c, ncls, x.stride(0), BLOCK_C=row_block(c),
                        BLOCK_B=_BLOCK_B, num_warps=4)
     gx = ga @ w
     m = ga.t() @ x[:, 1:]
     gz = torch.empty_like(z)
-    T.mlr_grad_z[(ncls,)](m, z, gaz, gz, c, BLOCK_C=_block(c), num_warps=4)
+    T.mlr_grad_z[(ncls,)](m, z, gaz, gz, c, BLOCK_C=row_block(c), num_warps=4)
     return gx, gaz[:, 0], gz, part.sum().reshape(k.shape).to(k.dtype)
 
 

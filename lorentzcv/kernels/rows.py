@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from . import LAUNCHES, with_eager_fallback
+from . import LAUNCHES, row_block, with_eager_fallback
 
 __all__ = ["fused_normalize", "fused_normalize_supported"]
 
@@ -93,16 +93,13 @@ def _triton_module():
     return _rows_triton
 
 
-def _block(width: int) -> int:
-    return max(16, 1 << (width - 1).bit_length())
-
 
 def launch_triton_normalize(mu, k) -> torch.Tensor:
     """Run the forward Triton kernel of ``lorentzcv::fused_normalize`` (one program per row)."""
     mu = mu.contiguous()
     c = torch.empty_like(mu)
     width = mu.size(-1)
-    _triton_module().normalize_fwd[(mu.numel() // width,)](mu, c, k, width, BLOCK=_block(width),
+    _triton_module().normalize_fwd[(mu.numel() // width,)](mu, c, k, width, BLOCK=row_block(width),
                                                            num_warps=1 if width <= 256 else 4)
     return c
 
@@ -113,7 +110,7 @@ def launch_triton_normalize_backward(g, mu, k):
     width = mu.size(-1)
     rows = mu.numel() // width
     gmu, part = torch.empty_like(mu), mu.new_empty(rows)
-    _triton_module().normalize_bwd[(rows,)](g, mu, gmu, part, k, width, BLOCK=_block(width),
+    _triton_module().normalize_bwd[(rows,)](g, mu, gmu, part, k, width, BLOCK=row_block(width),
                                             num_warps=1 if width <= 256 else 4)
     return gmu, part.sum().reshape(k.shape).to(k.dtype)
 

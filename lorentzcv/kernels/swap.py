@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..geometry import math as lmath
-from . import LAUNCHES, with_eager_fallback
+from . import LAUNCHES, row_block, with_eager_fallback
 
 __all__ = ["fused_swap", "fused_swap_supported"]
 
@@ -149,9 +149,6 @@ def _triton_module():
     return _swap_triton
 
 
-def _block(width: int) -> int:
-    return max(16, 1 << (width - 1).bit_length())
-
 
 def launch_triton_swap(x, k1, k2, rescale, m0, mc) -> torch.Tensor:
     """Run the forward Triton kernel of ``lorentzcv::fused_swap`` (one program per row)."""
@@ -160,7 +157,7 @@ def launch_triton_swap(x, k1, k2, rescale, m0, mc) -> torch.Tensor:
     y = torch.empty_like(x)
     width = x.size(-1)
     T.swap_fwd[(x.numel() // width,)](x, y, k1, k2, width, m0, mc, lmath.max_rapidity(x.dtype), RESCALE=rescale,
-                                      BLOCK=_block(width), num_warps=1 if width <= 256 else 4)
+                                      BLOCK=row_block(width), num_warps=1 if width <= 256 else 4)
     return y
 
 
@@ -173,7 +170,7 @@ def launch_triton_swap_backward(g, x, k1, k2, rescale, m0, mc):
     gx = torch.empty_like(x)
     part = x.new_empty(2, rows)
     T.swap_bwd[(rows,)](g, x, gx, part, k1, k2, width, rows, m0, mc, lmath.max_rapidity(x.dtype), RESCALE=rescale,
-                        BLOCK=_block(width), num_warps=1 if width <= 256 else 4)
+                        BLOCK=row_block(width), num_warps=1 if width <= 256 else 4)
     gk = part.sum(1)
     return gx, gk[0].reshape(k1.shape).to(k1.dtype), gk[1].reshape(k2.shape).to(k2.dtype)
 
