@@ -116,7 +116,7 @@ def paired(runs: dict, seeds: Sequence[int], a: str, b: str, key: str) -> dict[s
     diffs = []
     for s in seeds:
         ra, rb = runs.get(f"{a}/seed{s}"), runs.get(f"{b}/seed{s}")
-        if ra and rb:
+        if ra and rb and ra.get("status") == rb.get("status") == "ok":
             va, vb = metrics_of(ra)[key], metrics_of(rb)[key]
             if va is not None and vb is not None and not (math.isnan(va) or math.isnan(vb)):
                 diffs.append(va - vb)
@@ -317,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 )
                 for s in select_seeds
             ]
-            val_r1[mr._lr_text(lr)] = mean_std([r["val_recall"]["1"] for r in recs])
+            val_r1[mr._lr_text(lr)] = mean_std([mr.val_r1_of(r) for r in recs])
         best = max(SELECT_LRS, key=lambda lr: val_r1[mr._lr_text(lr)]["mean"])  # ties: the first (smallest) lr
         sel["methods"][m] = {"lr": best, "val_r1": val_r1}
         print(f"  selected lr for {m}: {mr._lr_text(best)}", flush=True)

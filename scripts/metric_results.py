@@ -114,20 +114,27 @@ def train_one(method: str, seed: int, run_dir: Path, quick: bool, extra: Sequenc
 
     ``config``: the YAML to train (default: the demo config of ``method``; scripts/hierarchy_results.py passes its own).
     """
-    from lorentzcv.train import load_config, train
+    from lorentzcv.train import TrainingDivergedError, load_config, train
 
     config = config or DEMO / f"fashion_mnist_dml_{method}.yaml"
     overrides = run_overrides(method, seed, run_dir, quick, extra)
     cfg = load_config(config, overrides)
     digest = config_digest(cfg)
     old = cache.get(key)
-    if old and old.get("config_digest") == digest and old.get("status") == "ok" and not force:
-        print(f"  {key}: cached (R@1 {100 * old['recall']['1']:.2f} %)", flush=True)
+    if old and old.get("config_digest") == digest and old.get("status") in ("ok", "diverged") and not force:
+        what = f"R@1 {100 * old['recall']['1']:.2f} %" if old["status"] == "ok" else "diverged"
+        print(f"  {key}: cached ({what})", flush=True)
         return old
     if run_dir.exists():  # a stale directory of an earlier or interrupted run: start afresh
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
-    s = train(cfg, stream=io.StringIO())
+    try:
+        s = train(cfg, stream=io.StringIO())
+    except TrainingDivergedError as exc:  # a result, not a crash: recorded (and cached), left out of the tables
+        print(f"  {key}: diverged ({exc})", flush=True)
+        return {"status": "diverged", "method": method, "seed": seed, "config": str(config.relative_to(REPO)),
+                "overrides": [_repo_relative(o) for o in overrides], "config_digest": digest, "error": str(exc),
+                "wall_time": time.perf_counter() - t0, "code": code}
     wall = time.perf_counter() - t0
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rec = {"status": "ok", "method": method, "seed": seed, "config": str(config.relative_to(REPO)),
@@ -378,7 +385,7 @@ def paired(runs: dict, seeds: Sequence[int], a: str, b: str, metric: str) -> dic
         return r["recall"]["1"] if metric == "R@1" else r["map_at_r"]
 
     diffs = [val(runs[f"{a}/seed{s}"]) - val(runs[f"{b}/seed{s}"]) for s in seeds
-             if f"{a}/seed{s}" in runs and f"{b}/seed{s}" in runs]
+             if runs.get(f"{a}/seed{s}", {}).get("status") == "ok" and runs.get(f"{b}/seed{s}", {}).get("status") == "ok"]
     out = mean_std(diffs)
     out["wins"] = sum(d > 0 for d in diffs)
     return out
@@ -427,6 +434,11 @@ def held_out_classes(seed: int) -> str:
     return "{" + ", ".join(names[i] for i in held) + "}"
 
 
+def val_r1_of(rec: dict[str, Any]) -> float:
+    """A selection run's validation Recall@1; 0 for a run that diverged (it retrieves nothing: that lr loses)."""
+    return rec["val_recall"]["1"] if rec.get("status") == "ok" else 0.0
+
+
 def select_lrs(res: dict, run: Any, seeds: Sequence[int]) -> dict[str, Any]:
     """Stage 1: every (method, lr, seed) with a class-disjoint validation split; the best mean val R@1 per method.
 
@@ -442,7 +454,7 @@ def select_lrs(res: dict, run: Any, seeds: Sequence[int]) -> dict[str, Any]:
                 key = f"select/{m}/lr{_lr_text(lr)}/seed{seed}"
                 recs.append(run(m, seed, key, Path("select") / m / f"lr{_lr_text(lr)}" / f"seed{seed}",
                                 [f"optim.lr={lr}", f"data.val_fraction={VAL_FRACTION}"]))
-            val_r1[_lr_text(lr)] = mean_std([r["val_recall"]["1"] for r in recs])
+            val_r1[_lr_text(lr)] = mean_std([val_r1_of(r) for r in recs])
         best = max(SELECT_LRS, key=lambda lr: val_r1[_lr_text(lr)]["mean"])  # ties: the first (smallest) lr
         out["methods"][m] = {"lr": best, "val_r1": val_r1}
         print(f"  selected lr for {m}: {_lr_text(best)} (val R@1 {pm100(val_r1[_lr_text(best)])} %)", flush=True)

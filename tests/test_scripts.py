@@ -301,3 +301,26 @@ def test_a_diverged_run_is_recorded_and_counted_not_a_crash(results_mod, tmp_pat
 
     monkeypatch.setattr(results_mod, "run_one", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     assert results_mod.main(argv)["runs"]["hecnn_radamw/seed1"]["status"] == "diverged"  # cached, not retrained
+
+
+def test_metric_results_records_a_diverged_run_and_scores_it_out(tmp_path, monkeypatch):
+    """``TrainingDivergedError`` in a metric run: recorded (and cached) as diverged, a selection fold that diverged
+    scores validation Recall@1 0, and paired differences use only seeds where both runs finished."""
+    import lorentzcv.train as train_api
+
+    mod = _load("metric_results")
+
+    def diverge(*a, **k):
+        raise train_api.TrainingDivergedError("a non-finite parameter")
+
+    monkeypatch.setattr(train_api, "train", diverge)
+    cache: dict = {}
+    rec = mod.train_one("lhier", 0, tmp_path / "run", True, [], cache, "lhier/seed0", False)
+    assert rec["status"] == "diverged" and "non-finite" in rec["error"] and mod.val_r1_of(rec) == 0.0
+    cache["lhier/seed0"] = rec
+    monkeypatch.setattr(train_api, "train", lambda *a, **k: pytest.fail("a cached diverged run was retrained"))
+    assert mod.train_one("lhier", 0, tmp_path / "run", True, [], cache, "lhier/seed0", False) is rec
+    ok = {"status": "ok", "recall": {"1": 0.5}, "map_at_r": 0.2}
+    runs = {"lhier/seed0": rec, "hier/seed0": ok, "lhier/seed1": {**ok, "recall": {"1": 0.7}}, "hier/seed1": ok}
+    d = mod.paired(runs, [0, 1], "lhier", "hier", "R@1")
+    assert d["n"] == 1 and abs(d["mean"] - 0.2) < 1e-12
