@@ -186,6 +186,15 @@ def build_fashion_mnist(
     )
 
 
+def _pooled(info: DatasetInfo, root: Path, classes) -> tuple[np.ndarray, np.ndarray]:
+    """Images and raw labels of the official train and test files pooled, restricted to ``classes``."""
+    parts = [read_fashion_mnist(info, root, s) for s in ("train", "test")]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    keep = np.flatnonzero(np.isin(labels, list(classes)))
+    return np.ascontiguousarray(images[keep]), labels[keep]
+
+
 @register_dataset("fashion_mnist_dml", FASHION_MNIST_DML_INFO)
 def build_fashion_mnist_dml(
     root: Path, split: str, transform: Callable[[Any], Any] | None, download: bool = False
@@ -195,11 +204,7 @@ def build_fashion_mnist_dml(
     Both official files are pooled first (35,000 images per split), as metric-learning benchmarks pool all
     images before splitting by class. ``.super_targets`` follow :data:`FASHION_MNIST_SUPER_OF` (our grouping).
     """
-    parts = [read_fashion_mnist(FASHION_MNIST_DML_INFO, root, s) for s in ("train", "test")]
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
-    keep = np.flatnonzero(labels < 5) if split == "train" else np.flatnonzero(labels >= 5)
-    images, labels = np.ascontiguousarray(images[keep]), labels[keep]
+    images, labels = _pooled(FASHION_MNIST_DML_INFO, root, range(5) if split == "train" else range(5, 10))
     return LabeledDataset(
         range(len(images)),
         labels.tolist(),
@@ -236,12 +241,8 @@ def build_fashion_mnist_hier(
     ``create_dataset(..., val_fraction=f, seed=s)``, which holds whole *training* classes out (class-disjoint
     from test and from the classes the validation model trains on).
     """
-    parts = [read_fashion_mnist(FASHION_MNIST_HIER_INFO, root, s) for s in ("train", "test")]
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
     classes = FASHION_MNIST_HIER_TRAIN if split == "train" else FASHION_MNIST_HIER_TEST
-    keep = np.flatnonzero(np.isin(labels, classes))
-    images, labels = np.ascontiguousarray(images[keep]), labels[keep]
+    images, labels = _pooled(FASHION_MNIST_HIER_INFO, root, classes)
     supers = [FASHION_MNIST_HIER_SUPER_OF[int(c)] for c in labels]
     names: tuple[str, ...] = FASHION_MNIST_CLASSES
     if split == "train":

@@ -146,15 +146,14 @@ def build_metric_datasets(cfg: MetricRunConfig, splits: Sequence[str] = ("train"
         ``{"info", "train", "val", "eval": {split: dataset}, "num_classes" (training classes), "in_chans",
         "img_size"}``.
     """
-    from ..data import create_dataset, create_transform, get_dataset_info
+    from ..data import create_dataset, create_transform, get_dataset_info, list_datasets
 
     d = cfg.data
     info = get_dataset_info(d.name)
     if info.task != "metric":
         raise ConfigError(
             f"data.name={d.name!r} is a classification dataset; a metric run (task: metric) needs a "
-            "class-disjoint metric dataset: cub, cars, sop, inshop, digits_dml, fashion_mnist_dml or "
-            "fashion_mnist_hier"
+            f"class-disjoint metric dataset: {', '.join(list_datasets(task='metric'))}"
         )
     tfk = _transform_kwargs(cfg, info)
     common = dict(root=d.root, download=d.download, seed=cfg.train.seed, transform_kwargs=tfk)
