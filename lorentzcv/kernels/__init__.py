@@ -42,7 +42,7 @@ import torch
 
 __all__ = [
     "backend", "emulate_cuda", "use_fused", "cpu_path", "triton_available", "with_eager_fallback", "LAUNCHES",
-    "row_block",
+    "row_block", "row_warps",
 ]
 
 _BACKENDS = ("auto", "fused", "eager")
@@ -84,6 +84,11 @@ def emulate_cuda() -> Iterator[None]:
 def row_block(width: int) -> int:
     """Lanes of a one-program-per-point Triton kernel for rows of ``width`` entries: the next power of two, >= 16."""
     return max(16, 1 << (int(width) - 1).bit_length())
+
+
+def row_warps(width: int) -> int:
+    """Warps of a one-program-per-point Triton kernel for rows of ``width`` entries."""
+    return 1 if width <= 256 else 4 if width <= 2048 else 8
 
 
 def triton_available() -> bool:

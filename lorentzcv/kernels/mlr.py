@@ -25,7 +25,7 @@ import torch
 
 from . import LAUNCHES, row_block, with_eager_fallback
 
-__all__ = ["fused_mlr", "fused_mlr_supported"]
+__all__ = ["fused_mlr", "fused_mlr_supported", "mlr_logits"]
 
 MAX_FEATURES = 8192
 
@@ -36,13 +36,14 @@ def fused_mlr_supported(x: torch.Tensor, a: torch.Tensor, z: torch.Tensor, k: to
             and x.size(1) == z.size(1) + 1 and 1 <= z.size(1) <= MAX_FEATURES and k.numel() == 1)
 
 
-def _mlr_eager(x: torch.Tensor, a: torch.Tensor, z: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, P)`` with ``P = x_s z^T`` (kept for the backward)."""
+def mlr_logits(x: torch.Tensor, a: torch.Tensor, z: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, P)`` of the module docstring for points ``(…, 1+C)`` in plain differentiable ops, with
+    ``P = x_s z^T`` (the eager closed form; :func:`lorentzcv.nn.mlr.lorentz_mlr_logits` is its first output)."""
     sk = k.sqrt()
-    p = x[:, 1:] @ z.t()
+    p = x[..., 1:] @ z.transpose(0, 1)
     zn = z.norm(dim=-1).clamp_min(torch.finfo(z.dtype).tiny)
     r = a / sk
-    alpha = -torch.sinh(r) * zn * x[:, :1] + torch.cosh(r) * p
+    alpha = -torch.sinh(r) * zn * x[..., :1] + torch.cosh(r) * p
     beta = sk * zn
     return beta * torch.asinh(alpha / beta), p
 
@@ -68,7 +69,7 @@ def _mlr_backward_eager(g: torch.Tensor, x: torch.Tensor, a: torch.Tensor, z: to
     return ga @ w, g_r / sk, gz, gk.reshape(k.shape)
 
 
-_mlr_op = torch.library.custom_op("lorentzcv::fused_mlr", mutates_args=())(_mlr_eager)
+_mlr_op = torch.library.custom_op("lorentzcv::fused_mlr", mutates_args=())(mlr_logits)
 _mlr_backward_op = torch.library.custom_op("lorentzcv::fused_mlr_backward", mutates_args=())(_mlr_backward_eager)
 
 
@@ -144,6 +145,6 @@ def launch_triton_mlr_backward(g, x, a, z, k, p):
     return gx, gaz[:, 0], gz, part.sum().reshape(k.shape).to(k.dtype)
 
 
-_mlr_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::fused_mlr", launch_triton_mlr, _mlr_eager))
+_mlr_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::fused_mlr", launch_triton_mlr, mlr_logits))
 _mlr_backward_op.register_kernel("cuda")(with_eager_fallback("lorentzcv::fused_mlr_backward",
                                                              launch_triton_mlr_backward, _mlr_backward_eager))

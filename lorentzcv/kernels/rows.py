@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from . import LAUNCHES, row_block, with_eager_fallback
+from ..geometry import math as lmath
+from . import LAUNCHES, row_block, row_warps, with_eager_fallback
 
 __all__ = ["fused_normalize", "fused_normalize_supported"]
 
@@ -34,8 +35,7 @@ def _jmu(mu: torch.Tensor) -> torch.Tensor:
 
 
 def _normalize_eager(mu: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    q = (mu * _jmu(mu)).sum(-1, keepdim=True)
-    return k.sqrt() * mu / q.abs().clamp_min(1e-8).sqrt()
+    return lmath.normalize(mu, k)
 
 
 def _normalize_backward_eager(g: torch.Tensor, mu: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +100,7 @@ def launch_triton_normalize(mu, k) -> torch.Tensor:
     c = torch.empty_like(mu)
     width = mu.size(-1)
     _triton_module().normalize_fwd[(mu.numel() // width,)](mu, c, k, width, BLOCK=row_block(width),
-                                                           num_warps=1 if width <= 256 else 4)
+                                                           num_warps=row_warps(width))
     return c
 
 
@@ -111,7 +111,7 @@ def launch_triton_normalize_backward(g, mu, k):
     rows = mu.numel() // width
     gmu, part = torch.empty_like(mu), mu.new_empty(rows)
     _triton_module().normalize_bwd[(rows,)](g, mu, gmu, part, k, width, BLOCK=row_block(width),
-                                            num_warps=1 if width <= 256 else 4)
+                                            num_warps=row_warps(width))
     return gmu, part.sum().reshape(k.shape).to(k.dtype)
 
 

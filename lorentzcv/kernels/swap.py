@@ -21,9 +21,10 @@ from __future__ import annotations
 import torch
 
 from ..geometry import math as lmath
-from . import LAUNCHES, row_block, with_eager_fallback
+from . import LAUNCHES, row_block, row_warps, with_eager_fallback
+from .lift import radius
 
-__all__ = ["fused_swap", "fused_swap_supported"]
+__all__ = ["fused_swap", "fused_swap_supported", "swap_scalars"]
 
 #: Widest row (time included) one program takes.
 MAX_WIDTH = 8192
@@ -35,23 +36,29 @@ def fused_swap_supported(x: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, di
             and 2 <= x.size(-1) <= MAX_WIDTH and k1.numel() == 1 and k2.numel() == 1)
 
 
-def _swap_closed_form(x: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, rescale: bool, m0: float,
-                      mc: float) -> torch.Tensor:
-    """The swap of the module docstring in plain differentiable ops (the eager path and its autograd backward;
-    the same formula as ``lorentzcv.nn.functional._scale_swap``)."""
-    xs = x[..., 1:]
-    sq = (xs * xs).sum(-1, keepdim=True)
+def swap_scalars(sq: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, m0: float | None, mc: float,
+                 max_rap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ratio, y_0)`` of the module docstring from ``sq = ‖x_s‖²`` (per point, differentiable; ``m0=None``: no
+    rescaling). The eager closed form of the swap (:func:`lorentzcv.nn.functional.swap_manifold` uses it too)."""
     sk1, sk2 = k1.sqrt(), k2.sqrt()
     n = sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
-    d = sk1 * torch.asinh(n / sk1)
+    d = sk1 * torch.asinh(n / sk1)  # ‖log0 x‖ = d0(x)
     lim = 1.0
-    if rescale:
-        m = torch.where(sk2 < 1, m0 * sk2, torch.full_like(sk2, m0))
+    if m0 is not None:
+        m = radius(m0, sk2)  # m0·min(1, √k2)
         d = m * torch.tanh((mc / m) * d)
         lim = mc
-    b = (d / sk2).clamp_max(lmath.max_rapidity(x.dtype))
-    ratio = torch.where(sq > 0, torch.sinh(b) / (n / sk2), torch.full_like(sq, lim))
-    return torch.cat([(ratio * ratio * sq + k2).sqrt(), ratio * xs], -1)
+    ratio = torch.where(sq > 0, torch.sinh((d / sk2).clamp_max(max_rap)) / (n / sk2), lim)
+    return ratio, (ratio * ratio * sq + k2).sqrt()
+
+
+def _swap_closed_form(x: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, rescale: bool, m0: float,
+                      mc: float) -> torch.Tensor:
+    """The swap of rows ``x`` in plain differentiable ops (:func:`swap_scalars`)."""
+    xs = x[..., 1:]
+    ratio, t = swap_scalars((xs * xs).sum(-1, keepdim=True), k1, k2, m0 if rescale else None, mc,
+                            lmath.max_rapidity(x.dtype))
+    return torch.cat([t, ratio * xs], -1)
 
 
 def _swap_eager(x: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, rescale: bool, m0: float,
@@ -72,7 +79,7 @@ def _swap_backward_eager(g: torch.Tensor, x: torch.Tensor, k1: torch.Tensor, k2:
     d = sk1 * torch.asinh(n / sk1)
     maxrap = lmath.max_rapidity(x.dtype)
     if rescale:
-        m = torch.where(sk2 < 1, m0 * sk2, torch.full_like(sk2, m0))
+        m = radius(m0, sk2)
         u = (mc / m) * d
         th = torch.tanh(u)
         dp, lim = m * th, mc
@@ -157,7 +164,7 @@ def launch_triton_swap(x, k1, k2, rescale, m0, mc) -> torch.Tensor:
     y = torch.empty_like(x)
     width = x.size(-1)
     T.swap_fwd[(x.numel() // width,)](x, y, k1, k2, width, m0, mc, lmath.max_rapidity(x.dtype), RESCALE=rescale,
-                                      BLOCK=row_block(width), num_warps=1 if width <= 256 else 4)
+                                      BLOCK=row_block(width), num_warps=row_warps(width))
     return y
 
 
@@ -170,7 +177,7 @@ def launch_triton_swap_backward(g, x, k1, k2, rescale, m0, mc):
     gx = torch.empty_like(x)
     part = x.new_empty(2, rows)
     T.swap_bwd[(rows,)](g, x, gx, part, k1, k2, width, rows, m0, mc, lmath.max_rapidity(x.dtype), RESCALE=rescale,
-                        BLOCK=row_block(width), num_warps=1 if width <= 256 else 4)
+                        BLOCK=row_block(width), num_warps=row_warps(width))
     gk = part.sum(1)
     return gx, gk[0].reshape(k1.shape).to(k1.dtype), gk[1].reshape(k2.shape).to(k2.dtype)
 

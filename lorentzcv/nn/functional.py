@@ -50,7 +50,7 @@ from ..kernels.lift import (
     radius,
     relu_lift,
 )
-from ..kernels.swap import fused_swap, fused_swap_supported
+from ..kernels.swap import fused_swap, fused_swap_supported, swap_scalars
 
 __all__ = [
     "lift", "lorentz_residual", "lorentz_activation", "euclid_to_lorentz", "lorentz_to_euclid", "swap_manifold",
@@ -171,18 +171,9 @@ def _scale_swap(
     sq: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, m0: float | None, cfg: RescaleConfig | None,
     max_rap: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r""":math:`\exp_0^{k_2}(\mathrm{rescale\_euclid}(\log_0^{k_1} x))` as a factor on ``x_s`` (§1.2 item 13)."""
-    sk1, sk2 = k1.sqrt(), k2.sqrt()
-    n = _norm(sq)
-    d = sk1 * torch.asinh(n / sk1)  # ‖log0 x‖ = d0(x)
-    lim = 1.0
-    if m0 is not None:
-        m = radius(m0, sk2)
-        mc = math.atanh(cfg.rho) / cfg.s
-        d = m * torch.tanh((mc / m) * d)
-        lim = mc
-    ratio = _sinh_ratio(sq, (d / sk2).clamp_max(max_rap), n / sk2, lim)
-    return ratio, _time(sq, ratio, k2)
+    r""":math:`\exp_0^{k_2}(\mathrm{rescale\_euclid}(\log_0^{k_1} x))` as a factor on ``x_s`` (§1.2 item 13;
+    :func:`lorentzcv.kernels.swap.swap_scalars`)."""
+    return swap_scalars(sq, k1, k2, m0, math.atanh(cfg.rho) / cfg.s if m0 is not None else 1.0, max_rap)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from ..geometry import Lorentz
 from ..geometry import math as lmath
 from ..geometry.precision import float32_island
 from ..kernels import use_fused
-from ..kernels.mlr import fused_mlr, fused_mlr_supported
+from ..kernels.mlr import fused_mlr, fused_mlr_supported, mlr_logits
 from .functional import check_points
 
 __all__ = ["LorentzMLR", "lorentz_mlr_logits"]
@@ -37,13 +37,7 @@ def lorentz_mlr_logits(x: torch.Tensor, a: torch.Tensor, z: torch.Tensor, k: tor
     Returns:
         ``(…, n_cls)`` logits.
     """
-    k = lmath._k(k, x)
-    sk = k.sqrt()
-    zn = z.norm(dim=-1).clamp_min(torch.finfo(z.dtype).tiny)  # (n_cls,)
-    ra = a / sk
-    alpha = -torch.sinh(ra) * zn * lmath.time(x) + torch.cosh(ra) * (lmath.space(x) @ z.transpose(0, 1))
-    beta = sk * zn
-    return beta * torch.asinh(alpha / beta)
+    return mlr_logits(x, a, z, lmath._k(k, x))[0]
 
 
 class LorentzMLR(nn.Module):

@@ -281,8 +281,9 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
             on_k = index.get(id(k))
             if not on_k:
                 continue
-            if not (variant == "explog" and all(fused_step_supported(p.detach()) for p in on_k)) and \
-                    torch.equal(k, k_old):  # (the fused move checks this on the device, without a host sync)
+            # the fused move checks an unchanged k on the device (no host sync); the eager one is skipped here
+            fused = variant == "explog" and all(fused_step_supported(p.detach()) for p in on_k)
+            if not fused and torch.equal(k, k_old):
                 continue
             k_new = k.detach()
             for bucket in stack_buckets(on_k, lambda p: _cap_r(p.manifold)):
@@ -292,14 +293,14 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
                 if len(bucket) > 1 and all(has_m) == any(has_m):
                     # all or none with a moment: one move of the stacked points (lorentzcv.optim.stacked)
                     x_new, m_new = self._move_points(stack_rows(bucket), stack_rows(moments) if has_m[0] else None,
-                                                     k_old, k_new, variant, r)
+                                                     k_old, k_new, variant, r, fused)
                     unstack_rows_into([p.detach() for p in bucket], x_new)
                     if has_m[0]:
                         unstack_rows_into(moments, m_new)
                     continue
                 for p, m in zip(bucket, moments):
                     x = p.detach()
-                    x_new, m_new = self._move_points(x, m, k_old, k_new, variant, r)
+                    x_new, m_new = self._move_points(x, m, k_old, k_new, variant, r, fused)
                     if x_new is not x:
                         p.copy_(x_new)
                     if m is not None and m_new is not m:
@@ -307,12 +308,13 @@ class CurvatureAwareOptimizer(torch.optim.Optimizer):
 
     @staticmethod
     def _move_points(x: torch.Tensor, m: torch.Tensor | None, k_old: torch.Tensor, k_new: torch.Tensor,
-                     variant: str, r: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     variant: str, r: float, unchecked: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:func:`move_to_curvature` of points ``x`` and moments ``m``: in place by the fused kernel where it
-        applies (explog, :mod:`lorentzcv.optim.fused`; ``x`` and ``m`` are returned), else out of place."""
+        applies (explog, :mod:`lorentzcv.optim.fused`; ``x`` and ``m`` are returned), else out of place.
+        ``unchecked``: the caller has not skipped an unchanged ``k`` (it expected the fused kernel to)."""
         if variant == "explog" and fused_step_supported(x, m):
             move_explog_(x, m, k_old, k_new, mdist=max_distance(x.dtype, r))
             return x, m
-        if torch.equal(k_old, k_new):  # (reached without the host-side check when the points took the fused path)
+        if unchecked and torch.equal(k_old, k_new):  # the points are fused-ready but their moments are not
             return x, m
         return move_to_curvature(x, k_old, k_new, m, variant=variant, r=r)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..geometry import math as lmath
-from ..kernels import LAUNCHES, row_block, use_fused, with_eager_fallback
+from ..kernels import LAUNCHES, row_block, row_warps, use_fused, with_eager_fallback
 from .point_steps import _move_explog, radamw_point_step_, rsgd_point_step
 
 __all__ = ["rsgd_step_", "radamw_step_", "move_explog_", "fused_step_supported", "MAX_WIDTH"]
@@ -138,9 +138,6 @@ def _triton_module():
 
 
 
-def _warps(width: int) -> int:
-    return 1 if width <= 256 else 4 if width <= 2048 else 8
-
 
 def launch_triton_rsgd_step(x, grad, buf, k, lr, weight_decay, momentum, dampening, nesterov, maximize, first,
                             repair, stabilize, mdist) -> None:
@@ -153,7 +150,7 @@ def launch_triton_rsgd_step(x, grad, buf, k, lr, weight_decay, momentum, dampeni
         x, grad, buf if has_mom else x, k, width, lr, weight_decay, momentum, dampening, mdist,
         lmath.max_rapidity(x.dtype), HAS_WD=weight_decay != 0, HAS_MOM=has_mom, OLD_B=has_mom and not first,
         NESTEROV=nesterov, MAXIMIZE=maximize, REPAIR=repair, STAB=stabilize, BLOCK=row_block(width),
-        num_warps=_warps(width),
+        num_warps=row_warps(width),
     )
 
 
@@ -165,7 +162,7 @@ def launch_triton_radamw_step(x, grad, m, v, vmax, k, lr, weight_decay, beta1, b
     T.radamw_step[(x.numel() // width,)](
         x, grad, m, v, vmax if vmax is not None else v, k, width, lr, weight_decay, beta1, beta2, eps,
         1.0 - beta1**step, 1.0 - beta2**step, mdist, lmath.max_rapidity(x.dtype), HAS_WD=weight_decay != 0,
-        AMSGRAD=vmax is not None, MAXIMIZE=maximize, REPAIR=repair, BLOCK=row_block(width), num_warps=_warps(width),
+        AMSGRAD=vmax is not None, MAXIMIZE=maximize, REPAIR=repair, BLOCK=row_block(width), num_warps=row_warps(width),
     )
 
 
@@ -175,7 +172,7 @@ def launch_triton_move_explog(x, m, k_old, k_new, mdist) -> None:
     width = x.size(-1)
     T.explog_move[(x.numel() // width,)](
         x, m if m is not None else x, k_old, k_new, width, mdist, lmath.max_rapidity(x.dtype), HAS_M=m is not None,
-        BLOCK=row_block(width), num_warps=_warps(width),
+        BLOCK=row_block(width), num_warps=row_warps(width),
     )
 
 
