@@ -6,8 +6,8 @@ bottoms / footwear / bags, training classes T-shirt, trouser, pullover, dress, s
 (tops), sneaker, ankle boot (footwear), bag) through the public API, with :func:`metric_results.train_one` (same
 run records and cache), in two stages:
 
-1. **Learning-rate selection on a class-disjoint validation split only**: for every method and every lr in
-   ``SELECT_LRS``, train with ``data.val_fraction=0.4`` (2 of the 5 training classes held out, the model trained
+1. **Learning-rate selection on a class-disjoint validation split only** (:func:`metric_results.select_lrs`):
+   for every method and every lr in ``metric_results.SELECT_LRS``, train with ``data.val_fraction=0.4`` (2 of the 5 training classes held out, the model trained
    on the other 3) for the fold seeds ``SELECT_SEEDS`` (seed 0 holds out {pullover, sandal}: two superclasses;
    seed 8 holds out {T-shirt, dress}: two classes of one superclass, like the test's coat/shirt); each method
    gets the lr with the highest mean last-epoch validation class Recall@1. The test split plays no part.
@@ -55,8 +55,7 @@ QUICK_DIR = REPO / "runs" / "hierarchy_results_quick"
 METHODS = mr.METHODS
 LABELS = mr.LABELS
 SEEDS = (0, 1, 2, 3, 4)
-SELECT_LRS = (1e-3, 3e-3, 1e-2)
-VAL_FRACTION = 0.4
+VAL_FRACTION = mr.VAL_FRACTION  # the selection's: 2 of the 5 training classes held out
 #: Fold seeds of the selection: seed 0 holds out {pullover, sandal}, seed 8 {T-shirt, dress}.
 SELECT_SEEDS = (0, 8)
 TRAIN_CLASS_NAMES = ("T-shirt", "trouser", "pullover", "dress", "sandal")  # fashion_mnist_hier labels 0..4
@@ -297,30 +296,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         save()
         return rec
 
-    sel: dict[str, Any] = {
-        "lrs": list(SELECT_LRS),
-        "seeds": list(select_seeds),
-        "val_fraction": VAL_FRACTION,
-        "held_out": [f"seed {s}: {held_out_classes(s)}" for s in select_seeds],
-        "methods": {},
-    }
-    for m in METHODS:
-        val_r1 = {}
-        for lr in SELECT_LRS:
-            recs = [
-                run(
-                    m,
-                    s,
-                    f"select/{m}/lr{mr._lr_text(lr)}/seed{s}",
-                    Path("select") / m / f"lr{mr._lr_text(lr)}" / f"seed{s}",
-                    [f"optim.lr={lr}", f"data.val_fraction={VAL_FRACTION}"],
-                )
-                for s in select_seeds
-            ]
-            val_r1[mr._lr_text(lr)] = mean_std([mr.val_r1_of(r) for r in recs])
-        best = max(SELECT_LRS, key=lambda lr: val_r1[mr._lr_text(lr)]["mean"])  # ties: the first (smallest) lr
-        sel["methods"][m] = {"lr": best, "val_r1": val_r1}
-        print(f"  selected lr for {m}: {mr._lr_text(best)}", flush=True)
+    sel = mr.select_lrs(res, run, select_seeds, held_out=held_out_classes)
     res["selection"] = sel
     save()
 

@@ -50,7 +50,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -439,13 +439,17 @@ def val_r1_of(rec: dict[str, Any]) -> float:
     return rec["val_recall"]["1"] if rec.get("status") == "ok" else 0.0
 
 
-def select_lrs(res: dict, run: Any, seeds: Sequence[int]) -> dict[str, Any]:
+def select_lrs(res: dict, run: Any, seeds: Sequence[int],
+               held_out: Callable[[int], str] | None = None) -> dict[str, Any]:
     """Stage 1: every (method, lr, seed) with a class-disjoint validation split; the best mean val R@1 per method.
 
-    ``run(method, seed, key, run_subdir, overrides)`` trains (or reuses) one run and returns its record.
+    ``run(method, seed, key, run_subdir, overrides)`` trains (or reuses) one run and returns its record;
+    ``held_out(seed)`` names the training classes that seed holds out (default: this demo's,
+    :func:`held_out_classes`; ``scripts/hierarchy_results.py`` passes its own).
     """
+    held_out = held_out or held_out_classes
     out: dict[str, Any] = {"lrs": list(SELECT_LRS), "seeds": list(seeds), "val_fraction": VAL_FRACTION,
-                           "held_out": [f"seed {s}: {held_out_classes(s)}" for s in seeds], "methods": {}}
+                           "held_out": [f"seed {s}: {held_out(s)}" for s in seeds], "methods": {}}
     for m in METHODS:
         val_r1 = {}
         for lr in SELECT_LRS:

@@ -39,7 +39,7 @@ def test_quick_grid_selects_on_validation_and_reports_hierarchy_metrics(tmp_path
     mod = _load()
     root = fx.write_fashion_mnist(tmp_path / "fm", n_train=300, n_test=100)  # 40 images per class, pooled
     monkeypatch.setattr(mod.mr, "QUICK_OVERRIDES", [*TINY, f"data.root={root}"])
-    monkeypatch.setattr(mod, "SELECT_LRS", (1e-3, 1e-2))
+    monkeypatch.setattr(mod.mr, "SELECT_LRS", (1e-3, 1e-2))
     argv = ["--quick", "--out", str(tmp_path / "res.json"), "--runs-dir", str(tmp_path / "runs"),
             "--doc", str(tmp_path / "report.md")]  # fmt: skip
     res = mod.main(argv)
