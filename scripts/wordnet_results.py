@@ -52,7 +52,7 @@ CURVATURE_LR = {"rsgd": 1e-2, "radamw": 1e-3}
 
 
 def mammal_graph(root: str | None = None) -> wn.ClosureGraph:
-    nouns = wn.load_wordnet_nouns(root)
+    nouns = wn.load_wordnet(root)
     present = set(nouns.names.values())
     exclude = [nouns.offset(n) for n in NK_MAMMAL_EXCLUDE if n in present]
     return wn.subtree(nouns.synsets, nouns.offset("mammal.n.01"), names=nouns.names, exclude=exclude)
@@ -178,7 +178,7 @@ def table(res: dict[str, Any], epochs: int) -> str:
 
 def estimate_nouns(root: str | None, batches: int, dim: int = 10) -> dict[str, Any]:
     """Time ``batches`` training steps and one evaluation block on the full noun closure (no real run)."""
-    nouns = wn.load_wordnet_nouns(root)
+    nouns = wn.load_wordnet(root)
     g = wn.closure(nouns.synsets)
     edges = torch.tensor(g.edges)
     model = LorentzEmbedding(g.num_nodes, dim, generator=torch.Generator().manual_seed(0))
