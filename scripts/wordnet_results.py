@@ -1,12 +1,15 @@
 """WordNet closure reconstruction on the Lorentz manifold: the grid of ``docs/wordnet.md``, cached and tabulated.
 
-Embeds the transitive closure of the WordNet 3.0 mammal subtree (``lorentzcv.data.wordnet``; Debian's
-``wordnet-base``) with ``lorentzcv.graph`` for every dimension x optimizer x curvature (fixed ``k = 1`` or learned)
-x seed, evaluates reconstruction mean rank and MAP (``lorentzcv.graph.reconstruction_metrics``), and caches
-each run in ``docs/data/wordnet_results.json`` as soon as it finishes (a re-run trains only what is missing).
-Prints the markdown table of ``docs/wordnet.md``.
+Embeds the transitive closure of a WordNet 3.0 hierarchy (``lorentzcv.data.wordnet``; Debian's ``wordnet-base``):
+the mammal subtree (``--dataset mammals``, the default), the verbs (``verbs``) or all nouns (``nouns``), with
+``lorentzcv.graph`` for every dimension x optimizer x curvature (fixed ``k = 1`` or learned) x seed, evaluates
+reconstruction mean rank and MAP (``lorentzcv.graph.reconstruction_metrics``) over the directed pairs (each node's
+ancestors, as N&K's evaluation code) and over both directions (ancestors and descendants, the "undirected
+closure" of N&K 2018's text), and caches each run in ``docs/data/wordnet_results.json`` as soon as it finishes (a
+re-run trains only what is missing). Prints the markdown table of ``docs/wordnet.md``.
 
-    python scripts/wordnet_results.py                      # the grid of docs/wordnet.md
+    python scripts/wordnet_results.py                      # the mammal grid of docs/wordnet.md
+    python scripts/wordnet_results.py --dataset verbs      # the verb grid
     python scripts/wordnet_results.py --table              # only print the table from the cache
     python scripts/wordnet_results.py --estimate-nouns     # time a few batches on all nouns (no training run)
 """
@@ -51,19 +54,46 @@ LR = {"rsgd": 30.0, "radamw": 0.01}
 CURVATURE_LR = {"rsgd": 1e-2, "radamw": 1e-3}
 
 
-def mammal_graph(root: str | None = None) -> wn.ClosureGraph:
-    nouns = wn.load_wordnet(root)
-    present = set(nouns.names.values())
-    exclude = [nouns.offset(n) for n in NK_MAMMAL_EXCLUDE if n in present]
-    return wn.subtree(nouns.synsets, nouns.offset("mammal.n.01"), names=nouns.names, exclude=exclude)
+DATASETS = ("mammals", "verbs", "nouns")
 
 
-def run_key(dim: int, opt: str, curv: str, seed: int, epochs: int) -> str:
-    return f"mammals/dim{dim}/{opt}/{curv}/seed{seed}/epochs{epochs}"
+def dataset_graph(dataset: str, root: str | None = None) -> wn.ClosureGraph:
+    """The closure of ``dataset``: the N&K mammal subtree, or the whole verb or noun hierarchy."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    h = wn.load_wordnet(root, pos="verb" if dataset == "verbs" else "noun")
+    if dataset != "mammals":
+        return wn.closure(h.synsets, names=h.names)
+    present = set(h.names.values())
+    exclude = [h.offset(n) for n in NK_MAMMAL_EXCLUDE if n in present]
+    return wn.subtree(h.synsets, h.offset("mammal.n.01"), names=h.names, exclude=exclude)
+
+
+def run_key(dataset: str, dim: int, opt: str, curv: str, seed: int, epochs: int) -> str:
+    return f"{dataset}/dim{dim}/{opt}/{curv}/seed{seed}/epochs{epochs}"
+
+
+def evaluate(model: LorentzEmbedding, edges: torch.Tensor, num_nodes: int) -> dict[str, float]:
+    """Mean rank and MAP over the directed pairs and over both directions (``*_undirected``)."""
+    directed = reconstruction_metrics(model.distances_from, edges, num_nodes)
+    both = reconstruction_metrics(model.distances_from, torch.cat([edges, edges.flip(1)]), num_nodes)
+    return {
+        "mean_rank": directed["mean_rank"],
+        "map": directed["map"],
+        "mean_rank_undirected": both["mean_rank"],
+        "map_undirected": both["map"],
+    }
 
 
 def train_one(
-    graph: wn.ClosureGraph, dim: int, opt: str, curv: str, seed: int, epochs: int, eval_every: int
+    graph: wn.ClosureGraph,
+    dim: int,
+    opt: str,
+    curv: str,
+    seed: int,
+    epochs: int,
+    eval_every: int,
+    dataset: str = "mammals",
 ) -> dict[str, Any]:
     torch.manual_seed(seed)
     edges = torch.tensor(graph.edges)
@@ -85,19 +115,11 @@ def train_one(
 
     def cb(epoch: int, loss: float, m: LorentzEmbedding) -> None:
         if epoch % eval_every == 0 or epoch == epochs:
-            r = reconstruction_metrics(m.distances_from, edges, graph.num_nodes)
-            evals.append(
-                {
-                    "epoch": epoch,
-                    "loss": loss,
-                    "mean_rank": r["mean_rank"],
-                    "map": r["map"],
-                    "k": float(m.manifold.k.detach()),
-                }
-            )
+            r = evaluate(m, edges, graph.num_nodes)
+            evals.append({"epoch": epoch, "loss": loss, **r, "k": float(m.manifold.k.detach())})
             print(
                 f"  epoch {epoch}: loss {loss:.4f} mean rank {r['mean_rank']:.3f} MAP {r['map']:.4f} "
-                f"k {evals[-1]['k']:.4g}",
+                f"(undirected {r['mean_rank_undirected']:.3f} / {r['map_undirected']:.4f}) k {evals[-1]['k']:.4g}",
                 flush=True,
             )
 
@@ -109,7 +131,7 @@ def train_one(
     on_manifold = float(((-(x[:, 0] ** 2) + (x[:, 1:] ** 2).sum(-1) + k).abs() / (k + x[:, 0] ** 2)).max())
     final = evals[-1]
     return {
-        "dataset": "mammals",
+        "dataset": dataset,
         "dim": dim,
         "optimizer": opt,
         "curvature": curv,
@@ -120,6 +142,8 @@ def train_one(
         "config": {**cfg.__dict__, "init_scale": 1e-3, "dtype": "float64", "k0": 1.0},
         "mean_rank": final["mean_rank"],
         "map": final["map"],
+        "mean_rank_undirected": final["mean_rank_undirected"],
+        "map_undirected": final["map_undirected"],
         "k": final["k"],
         "K": -1.0 / final["k"],
         "best_mean_rank": min(e["mean_rank"] for e in evals),
@@ -150,12 +174,12 @@ def _ms(vals: list[float], digits: int) -> str:
     return f"{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
 
-def table(res: dict[str, Any], epochs: int) -> str:
-    runs = [r for r in res["runs"].values() if r["epochs"] == epochs]
+def table(res: dict[str, Any], epochs: int, dataset: str = "mammals") -> str:
+    runs = [r for r in res["runs"].values() if r["epochs"] == epochs and r.get("dataset", "mammals") == dataset]
     lines = [
-        "| dim | optimizer | curvature | seeds | mean rank | MAP | best of evals: mean rank / MAP | final k (K = -1/k) "
-        "| train s/run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dim | optimizer | curvature | seeds | mean rank | MAP | best of evals: mean rank / MAP "
+        "| both directions: mean rank / MAP | final k (K = -1/k) | train s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted(
         {(r["dim"], r["optimizer"], r["curvature"]) for r in runs},
@@ -171,15 +195,15 @@ def table(res: dict[str, Any], epochs: int) -> str:
             f"| {dim} | {opt} | {curv} | {','.join(str(r['seed']) for r in rs)} | "
             f"{_ms([r['mean_rank'] for r in rs], 2)} | {_ms([r['map'] for r in rs], 3)} | "
             f"{_ms([r['best_mean_rank'] for r in rs], 2)} / {_ms([r['best_map'] for r in rs], 3)} | "
-            f"{k} ({kk}) | {statistics.fmean(r['train_seconds'] for r in rs):.0f} |"
+            f"{_ms([r['mean_rank_undirected'] for r in rs if 'mean_rank_undirected' in r], 2)} / "
+            f"{_ms([r['map_undirected'] for r in rs if 'map_undirected' in r], 3)} | {k} ({kk}) | {statistics.fmean(r['train_seconds'] for r in rs):.0f} |"
         )
     return "\n".join(lines)
 
 
 def estimate_nouns(root: str | None, batches: int, dim: int = 10) -> dict[str, Any]:
     """Time ``batches`` training steps and one evaluation block on the full noun closure (no real run)."""
-    nouns = wn.load_wordnet(root)
-    g = wn.closure(nouns.synsets)
+    g = dataset_graph("nouns", root)
     edges = torch.tensor(g.edges)
     model = LorentzEmbedding(g.num_nodes, dim, generator=torch.Generator().manual_seed(0))
     opt = create_optimizer(model, "rsgd", lr=LR["rsgd"])
@@ -214,6 +238,7 @@ def estimate_nouns(root: str | None, batches: int, dim: int = 10) -> dict[str, A
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="mammals", choices=DATASETS, help="which closure to embed")
     p.add_argument("--dims", type=int, nargs="+", default=[2, 5, 10])
     p.add_argument("--optimizers", nargs="+", default=["rsgd", "radamw"], choices=["rsgd", "radamw"])
     p.add_argument("--curvatures", nargs="+", default=["fixed", "learned"], choices=["fixed", "learned"])
@@ -221,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--wordnet-root", default=None, help="folder with data.noun (default: /usr/share/wordnet)")
+    p.add_argument("--wordnet-root", default=None, help="folder with data.noun/.verb (default: /usr/share/wordnet)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--table", action="store_true", help="only print the table of the cached runs")
     p.add_argument("--force", action="store_true", help="rerun cached runs")
@@ -249,21 +274,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(json.dumps(est, indent=1))
         return res
     if not args.table:
-        graph = mammal_graph(args.wordnet_root)
-        res["mammals"] = {"nodes": graph.num_nodes, "edges": graph.num_edges, "exclude": list(NK_MAMMAL_EXCLUDE)}
-        print(f"mammal closure: {graph.num_nodes} nodes, {graph.num_edges} pairs", flush=True)
+        graph = dataset_graph(args.dataset, args.wordnet_root)
+        res[args.dataset] = {"nodes": graph.num_nodes, "edges": graph.num_edges}
+        if args.dataset == "mammals":
+            res[args.dataset]["exclude"] = list(NK_MAMMAL_EXCLUDE)
+        print(f"{args.dataset} closure: {graph.num_nodes} nodes, {graph.num_edges} pairs", flush=True)
         for dim in args.dims:
             for opt in args.optimizers:
                 for curv in args.curvatures:
                     for seed in args.seeds:
-                        key = run_key(dim, opt, curv, seed, args.epochs)
+                        key = run_key(args.dataset, dim, opt, curv, seed, args.epochs)
                         if key in res["runs"] and not args.force:
                             continue
                         print(f"{key}", flush=True)
-                        res["runs"][key] = train_one(graph, dim, opt, curv, seed, args.epochs, args.eval_every)
+                        res["runs"][key] = train_one(
+                            graph, dim, opt, curv, seed, args.epochs, args.eval_every, args.dataset
+                        )
                         res["runs"][key]["host"] = {"threads": args.threads, "torch": torch.__version__}
                         save(res, args.out)
-    print(table(res, args.epochs))
+    print(table(res, args.epochs, args.dataset))
     return res
 
 

@@ -106,11 +106,21 @@ class LorentzEmbedding(nn.Module):
         return lmath.dist(self.weight[u], self.weight[v], k)
 
     def distances_from(self, u: torch.Tensor) -> torch.Tensor:
-        """Distances from the nodes ``u`` (shape ``(B,)``) to every node: shape ``(B, num_nodes)`` (no grad)."""
+        r"""Distances from the nodes ``u`` (shape ``(B,)``) to every node: shape ``(B, num_nodes)`` (no grad).
+
+        The same chord form as :func:`lorentzcv.geometry.math.dist`,
+        :math:`c^2 = \|x_s - y_s\|^2 - (x_0 - y_0)^2`, :math:`d = 2\sqrt{k}\operatorname{asinh}(c / 2\sqrt{k})`,
+        with the space part from ``torch.cdist`` in its exact (difference-based, not Gram-matrix) mode, so no
+        ``(B, N, 1 + n)`` temporary is built.
+        """
         with torch.no_grad():
             k = self.manifold.k.to(self.weight.dtype)
             x = self.weight.detach()
-            return lmath.dist(x[u][:, None, :], x[None, :, :], k)
+            xu = x[u]
+            space = torch.cdist(xu[:, 1:], x[:, 1:], compute_mode="donot_use_mm_for_euclid_dist")
+            c2 = space.square_() - (xu[:, :1] - x[:, 0]).square_()
+            sk = k.sqrt()
+            return c2.clamp_min_(torch.finfo(c2.dtype).tiny).sqrt_().div_(2 * sk).asinh_().mul_(2 * sk)
 
 
 class EdgeSet:

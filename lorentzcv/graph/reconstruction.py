@@ -28,8 +28,13 @@ def ranks_and_ap(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-row ranks and average precision for a block of distance rows.
 
+    One sort of each row; the neighbours' counts come from a ``(B, P)`` table of their distances (``P`` the
+    largest number of neighbours in the block, padded with ``inf``): for a neighbour at distance ``q``,
+    ``#{w : d < q}`` and ``#{w : d <= q}`` by binary search in the sorted row, the same counts among the
+    neighbours by binary search in their sorted table, and the non-neighbours' count as the difference.
+
     Args:
-        dist: ``(B, N)`` distances from ``B`` sources to all ``N`` nodes.
+        dist: ``(B, N)`` distances from ``B`` sources to all ``N`` nodes (or any increasing function of them).
         pos: ``(B, N)`` boolean neighbour mask.
         self_index: ``(B,)`` column of each source (excluded from the ranking), or None.
 
@@ -41,19 +46,23 @@ def ranks_and_ap(
     pos = pos.clone()
     if self_index is not None:
         rows = torch.arange(dist.shape[0], device=dist.device)
-        dist[rows, self_index] = torch.inf
+        dist[rows, self_index] = torch.inf  # sorts last, below no finite distance
         pos[rows, self_index] = False
-    inf = torch.full_like(dist, torch.inf)
-    neg_sorted = torch.where(pos, inf, dist).sort(dim=1).values
-    pos_sorted = torch.where(pos, dist, inf).sort(dim=1).values
-    all_sorted = dist.sort(dim=1).values
-    q = torch.where(pos, dist, inf)
-    closer_neg = torch.searchsorted(neg_sorted, q, side="left")
-    ranks = (closer_neg + 1)[pos]
-    n_le = torch.searchsorted(all_sorted, q, side="right").clamp_min(1)
-    p_le = torch.searchsorted(pos_sorted, q, side="right")
-    prec = torch.where(pos, p_le.to(dist.dtype) / n_le.to(dist.dtype), torch.zeros_like(dist))
     npos = pos.sum(dim=1)
+    width = max(int(npos.max()), 1) if npos.numel() else 1
+    slot = torch.cumsum(pos, dim=1) - 1  # position of each neighbour within its row
+    q = torch.full((dist.shape[0], width), torch.inf, dtype=dist.dtype, device=dist.device)
+    r_idx, c_idx = pos.nonzero(as_tuple=True)
+    q[r_idx, slot[r_idx, c_idx]] = dist[r_idx, c_idx]
+    valid = torch.arange(width, device=dist.device) < npos[:, None]
+    all_sorted = dist.sort(dim=1).values
+    q_sorted = q.sort(dim=1).values
+    n_lt = torch.searchsorted(all_sorted, q, side="left")
+    n_le = torch.searchsorted(all_sorted, q, side="right").clamp_min(1)
+    p_lt = torch.searchsorted(q_sorted, q, side="left")
+    p_le = torch.searchsorted(q_sorted, q, side="right")
+    ranks = (n_lt - p_lt + 1)[valid]  # row-major, neighbours in column order
+    prec = torch.where(valid, p_le.to(dist.dtype) / n_le.to(dist.dtype), torch.zeros_like(q))
     ap = prec.sum(dim=1) / npos.clamp_min(1)
     ap = torch.where(npos > 0, ap, torch.full_like(ap, torch.nan))
     return ranks, ap, npos > 0
@@ -64,7 +73,7 @@ def reconstruction_metrics(
     edges: torch.Tensor,
     num_nodes: int,
     *,
-    block_size: int = 512,
+    block_size: int = 128,
 ) -> dict[str, float]:
     """Mean rank and MAP of the closure ``edges`` (module docstring).
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lorentzcv.geometry import Lorentz, ManifoldParameter
+from lorentzcv.geometry import math as lmath
 from lorentzcv.graph import (
     EdgeSet,
     LorentzEmbedding,
@@ -245,3 +246,14 @@ def test_results_script_caches_each_run(tmp_path, capsys) -> None:
     mod.main(args)  # cached: no training output
     text = capsys.readouterr().out
     assert "epoch" not in text and "| 2 | rsgd | learned | 0 |" in text
+
+
+def test_distances_from_matches_the_geometry_kernel_far_from_the_origin() -> None:
+    gen = torch.Generator().manual_seed(0)
+    model = LorentzEmbedding(40, 5, k=2.5, init_scale=30.0, generator=gen)  # rapidities up to ~4 in sqrt(k) units
+    x, k = model.weight.detach(), model.manifold.k.detach().double()
+    src = torch.tensor([0, 7, 39])
+    want = lmath.dist(x[src][:, None, :], x[None, :, :], k)
+    got = model.distances_from(src)
+    assert float(want.max()) > 5.0
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
