@@ -199,9 +199,7 @@ def parse_index(path: str | os.PathLike) -> dict[str, list[int]]:
     return out
 
 
-def synset_names(
-    synsets: Mapping[int, Synset], index: Mapping[str, list[int]], pos: str = "noun"
-) -> dict[int, str]:
+def synset_names(synsets: Mapping[int, Synset], index: Mapping[str, list[int]], pos: str = "noun") -> dict[int, str]:
     """NLTK-style names ``lemma.n.NN`` (``lemma.v.NN`` for verbs): first word (lowercased, adjective markers like
     ``(a)`` dropped) and the 1-based position of the synset among that lemma's senses in the index file;
     ``n.<offset>`` (``v.<offset>``) when the lemma is missing from the index."""
