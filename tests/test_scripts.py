@@ -324,3 +324,42 @@ def test_metric_results_records_a_diverged_run_and_scores_it_out(tmp_path, monke
     runs = {"lhier/seed0": rec, "hier/seed0": ok, "lhier/seed1": {**ok, "recall": {"1": 0.7}}, "hier/seed1": ok}
     d = mod.paired(runs, [0, 1], "lhier", "hier", "R@1")
     assert d["n"] == 1 and abs(d["mean"] - 0.2) < 1e-12
+
+
+def test_wordnet_results_runs_the_verb_closure_and_caches_it(tmp_path, capsys):
+    from tests.data.test_wordnet import HEADER, VERB_DATA, VERB_INDEX, _write
+
+    root = _write(tmp_path / "wordnet")
+    (root / "data.verb").write_text(HEADER + VERB_DATA, encoding="utf-8")
+    (root / "index.verb").write_text(VERB_INDEX, encoding="utf-8")
+    mod = _load("wordnet_results")
+    out = tmp_path / "wn.json"
+    args = [
+        "--dataset",
+        "verbs",
+        "--wordnet-root",
+        str(root),
+        "--dims",
+        "2",
+        "--optimizers",
+        "rsgd",
+        "--curvatures",
+        "fixed",
+        "--epochs",
+        "2",
+        "--eval-every",
+        "1",
+        "--out",
+        str(out),
+    ]
+    res = mod.main(args)
+    run = res["runs"]["verbs/dim2/rsgd/fixed/seed0/epochs2"]
+    assert (run["dataset"], run["nodes"], run["edges"]) == ("verbs", 3, 3)
+    assert [e["epoch"] for e in run["evals"]] == [1, 2]
+    # directed: respire.v.02 -> breathe.v.01, respire.v.03 -> both; both directions add breathe's two descendants
+    assert 1.0 <= run["mean_rank"] and 1.0 <= run["mean_rank_undirected"] and 0.0 < run["map_undirected"] <= 1.0
+    assert json.loads(out.read_text())["verbs"] == {"nodes": 3, "edges": 3}
+    capsys.readouterr()
+    mod.main(args)  # cached: trains nothing, prints the verbs table
+    printed = capsys.readouterr().out
+    assert "verbs/dim2" not in printed and "| 2 | rsgd | fixed | 0 |" in printed
