@@ -44,7 +44,7 @@ from torch import nn
 
 from ..geometry import Lorentz, ManifoldParameter, RescaleConfig
 from ..geometry import math as lmath
-from ..optim import create_optimizer
+from ..optim import RiemannianSGD, create_optimizer
 
 __all__ = ["LorentzEmbedding", "EdgeSet", "sample_negatives", "nk_loss", "TrainConfig", "train_embedding"]
 
@@ -199,9 +199,16 @@ def nk_loss(
         valid: ``(B, M)`` mask; invalid negatives get logit :math:`-\infty` (left out of the softmax).
     """
     dev = model.weight.device
-    edges, neg = edges.to(dev), neg.to(dev)
+    return _softmax_loss(model.weight, model.manifold.k, edges.to(dev), neg.to(dev), valid)
+
+
+def _softmax_loss(
+    x: torch.Tensor, k: torch.Tensor, edges: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor | None
+) -> torch.Tensor:
+    """:func:`nk_loss` on the rows ``x`` of a point table (indices into ``x``)."""
+    dev = x.device
     cand = torch.cat([edges[:, 1:], neg], dim=1)  # (B, 1 + M), the positive first
-    logits = -model(edges[:, :1], cand)
+    logits = -lmath.dist(x[edges[:, :1]], x[cand], k.to(x.dtype))
     if valid is not None:
         keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1).to(dev)
         logits = logits.masked_fill(~keep, -math.inf)
@@ -223,6 +230,10 @@ class TrainConfig:
         curvature_lr: learning rate of ``k`` (used when ``k`` is learnable).
         weight_decay: of the points (RAdamW: centroid decay toward the origin); 0 for reconstruction.
         seed: seeds the generator of shuffling and negative sampling.
+        sparse: step only the rows a batch touches (its pairs and negatives), as N&K's sparse updates, instead of
+            the whole table: the same RSGD step (a row with a zero gradient does not move), at a cost that no
+            longer grows with the number of nodes. Only for ``optimizer="rsgd"`` without weight decay and a
+            fixed ``k``: a decay, a moment or the curvature move would also change the untouched rows.
     """
 
     epochs: int = 100
@@ -235,6 +246,7 @@ class TrainConfig:
     curvature_lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
+    sparse: bool = False
 
 
 def train_embedding(
@@ -261,9 +273,15 @@ def train_embedding(
         raise ValueError(f"edges must be a non-empty (E, 2) tensor, got shape {tuple(edges.shape)}")
     edge_set = EdgeSet(edges, model.num_nodes)
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = create_optimizer(
-        model, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, curvature_lr=cfg.curvature_lr
-    )
+    if cfg.sparse:
+        _check_sparse(model, cfg)
+        step = _sparse_step
+        opt = RiemannianSGD([model.weight], lr=cfg.lr)  # holds the lr schedule; never stepped on the full table
+    else:
+        step = _dense_step
+        opt = create_optimizer(
+            model, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, curvature_lr=cfg.curvature_lr
+        )
     base = [g["lr"] for g in opt.param_groups]
     history = []
     t0 = time.perf_counter()
@@ -276,10 +294,7 @@ def train_embedding(
         for start in range(0, len(edges), cfg.batch_size):
             batch = edges[perm[start : start + cfg.batch_size]]
             neg, valid = sample_negatives(batch[:, 0], cfg.num_negatives, edge_set, generator=gen)
-            opt.zero_grad(set_to_none=True)
-            loss = nk_loss(model, batch, neg, valid)
-            loss.backward()
-            opt.step()
+            loss = step(model, opt, batch, neg, valid)
             total += float(loss.detach())
             batches += 1
         mean = total / batches
@@ -297,3 +312,42 @@ def train_embedding(
         if callback is not None:
             callback(epoch, mean, model)
     return history
+
+
+def _dense_step(
+    model: LorentzEmbedding, opt: torch.optim.Optimizer, batch: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    opt.zero_grad(set_to_none=True)
+    loss = nk_loss(model, batch, neg, valid)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def _check_sparse(model: LorentzEmbedding, cfg: TrainConfig) -> None:
+    reasons = []
+    if cfg.optimizer != "rsgd":
+        reasons.append(f"optimizer={cfg.optimizer!r} (its moments move untouched rows; use 'rsgd')")
+    if cfg.weight_decay:
+        reasons.append(f"weight_decay={cfg.weight_decay} (decays untouched rows)")
+    if model.manifold.k.requires_grad:
+        reasons.append("a learnable k (the curvature move moves every row)")
+    if reasons:
+        raise ValueError("TrainConfig(sparse=True) needs RSGD, no weight decay and a fixed k; got " + "; ".join(reasons))
+
+
+def _sparse_step(
+    model: LorentzEmbedding, opt: torch.optim.Optimizer, batch: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """One RSGD step of the rows the batch touches: the library's :class:`~lorentzcv.optim.RiemannianSGD` on a
+    :class:`ManifoldParameter` holding just those rows, written back into the table."""
+    dev = model.weight.device
+    rows, local = torch.unique(torch.cat([batch.reshape(-1), neg.reshape(-1)]).to(dev), return_inverse=True)
+    sub = ManifoldParameter(model.weight.detach()[rows], manifold=model.manifold)
+    local_batch, local_neg = local[: batch.numel()].view(batch.shape), local[batch.numel() :].view(neg.shape)
+    loss = _softmax_loss(sub, model.manifold.k, local_batch, local_neg, valid)
+    loss.backward()
+    RiemannianSGD([sub], lr=opt.param_groups[0]["lr"]).step()
+    with torch.no_grad():
+        model.weight[rows] = sub
+    return loss

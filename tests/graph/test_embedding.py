@@ -3,6 +3,7 @@ sampling, a short training that lowers the mean rank, and learned curvature keep
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -257,3 +258,24 @@ def test_distances_from_matches_the_geometry_kernel_far_from_the_origin() -> Non
     got = model.distances_from(src)
     assert float(want.max()) > 5.0
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_sparse_rsgd_steps_only_the_touched_rows_and_equals_the_dense_step() -> None:
+    n, pairs = tree_closure(3, 3)  # 40 nodes, 102 pairs
+    cfg = TrainConfig(epochs=4, batch_size=8, num_negatives=3, optimizer="rsgd", lr=2.0, burnin_epochs=1, seed=0)
+    dense = LorentzEmbedding(n, 3, generator=torch.Generator().manual_seed(1))
+    sparse = LorentzEmbedding(n, 3, generator=torch.Generator().manual_seed(1))
+    h_dense = train_embedding(dense, pairs, cfg)
+    h_sparse = train_embedding(sparse, pairs, dataclasses.replace(cfg, sparse=True))
+    assert not torch.equal(dense.weight, LorentzEmbedding(n, 3, generator=torch.Generator().manual_seed(1)).weight)
+    torch.testing.assert_close(sparse.weight, dense.weight, rtol=1e-12, atol=1e-13)
+    assert [h["loss"] for h in h_sparse] == pytest.approx([h["loss"] for h in h_dense], rel=1e-12)
+    sparse.manifold.check_point_on_manifold(sparse.weight.detach())
+    for bad, match in [
+        (dataclasses.replace(cfg, sparse=True, optimizer="radamw"), "radamw"),
+        (dataclasses.replace(cfg, sparse=True, weight_decay=0.1), "weight_decay"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            train_embedding(LorentzEmbedding(n, 3), pairs, bad)
+    with pytest.raises(ValueError, match="learnable k"):
+        train_embedding(LorentzEmbedding(n, 3, learn_k=True), pairs, dataclasses.replace(cfg, sparse=True))
