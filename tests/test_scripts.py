@@ -359,6 +359,10 @@ def test_wordnet_results_runs_the_verb_closure_and_caches_it(tmp_path, capsys):
     # directed: respire.v.02 -> breathe.v.01, respire.v.03 -> both; both directions add breathe's two descendants
     assert 1.0 <= run["mean_rank"] and 1.0 <= run["mean_rank_undirected"] and 0.0 < run["map_undirected"] <= 1.0
     assert json.loads(out.read_text())["verbs"] == {"nodes": 3, "edges": 3}
+    model = mod.LorentzEmbedding(3, 2, init_scale=1.0, generator=torch.Generator().manual_seed(0))
+    pairs = torch.tensor([(1, 0), (2, 0), (2, 1)])
+    assert mod.evaluate(model, pairs, 3, torch.arange(3)) == mod.evaluate(model, pairs, 3)  # every node sampled
+    assert mod.evaluate(model, pairs, 3, torch.tensor([2]))["mean_rank"] == 1.0  # node 2's ancestors are all
     capsys.readouterr()
     mod.main(args)  # cached: trains nothing, prints the verbs table
     printed = capsys.readouterr().out
