@@ -1,5 +1,6 @@
-"""The report scripts (``scripts/classification_results.py``, ``scripts/plot_classification.py``): a tiny
-``--quick`` run of every experiment, the cache (a re-run trains nothing), the tables and the figures."""
+"""The report scripts (``scripts/classification_results.py``, ``scripts/plot_classification.py``, the metric,
+hierarchy and WordNet scripts): a tiny ``--quick`` run of every experiment, the cache (a re-run trains nothing),
+the tables and the figures."""
 
 from __future__ import annotations
 
@@ -326,13 +327,36 @@ def test_metric_results_records_a_diverged_run_and_scores_it_out(tmp_path, monke
     assert d["n"] == 1 and abs(d["mean"] - 0.2) < 1e-12
 
 
-def test_wordnet_results_runs_the_verb_closure_and_caches_it(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def wordnet_mod():
+    return _load("wordnet_results")
+
+
+def test_wordnet_results_caches_each_mammal_run(wordnet_mod, tmp_path, capsys):
+    from tests.data.test_wordnet import _write
+
+    root, out = _write(tmp_path / "wn"), tmp_path / "res.json"
+    args = ["--wordnet-root", str(root), "--dims", "2", "--optimizers", "rsgd", "--curvatures", "learned",
+            "--epochs", "3", "--eval-every", "2", "--out", str(out)]
+    wordnet_mod.main(args)
+    res = json.loads(out.read_text())
+    assert res["mammals"] == {"nodes": 4, "edges": 4, "exclude": list(wordnet_mod.NK_MAMMAL_EXCLUDE)}
+    (run,) = res["runs"].values()
+    assert [e["epoch"] for e in run["evals"]] == [2, 3] and run["k"] == run["evals"][-1]["k"]
+    assert run["max_rel_constraint_error"] < 1e-9
+    capsys.readouterr()
+    wordnet_mod.main(args)  # cached: no training output
+    text = capsys.readouterr().out
+    assert "epoch" not in text and "| 2 | rsgd | learned | 0 |" in text
+
+
+def test_wordnet_results_runs_the_verb_closure_and_caches_it(wordnet_mod, tmp_path, capsys):
     from tests.data.test_wordnet import HEADER, VERB_DATA, VERB_INDEX, _write
 
     root = _write(tmp_path / "wordnet")
     (root / "data.verb").write_text(HEADER + VERB_DATA, encoding="utf-8")
     (root / "index.verb").write_text(VERB_INDEX, encoding="utf-8")
-    mod = _load("wordnet_results")
+    mod = wordnet_mod
     out = tmp_path / "wn.json"
     args = [
         "--dataset",

@@ -206,49 +206,6 @@ def test_train_rejects_bad_input() -> None:
         train_embedding(model, torch.tensor([[1, 0], [2, 0]]), TrainConfig(epochs=3, burnin_epochs=0, num_negatives=2))
 
 
-def test_results_script_caches_each_run(tmp_path, capsys) -> None:
-    """``scripts/wordnet_results.py`` on the fixture database: one run cached, a re-run trains nothing."""
-    import importlib.util
-    import json
-    import sys
-    from pathlib import Path
-
-    from tests.data.test_wordnet import _write
-
-    repo = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("_wordnet_results", repo / "scripts" / "wordnet_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    root, out = _write(tmp_path / "wn"), tmp_path / "res.json"
-    args = [
-        "--wordnet-root",
-        str(root),
-        "--dims",
-        "2",
-        "--optimizers",
-        "rsgd",
-        "--curvatures",
-        "learned",
-        "--epochs",
-        "3",
-        "--eval-every",
-        "2",
-        "--out",
-        str(out),
-    ]
-    mod.main(args)
-    res = json.loads(out.read_text())
-    assert res["mammals"] == {"nodes": 4, "edges": 4, "exclude": list(mod.NK_MAMMAL_EXCLUDE)}
-    (run,) = res["runs"].values()
-    assert [e["epoch"] for e in run["evals"]] == [2, 3] and run["k"] == run["evals"][-1]["k"]
-    assert run["max_rel_constraint_error"] < 1e-9
-    capsys.readouterr()
-    mod.main(args)  # cached: no training output
-    text = capsys.readouterr().out
-    assert "epoch" not in text and "| 2 | rsgd | learned | 0 |" in text
-
-
 def test_distances_from_matches_the_geometry_kernel_far_from_the_origin() -> None:
     gen = torch.Generator().manual_seed(0)
     model = LorentzEmbedding(40, 5, k=2.5, init_scale=30.0, generator=gen)  # rapidities up to ~4 in sqrt(k) units
