@@ -61,12 +61,10 @@ def _explog(r2, xm, m0, ko, kn, cap, maxrap):
     theta_c = tl.minimum(tl.minimum(theta, maxrap), cap)
     f = _rapidity_coef(theta, theta_c) * d_over_r
     xn0 = tl.sqrt(f * f * r2 + kn)
-    alpha = (xm - x0 * m0) / ko
-    m0p = m0 + alpha * x0
-    c1 = sko * m0p / (ko + sko * x0)
-    xmo = xm + (alpha - c1) * r2
+    c1 = m0 / (sko + x0)  # transp0back of the tangent moment, no proju first (as point_steps._move_explog)
+    xmo = xm - c1 * r2
     c2 = f * xmo / (kn + skn * xn0)
-    return xn0, f, c2 * (xn0 + skn), alpha - c1 + c2 * f
+    return xn0, f, c2 * (xn0 + skn), c2 * f - c1
 
 
 @triton.jit
@@ -113,9 +111,19 @@ def _projx(x, is_t, k):
 
 
 @triton.jit
-def _minkowski(u, v, is_t):
-    uv = u * v
-    return tl.sum(tl.where(is_t, -uv, uv), axis=0)
+def _at_origin(x, v, is_t, sk, x0):
+    """Space lanes of ``P_{x→o} v`` (``point_steps._at_origin``), time lane 0."""
+    v0 = tl.sum(tl.where(is_t, v, 0.0), axis=0)
+    return tl.where(is_t, 0.0, v - (v0 / (sk + x0)) * x)
+
+
+@triton.jit
+def _retangent(x, v, is_t, sk):
+    """``point_steps.retangent``: ``v`` back onto the tangent space of ``x`` through the origin."""
+    x0 = tl.sum(tl.where(is_t, x, 0.0), axis=0)
+    w = _at_origin(x, v, is_t, sk, x0)
+    c = tl.sum(tl.where(is_t, 0.0, x) * w, axis=0) / (sk * (sk + x0))
+    return tl.where(is_t, c * (sk + x0), w + c * x)
 
 
 @triton.jit
@@ -154,7 +162,7 @@ def rsgd_step(x_ptr, g_ptr, b_ptr, k_ptr, width, lr, wd, mom, damp, mdist, maxra
     u = d * -lr
     x0 = tl.sum(tl.where(is_t, x, 0.0), axis=0)
     u0 = tl.sum(tl.where(is_t, u, 0.0), axis=0)
-    w = tl.where(is_t, 0.0, u - (u0 / (sk + x0)) * x)  # ‖u‖_L read at the origin (tangent_norm)
+    w = _at_origin(x, u, is_t, sk, x0)  # ‖u‖_L read at the origin (tangent_norm)
     un = tl.sqrt(tl.maximum(tl.sum(w * w, axis=0), _TINY))
     limit = _step_limit(x0, u0, un, k, cap)
     theta = un / sk
@@ -162,13 +170,15 @@ def rsgd_step(x_ptr, g_ptr, b_ptr, k_ptr, width, lr, wd, mom, damp, mdist, maxra
     xn = _cosh(theta_c) * x + _rapidity_coef(theta, theta_c) * u
     if REPAIR:
         xn = _projx(xn, is_t, k)
-    if HAS_MOM:  # transp: b + <xn, b>_L / (k - <x, xn>_L) (x + xn)
-        b = b + (_minkowski(xn, b, is_t) / (k - _minkowski(x, xn, is_t))) * (x + xn)
+    if HAS_MOM:  # transport along the step (point_steps._transport_along_step), <û, b>_L read at the origin
+        beta = tl.sum(w * _at_origin(x, b, is_t, sk, x0), axis=0) / un
+        half = _sinh_pos(theta_c * 0.5)
+        b = b + beta * ((2.0 * half * half / un) * u + (_sinh_pos(theta_c) / sk) * x)
     if REPAIR:
         if STAB:
             xn = _projx(xn, is_t, k)
             if HAS_MOM:
-                b = b + (_minkowski(xn, b, is_t) / k) * xn
+                b = _retangent(xn, b, is_t, sk)
         xn, b = _cap_points(xn, b, is_t, k, cap, maxrap, HAS_MOM)
     tl.store(x_ptr + base + offs, xn, mask=mask)
     if HAS_MOM:
@@ -216,16 +226,17 @@ def radamw_step(x_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, k_ptr, width, lr, wd, beta
         g = -g
     if REPAIR:
         x, m = _cap_points(x, m, is_t, k, cap, maxrap, True)
+    m = _retangent(x, m, is_t, sk)
     if HAS_WD:  # x̃ = normalize((1-λ')x + λ'o), λ' = lr·wd
         lam = lr * wd
         x0 = tl.sum(tl.where(is_t, x, 0.0), axis=0)
         c = sk / tl.sqrt((1.0 - lam) * (1.0 - lam) * k + 2.0 * lam * (1.0 - lam) * sk * x0 + lam * lam * k)
         x = tl.where(is_t, c * ((1.0 - lam) * x0 + lam * sk), x * (c * (1.0 - lam)))
+        m = m - (tl.sum(tl.where(is_t, m, 0.0), axis=0) * (c * lam / sk)) * x  # proju(x̃, m), <x̃,m>_L exact
     g0 = tl.sum(tl.where(is_t, g, 0.0), axis=0)
     xg = tl.sum(x * g, axis=0)
     gr_sq = tl.sum(g * g, axis=0) - 2.0 * g0 * g0 + xg * xg / k
-    m = beta1 * m + (1.0 - beta1) * tl.where(is_t, -g, g)  # β1·m + (1-β1)·Jg, then proju
-    m = m + (_minkowski(x, m, is_t) / k) * x
+    m = beta1 * m + (1.0 - beta1) * (tl.where(is_t, -g, g) + (xg / k) * x)  # β1·m + (1-β1)·proju(x̃, Jg)
     v = beta2 * tl.load(v_ptr + row) + (1.0 - beta2) * tl.maximum(gr_sq, 0.0)
     tl.store(v_ptr + row, v)
     if AMSGRAD:
@@ -234,7 +245,7 @@ def radamw_step(x_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, k_ptr, width, lr, wd, beta
     rate = (lr / bc1) / (tl.sqrt(v / bc2) + eps)
     x0 = tl.sum(tl.where(is_t, x, 0.0), axis=0)
     m0 = tl.sum(tl.where(is_t, m, 0.0), axis=0)
-    w = tl.where(is_t, 0.0, m - (m0 / (sk + x0)) * x)  # ‖m‖_L read at the origin (tangent_norm)
+    w = _at_origin(x, m, is_t, sk, x0)  # ‖m‖_L read at the origin (tangent_norm)
     mn = tl.sqrt(tl.maximum(tl.sum(w * w, axis=0), _TINY))
     theta = rate * mn / sk
     limit = _step_limit(x0, -m0, mn, k, cap)
@@ -248,6 +259,6 @@ def radamw_step(x_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, k_ptr, width, lr, wd, beta
     m = m + x * coef + xn * coef
     if REPAIR:
         xn, m = _cap_points(xn, m, is_t, k, cap, maxrap, True)
-        m = m + (_minkowski(xn, m, is_t) / k) * xn  # stabilize: proju(x_new, m)
+        m = _retangent(xn, m, is_t, sk)  # stabilize: m back onto the tangent space of x_new
     tl.store(x_ptr + base + offs, xn, mask=mask)
     tl.store(m_ptr + base + offs, m, mask=mask)

@@ -15,8 +15,8 @@ from ..geometry import math as lmath
 from ..geometry.rescale import max_rapidity_radius
 
 __all__ = [
-    "CURVATURE_MOVES", "move_to_curvature", "cap_points", "tangent_norm", "geodesic_step_limit", "rsgd_point_step",
-    "radamw_point_step_",
+    "CURVATURE_MOVES", "move_to_curvature", "cap_points", "tangent_norm", "retangent", "geodesic_step_limit",
+    "rsgd_point_step", "radamw_point_step_",
 ]
 
 CURVATURE_MOVES = ("explog", "scale")
@@ -114,13 +114,19 @@ def _move_explog(
         return x_new, None
     m0, ms = lmath.time(m, dim=dim), lmath.space(m, dim=dim)
     xm = (xs * ms).sum(dim=dim, keepdim=True)
-    alpha = (xm - x0 * m0) / ko  # proju at k_old: m += α·x
-    m0 = m0 + alpha * x0
-    c1 = sko * m0 / (ko + sko * x0)  # transp0back: m_o = m - c1·(x + o), time component 0
-    xmo = xm + (alpha - c1) * r2  # x_s · m_o,s
+    # transp0back of the tangent m: m_o = m - c1·(x + o), time component 0. No proju at k_old first: its
+    # Minkowski product of ambient vectors of size cosh r would add ε·cosh² r of |m|_L (≈ 1/4 at the cap, per
+    # move) where this form loses ε·cosh r (see retangent; a component along x is damped, not removed)
+    c1 = m0 / (sko + x0)
+    xmo = xm - c1 * r2  # x_s · m_o,s
     c2 = f * xmo / (kn + skn * xn0)  # transp0 at k_new: m_n = m_o + c2·(x_new + o_new)
-    m_new = torch.cat([c2 * (xn0 + skn), torch.addcmul(ms, xs, alpha - c1 + c2 * f)], dim=dim)
+    m_new = torch.cat([c2 * (xn0 + skn), torch.addcmul(ms, xs, c2 * f - c1)], dim=dim)
     return x_new, m_new
+
+def _at_origin(x: torch.Tensor, v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    r"""Space part of :math:`P_{x\to o}v`, :math:`v_s - \frac{v_0}{\sqrt{k} + x_0}x_s` (its time part is 0)."""
+    return torch.addcmul(v[..., 1:], x[..., 1:], v[..., :1] / (k.sqrt() + x[..., :1]), value=-1.0)
+
 
 def tangent_norm(x: torch.Tensor, v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     r"""Lorentz norm :math:`\|v\|_L` of tangent vectors ``v`` at points ``x`` (manifold dim -1, keepdim), read at
@@ -130,8 +136,44 @@ def tangent_norm(x: torch.Tensor, v: torch.Tensor, k: torch.Tensor) -> torch.Ten
     :math:`\varepsilon\cosh^2 r` of relative precision (all of it in float32 near the representable radius); the
     transported form loses only :math:`\varepsilon\cosh r`. Exact for tangent ``v`` (parallel transport keeps norms).
     """
-    c = v[..., :1] / (k.sqrt() + x[..., :1])
-    return lmath._safe_norm(torch.addcmul(v[..., 1:], x[..., 1:], c, value=-1.0), -1)
+    return lmath._safe_norm(_at_origin(x, v, k), -1)
+
+
+def retangent(x: torch.Tensor, v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    r"""Put vectors ``v`` that are tangent at ``x`` up to rounding back onto :math:`T_x`, through the origin:
+    :math:`P_{o\to x}(P_{x\to o}v)` with the time part at the origin dropped (manifold dim -1).
+
+    With :math:`w = v_s - \frac{v_0}{\sqrt{k}+x_0}x_s` and :math:`c = \frac{x_s\cdot w}{\sqrt{k}(\sqrt{k}+x_0)}`
+    the result is :math:`(c(\sqrt{k}+x_0),\ w + c\,x_s)`: ``v`` itself for a tangent ``v`` (exactly, in exact
+    arithmetic), but where ``proju`` (:math:`v + \langle x,v\rangle_L x/k`) amplifies the rounding of an ambient
+    :math:`v` by :math:`\varepsilon\cosh^2 r` relative to :math:`\|v\|_L` — about 1/4 per step at the radius the
+    optimizers allow, which a moment re-projected every step compounds into an overflow — this form loses
+    :math:`\varepsilon\cosh r`. A component along ``x`` is damped (mapped to a vector of Lorentz norm at most
+    :math:`\sqrt{k}` times its coefficient), not removed: use it for moments, not to project a gradient.
+    """
+    sk = k.sqrt()
+    w = _at_origin(x, v, k)
+    c = (x[..., 1:] * w).sum(-1, keepdim=True) / (sk * (sk + x[..., :1]))
+    return torch.cat([c * (sk + x[..., :1]), torch.addcmul(w, x[..., 1:], c)], dim=-1)
+
+
+def _transport_along_step(
+    x: torch.Tensor, u: torch.Tensor, un: torch.Tensor, theta: torch.Tensor, b: torch.Tensor, k: torch.Tensor
+) -> torch.Tensor:
+    r"""Parallel transport of tangent vectors ``b`` at ``x`` along the geodesic :math:`\exp_x(\theta\sqrt{k}\,\hat u)`,
+    :math:`\hat u = u/\|u\|_L` (``un`` = :math:`\|u\|_L`, ``theta`` the rapidity travelled):
+
+    .. math:: P(b) = b + \beta\big((\cosh\theta - 1)\hat u + \sinh\theta\,x/\sqrt{k}\big),\quad
+              \beta = \langle \hat u, b\rangle_L,
+
+    with :math:`\beta` read at the origin (the dot product of the two vectors' :func:`tangent_norm` forms), so no
+    Minkowski product of ambient vectors of size :math:`\cosh r` is formed (``lmath.transp`` would lose
+    :math:`\varepsilon\cosh^2 r` per step).
+    """
+    uhat = u / un.clamp_min(torch.finfo(un.dtype).tiny)
+    beta = (_at_origin(x, uhat, k) * _at_origin(x, b, k)).sum(-1, keepdim=True)
+    half = torch.sinh(theta / 2)
+    return b + beta * (2 * half * half * uhat + torch.sinh(theta) / k.sqrt() * x)
 
 
 def geodesic_step_limit(
@@ -223,13 +265,13 @@ def rsgd_point_step(
     if repair:
         x_new = lmath.projx(x_new, kk)
     if buf is not None:
-        buf = lmath.transp(x, x_new, buf, k)
+        buf = _transport_along_step(x, u, un, theta_c, buf, kk)
     if not repair:
         return x_new, buf
     if stabilize:
         x_new = lmath.projx(x_new, k)
         if buf is not None:
-            buf = lmath.proju(x_new, buf, k)
+            buf = retangent(x_new, buf, kk)
     return cap_points(x_new, kk, cap, buf)  # rounding may leave a point just beyond the radius
 
 
@@ -255,6 +297,7 @@ def radamw_point_step_(
     if repair:
         x, m_c = cap_points(x, k, cap, m)
         m.copy_(m_c)
+    m.copy_(retangent(x, m, k))  # tangent at x up to ε·cosh r (see retangent; proju would compound ε·cosh² r)
     # 1. decay: x̃ = normalize(μ), μ = (1-λ')x + λ'o; on the manifold <μ,μ>_L = -(1-λ')²k - 2λ'(1-λ')√k x_0 - λ'²k
     if weight_decay != 0:
         lam = lr * weight_decay
@@ -263,15 +306,18 @@ def radamw_point_step_(
         time_ = c * ((1 - lam) * x0 + lam * sk)
         x = x * (c * (1 - lam))
         x[..., :1] = time_
+        # m is tangent at the point before the decay, so <x̃, m>_L = c·λ'·<o, m>_L = -c·λ'·√k·m_0 exactly:
+        # proju(x̃, m) = m - (c·λ'·m_0/√k)·x̃ without a Minkowski product of large ambient vectors
+        m.addcmul_(x, m[..., :1] * (c * lam / sk), value=-1.0)
     # 2. g_R = proju(x̃, Jg), J = diag(-1, 1, …), never materialised: <x̃, Jg>_L = x̃·g and
     #    <g_R, g_R>_L = <Jg, Jg>_L + <x̃, Jg>_L² / k = ‖g‖² - 2 g_0² + (x̃·g)² / k
     g0 = g[..., :1]
     xg = (x * g).sum(-1, keepdim=True)
     gr_sq = (g * g).sum(-1, keepdim=True) - 2 * g0 * g0 + xg * xg / k
-    # 3. m <- β1·proju(x̃, m) + (1-β1)·g_R = proju(x̃, β1·m + (1-β1)·Jg)   (proju is linear)
+    # 3. m <- β1·proju(x̃, m) + (1-β1)·g_R, m already tangent at x̃ (above), g_R = Jg + (x̃·g/k)·x̃
     m.mul_(beta1).add_(g, alpha=1 - beta1)
     m[..., :1].sub_(g0, alpha=2 * (1 - beta1))
-    m.addcmul_(x, lmath.inner(x, m, keepdim=True) / k)
+    m.addcmul_(x, xg / k, value=1 - beta1)
     v.mul_(beta2).add_(gr_sq.clamp_min_(0), alpha=1 - beta2)
     if vmax is not None:
         v = torch.maximum(vmax, v, out=vmax)
@@ -301,6 +347,6 @@ def radamw_point_step_(
         return x_new
     x_new, m_new = cap_points(x_new, k, cap, m)  # rounding may leave a point just beyond the radius
     m.copy_(m_new)
-    # stabilize: m <- proju(x, m)  (x is on the manifold: its time was just recomputed from space)
-    m.addcmul_(x_new, lmath.inner(x_new, m, keepdim=True) / k)
+    # stabilize: m back onto T_{x_new} (x_new is on the manifold: its time was just recomputed from space)
+    m.copy_(retangent(x_new, m, k))
     return x_new
