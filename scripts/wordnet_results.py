@@ -275,7 +275,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--table", action="store_true", help="only print the table of the cached runs")
     p.add_argument("--force", action="store_true", help="rerun cached runs")
-    p.add_argument("--merge-from", type=Path, default=None, help="copy the runs cached in this JSON into --out")
+    p.add_argument(
+        "--merge-from", type=Path, default=None, help="copy the runs (and closure sizes, estimate) cached in this JSON"
+    )
     p.add_argument(
         "--estimate-nouns",
         type=int,
@@ -289,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.merge_from is not None:
         other = load(args.merge_from)
         res["runs"].update(other["runs"])
-        res.setdefault("mammals", other.get("mammals"))
+        res.update({key: other[key] for key in (*DATASETS, "nouns_estimate") if key in other})
         save(res, args.out)
     if args.estimate_nouns:
         est = estimate_nouns(args.wordnet_root, args.estimate_nouns)
