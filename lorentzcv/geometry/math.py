@@ -154,6 +154,11 @@ def _chord(x: torch.Tensor, y: torch.Tensor, dim: int, keepdim: bool) -> tuple[t
     return diff, inner(diff, diff, dim=dim, keepdim=keepdim).clamp_min(0)
 
 
+def _chord_dist(c2: torch.Tensor, sk: torch.Tensor) -> torch.Tensor:
+    """Geodesic distance ``2√k·asinh(c / (2√k))`` from the squared Minkowski chord ``c2`` (``sk = √k``)."""
+    return 2 * sk * torch.asinh(c2.clamp_min(torch.finfo(c2.dtype).tiny).sqrt() / (2 * sk))
+
+
 def dist(x: torch.Tensor, y: torch.Tensor, k: torch.Tensor, *, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
     r"""Geodesic distance :math:`d(x,y) = \sqrt{k}\,\operatorname{arcosh}(-\langle x,y\rangle_L / k)`.
 
@@ -165,8 +170,7 @@ def dist(x: torch.Tensor, y: torch.Tensor, k: torch.Tensor, *, dim: int = -1, ke
     k = _k(k, x)
     kk = _kdim(k, x.dim(), dim) if keepdim else k
     _, c2 = _chord(x, y, dim, keepdim)
-    sk = kk.sqrt()
-    return 2 * sk * torch.asinh(c2.clamp_min(torch.finfo(c2.dtype).tiny).sqrt() / (2 * sk))
+    return _chord_dist(c2, kk.sqrt())
 
 
 def dist0(x: torch.Tensor, k: torch.Tensor, *, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
@@ -261,7 +265,7 @@ def logmap(x: torch.Tensor, y: torch.Tensor, k: torch.Tensor, *, dim: int = -1) 
     k = _kdim(_k(k, x), x.dim(), dim)
     sk = k.sqrt()
     diff, c2 = _chord(x, y, dim, True)
-    d = 2 * sk * torch.asinh(c2.clamp_min(torch.finfo(c2.dtype).tiny).sqrt() / (2 * sk))
+    d = _chord_dist(c2, sk)
     w = diff - c2 / (2 * k) * x
     return w / sinhc(d / sk)
 

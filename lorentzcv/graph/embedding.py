@@ -120,9 +120,7 @@ class LorentzEmbedding(nn.Module):
             x = self.weight.detach()
             xu = x[u]
             space = torch.cdist(xu[:, 1:], x[:, 1:], compute_mode="donot_use_mm_for_euclid_dist")
-            c2 = space.square_() - (xu[:, :1] - x[:, 0]).square_()
-            sk = k.sqrt()
-            return c2.clamp_min_(torch.finfo(c2.dtype).tiny).sqrt_().div_(2 * sk).asinh_().mul_(2 * sk)
+            return lmath._chord_dist(space.square_() - (xu[:, :1] - x[:, 0]).square_(), k.sqrt())
 
 
 class EdgeSet:

@@ -226,7 +226,8 @@ def radamw_step(x_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, k_ptr, width, lr, wd, beta
         g = -g
     if REPAIR:
         x, m = _cap_points(x, m, is_t, k, cap, maxrap, True)
-    m = _retangent(x, m, is_t, sk)
+    else:  # the repairing modes end every step with m re-tangented (below)
+        m = _retangent(x, m, is_t, sk)
     if HAS_WD:  # x̃ = normalize((1-λ')x + λ'o), λ' = lr·wd
         lam = lr * wd
         x0 = tl.sum(tl.where(is_t, x, 0.0), axis=0)

@@ -158,10 +158,12 @@ def retangent(x: torch.Tensor, v: torch.Tensor, k: torch.Tensor) -> torch.Tensor
 
 
 def _transport_along_step(
-    x: torch.Tensor, u: torch.Tensor, un: torch.Tensor, theta: torch.Tensor, b: torch.Tensor, k: torch.Tensor
+    x: torch.Tensor, u: torch.Tensor, wu: torch.Tensor, un: torch.Tensor, theta: torch.Tensor, b: torch.Tensor,
+    k: torch.Tensor,
 ) -> torch.Tensor:
     r"""Parallel transport of tangent vectors ``b`` at ``x`` along the geodesic :math:`\exp_x(\theta\sqrt{k}\,\hat u)`,
-    :math:`\hat u = u/\|u\|_L` (``un`` = :math:`\|u\|_L`, ``theta`` the rapidity travelled):
+    :math:`\hat u = u/\|u\|_L` (``wu`` = ``_at_origin(x, u, k)``, ``un`` = :math:`\|u\|_L` = ``‖wu‖``, ``theta``
+    the rapidity travelled):
 
     .. math:: P(b) = b + \beta\big((\cosh\theta - 1)\hat u + \sinh\theta\,x/\sqrt{k}\big),\quad
               \beta = \langle \hat u, b\rangle_L,
@@ -170,10 +172,10 @@ def _transport_along_step(
     Minkowski product of ambient vectors of size :math:`\cosh r` is formed (``lmath.transp`` would lose
     :math:`\varepsilon\cosh^2 r` per step).
     """
-    uhat = u / un.clamp_min(torch.finfo(un.dtype).tiny)
-    beta = (_at_origin(x, uhat, k) * _at_origin(x, b, k)).sum(-1, keepdim=True)
+    inv = 1 / un.clamp_min(torch.finfo(un.dtype).tiny)
+    beta = (wu * _at_origin(x, b, k)).sum(-1, keepdim=True) * inv
     half = torch.sinh(theta / 2)
-    return b + beta * (2 * half * half * uhat + torch.sinh(theta) / k.sqrt() * x)
+    return b + beta * (2 * half * half * inv * u + torch.sinh(theta) / k.sqrt() * x)
 
 
 def geodesic_step_limit(
@@ -255,7 +257,8 @@ def rsgd_point_step(
     #    x_new = cosh(θ)x + sinhc(θ)u, θ = ‖u‖_L/√k with ‖u‖_L read at the origin (see tangent_norm), clamped to the
     #    geodesic limit and max_rapidity as in lmath.expmap, then projx
     sk = kk.sqrt()
-    un = tangent_norm(x, u, kk)
+    wu = _at_origin(x, u, kk)  # u read at the origin: its norm here, ⟨û, buf⟩_L in the transport below
+    un = lmath._safe_norm(wu, -1)
     limit = geodesic_step_limit(x[..., :1], u[..., :1], un, kk, cap)
     theta = un / sk
     theta_c = torch.minimum(theta, torch.minimum(limit, cap)).clamp_max_(lmath.max_rapidity(x.dtype))
@@ -265,7 +268,7 @@ def rsgd_point_step(
     if repair:
         x_new = lmath.projx(x_new, kk)
     if buf is not None:
-        buf = _transport_along_step(x, u, un, theta_c, buf, kk)
+        buf = _transport_along_step(x, u, wu, un, theta_c, buf, kk)
     if not repair:
         return x_new, buf
     if stabilize:
@@ -297,7 +300,8 @@ def radamw_point_step_(
     if repair:
         x, m_c = cap_points(x, k, cap, m)
         m.copy_(m_c)
-    m.copy_(retangent(x, m, k))  # tangent at x up to ε·cosh r (see retangent; proju would compound ε·cosh² r)
+    else:  # the repairing modes end every step with m re-tangented at the point (below); naive does not
+        m.copy_(retangent(x, m, k))
     # 1. decay: x̃ = normalize(μ), μ = (1-λ')x + λ'o; on the manifold <μ,μ>_L = -(1-λ')²k - 2λ'(1-λ')√k x_0 - λ'²k
     if weight_decay != 0:
         lam = lr * weight_decay
